@@ -1,0 +1,1 @@
+"""Provider wire formats: canonical types and one pure codec package per provider."""

@@ -1,0 +1,1 @@
+"""The desktop agent: local interception, local hooks, attestation."""

@@ -1,0 +1,1 @@
+"""The control plane: orgs, IAM, virtual keys, vault, registry, config sync."""

@@ -1,0 +1,1 @@
+"""The data plane: gateway, proxy, hooks, routing, caches, quota checks, upstream transport."""

@@ -1,0 +1,43 @@
+"""``nexus <command>``: each command lives in its own module and is imported
+only when run, so ``nexus sim`` does not pay for DuckDB and friends."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module:function, one-line help).  The function takes argv
+# (without the command) and returns an exit code.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("nexus.up:main", "start a working single-node Nexus (embedded NATS, Postgres, Valkey)"),
+    "gateway": ("nexus.services:gateway_main", "run the gateway alone against configured services"),
+    "project": ("nexus.services:projector_main", "run the projection worker"),
+    "replay": ("nexus.services:replay_main", "drop and rebuild projections from the streams"),
+    "sim": ("nexus.services:sim_main", "run the simulated LLM provider"),
+    "keys": ("nexus.keys_cmd:main", "create virtual keys and HMAC secrets"),
+    "config": ("nexus.keys_cmd:config_main", "validate a config file"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: nexus <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    entry = COMMANDS.get(args[0])
+    if entry is None:
+        print(f"nexus: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func = entry[0].split(":")
+    result = getattr(importlib.import_module(module), func)(args[1:])
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

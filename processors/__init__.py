@@ -1,0 +1,1 @@
+"""Workers that consume JetStream and maintain state: quota, audit, SIEM, alerting."""

@@ -1,0 +1,1 @@
+"""The contract every Nexus component shares: events, streams, config, publisher."""

@@ -1,0 +1,166 @@
+"""The event contract: every fact an ingress node, processor or the hub emits.
+
+Evolution rules (see DESIGN.md "Events"): new fields get defaults and go at
+the end; fields are never reordered, renamed or retyped; unknown fields are
+tolerated on decode so a newer producer never breaks an older consumer.  A
+breaking change bumps the event's ``v`` and an upcaster in ``streams.codec``
+lifts old payloads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+
+# Body capture: at most this many bytes travel inside an event; anything
+# larger goes to the spill store and the event carries a BodyRef.
+INLINE_BODY_LIMIT = 256 * 1024
+
+
+def uuid7() -> str:
+    """A time-ordered UUIDv7 (RFC 9562): ids sort by creation time, which
+    keeps indexes append-mostly and makes logs readable."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    rand_a = (rand >> 68) & 0xFFF
+    rand_b = rand & ((1 << 62) - 1)
+    value = ((ms & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Node(msgspec.Struct, frozen=True):
+    kind: str  # gateway | proxy | agent | hub | processor
+    id: str
+
+
+class Tenant(msgspec.Struct, frozen=True):
+    org_id: str = ""
+    project_id: str = ""
+    key_id: str = ""
+    user_id: str = ""
+
+
+class BodyRef(msgspec.Struct, frozen=True):
+    """Where a spilled body lives: the spill store's object key, its size
+    and sha256 (hex) so a reader can verify it got the exact bytes."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+class Body(msgspec.Struct, frozen=True):
+    """A captured body: inline (<= INLINE_BODY_LIMIT) or a spill reference.
+    ``redacted`` is true when what is stored is the redacted form."""
+
+    content_type: str = "application/json"
+    inline: bytes | None = None
+    ref: BodyRef | None = None
+    size: int = 0
+    redacted: bool = False
+
+
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0  # provider prompt-cache reads (a subset of prompt_tokens)
+    cache_creation_tokens: int = 0  # provider prompt-cache writes (a subset of prompt_tokens)
+    reasoning_tokens: int = 0  # a subset of completion_tokens
+
+
+class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=True):
+    """The envelope.  Every event type subclasses it; the tag is ``type``."""
+
+    id: str = msgspec.field(default_factory=uuid7)
+    v: int = 1
+    occurred_at_ms: int = msgspec.field(default_factory=now_ms)
+    request_id: str = ""
+    trace_id: str = ""
+    node: Node = Node(kind="unknown", id="unknown")
+    tenant: Tenant = Tenant()
+
+
+# --- traffic events -------------------------------------------------------
+
+
+class RequestReceived(Event, tag="request.received"):
+    """A request as the ingress node accepted it (after authentication)."""
+
+    ingress: str = "gateway"  # gateway | proxy | agent
+    endpoint: str = ""  # chat | messages | responses | embeddings
+    ingress_format: str = "openai"  # the caller's wire grammar
+    method: str = "POST"
+    path: str = ""
+    requested_model: str = ""
+    stream: bool = False
+    client_ip: str = ""
+    user_agent: str = ""
+    body: Body | None = None
+    passthrough_flags: list[str] = []
+    passthrough_reason: str = ""
+
+
+class UpstreamResult(Event, tag="upstream.result"):
+    """What the provider did with one attempt."""
+
+    provider: str = ""
+    provider_model: str = ""
+    attempt: int = 1
+    status: int = 0
+    upstream_ms: float = 0.0  # request sent -> last byte received
+    ttft_ms: float | None = None  # request sent -> first token (streams)
+    error_code: str = ""
+    routing_rule: str = ""
+    body: Body | None = None
+
+
+class UsageRecorded(Event, tag="usage.recorded"):
+    """The usage delta of one request, priced once, here, from the config
+    snapshot the request was served under."""
+
+    provider: str = ""
+    provider_model: str = ""
+    model: str = ""  # the public model name
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    priced: bool = True  # false when the model has no price
+    config_version: str = ""
+    estimated: bool = False  # true when the provider reported no usage
+
+
+class RequestCompleted(Event, tag="request.completed"):
+    """The response as the caller saw it."""
+
+    status: int = 200
+    latency_ms: float = 0.0  # request received -> last byte sent
+    ttft_ms: float | None = None  # request received -> first byte of the stream sent
+    provider: str = ""
+    provider_model: str = ""
+    attempts: int = 1
+    cache_status: str = ""
+
+
+class RequestFailed(Event, tag="request.failed"):
+    """The request ended in an error the caller received."""
+
+    status: int = 500
+    error_code: str = ""
+    error_type: str = ""
+    # Our own words for what went wrong: never the prompt, never a key,
+    # never a provider body (those may quote the prompt).
+    reason: str = ""
+    stage: str = ""  # auth | validate | route | upstream | stream | internal
+    latency_ms: float = 0.0
+    provider: str = ""
+    provider_model: str = ""
+
+
+TrafficEvent = RequestReceived | UpstreamResult | UsageRecorded | RequestCompleted | RequestFailed
