@@ -10,10 +10,10 @@ import sys
 # (without the command) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("nexus.up:main", "start a working single-node Nexus (embedded NATS, Postgres, Valkey)"),
-    "gateway": ("nexus.services:gateway_main", "run the gateway alone against configured services"),
-    "project": ("nexus.services:projector_main", "run the projection worker"),
-    "replay": ("nexus.services:replay_main", "drop and rebuild projections from the streams"),
-    "sim": ("nexus.services:sim_main", "run the simulated LLM provider"),
+    "gateway": ("ingress.gateway.cli:main", "run the gateway alone against configured services"),
+    "project": ("projections.cli:project_main", "run the projection worker"),
+    "replay": ("projections.cli:replay_main", "drop and rebuild projections from the streams"),
+    "sim": ("nexus.sim.cli:main", "run the simulated LLM provider"),
     "keys": ("nexus.keys_cmd:main", "create virtual keys and HMAC secrets"),
     "config": ("nexus.keys_cmd:config_main", "validate a config file"),
 }
