@@ -33,7 +33,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     pass
 
 
-class Price(_Strict):
+class Price(_Strict, kw_only=True):
     """USD per million tokens.  ``cached_input`` / ``cache_write`` /
     ``reasoning`` default to the input / input / output price when absent."""
 
@@ -44,14 +44,14 @@ class Price(_Strict):
     reasoning: float | None = None
 
 
-class Org(_Strict):
+class Org(_Strict, kw_only=True):
     id: str
     name: str = ""
     timezone: str = "UTC"
     parent: str | None = None
 
 
-class Project(_Strict):
+class Project(_Strict, kw_only=True):
     id: str
     org: str
     name: str = ""
@@ -60,7 +60,7 @@ class Project(_Strict):
 KeyStatus = Literal["active", "pending", "expired", "rejected", "revoked"]
 
 
-class VirtualKey(_Strict):
+class VirtualKey(_Strict, kw_only=True):
     id: str
     # hex HMAC-SHA256 of the full key under the auth secret; the key itself
     # is never stored.  ``nexus keys new`` prints a key and its hash.
@@ -76,7 +76,7 @@ class VirtualKey(_Strict):
     description: str = ""
 
 
-class Provider(_Strict):
+class Provider(_Strict, kw_only=True):
     name: str
     kind: str = "openai"  # the codec: openai, anthropic, gemini, ...
     base_url: str
@@ -92,7 +92,7 @@ class Provider(_Strict):
     options: Mapping[str, Any] = {}
 
 
-class Model(_Strict):
+class Model(_Strict, kw_only=True):
     name: str
     provider: str
     provider_model: str = ""
@@ -103,7 +103,7 @@ class Model(_Strict):
     max_output_tokens: int = 0
 
 
-class Auth(_Strict):
+class Auth(_Strict, kw_only=True):
     # The HMAC secret for virtual-key hashes: read from this environment
     # variable; ``secret`` (a literal) exists only for the shipped demo.
     secret_env: str = "NEXUS_KEY_HMAC_SECRET"
@@ -111,7 +111,7 @@ class Auth(_Strict):
     admin_token_env: str = "NEXUS_ADMIN_TOKEN"
 
 
-class Gateway(_Strict):
+class Gateway(_Strict, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 3050
     max_body_bytes: int = 8 * 1024 * 1024
@@ -122,7 +122,7 @@ class Gateway(_Strict):
     node_id: str = ""
 
 
-class NexusConfig(_Strict):
+class NexusConfig(_Strict, kw_only=True):
     version: int = 1
     auth: Auth = Auth()
     gateway: Gateway = Gateway()
@@ -141,6 +141,7 @@ class ConfigSnapshot:
     the request path needs.  Built once; never mutated."""
 
     __slots__ = (
+        "_frozen",
         "_hmac_secret",
         "config",
         "keys_by_hash",
@@ -164,13 +165,14 @@ class ConfigSnapshot:
             for alias in m.aliases:
                 self.models[alias] = m
         self.keys_by_hash: dict[str, VirtualKey] = {k.hash: k for k in config.virtual_keys}
+        self._frozen = True
 
     @property
     def hmac_secret(self) -> bytes:
         return self._hmac_secret
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if hasattr(self, "version"):
+        if getattr(self, "_frozen", False):
             raise AttributeError("ConfigSnapshot is immutable")
         object.__setattr__(self, name, value)
 

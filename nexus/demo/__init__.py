@@ -1,0 +1,1 @@
+"""The demo configuration shipped with the package (used by ``nexus up``)."""
