@@ -91,7 +91,8 @@ def ensure_postgres() -> str:
     _scratch.mkdir(parents=True, exist_ok=True)
     from nexus.embedded import start_postgres  # the same code `nexus up` uses
 
-    return start_postgres(_scratch / "pg", port=5432)
+    dsn, _server = start_postgres(_scratch / "pg")
+    return dsn
 
 
 def free_port() -> int:
