@@ -87,3 +87,13 @@ class CodecError(Exception):
     def __init__(self, error: CanonicalError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class StreamError(CodecError):
+    """An upstream reported an error in the middle of a stream.  ``chunks``
+    holds what was decoded before the error in the same ``feed`` call, to be
+    forwarded before the caller's error frame so no delivered text is lost."""
+
+    def __init__(self, error: CanonicalError, chunks: list[ChatChunk] | None = None) -> None:
+        super().__init__(error)
+        self.chunks = chunks or []

@@ -1,0 +1,343 @@
+"""The reverse direction, for Anthropic clients calling Nexus's /v1/messages:
+an Anthropic Messages request -> canonical ChatRequest, and a canonical
+response or chunk stream -> Anthropic response JSON / SSE events, whichever
+provider served it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.anthropic import wire as w
+from adapters.anthropic.mapping import anthropic_usage, stop_reason
+from adapters.canonical import (
+    CanonicalError,
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ContentPart,
+    ErrorCode,
+    FunctionCall,
+    FunctionDef,
+    ImagePart,
+    ImageURL,
+    Message,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceFunction,
+    ToolChoiceNamed,
+    Usage,
+)
+from adapters.wirekit.jsonio import decode_inbound, dumps, encode, parse_arguments
+from adapters.wirekit.media import data_uri
+from adapters.wirekit.sse import frame
+
+API = "/v1/messages"
+
+# --- request: Anthropic -> canonical ------------------------------------------------
+
+
+def _part(block: w.TextBlock | w.ImageBlock) -> ContentPart:
+    if isinstance(block, w.TextBlock):
+        return TextPart(text=block.text)
+    src = block.source
+    url = data_uri(src.media_type, src.data) if isinstance(src, w.Base64Source) else src.url
+    return ImagePart(image_url=ImageURL(url=url))
+
+
+def _tool_result_text(block: w.ToolResultBlock) -> str | list[ContentPart]:
+    content = block.content
+    if content is None:
+        text: str | list[ContentPart] = ""
+    elif isinstance(content, str):
+        text = content
+    else:
+        parts = [_part(b) for b in content]
+        text = (
+            parts
+            if any(isinstance(p, ImagePart) for p in parts)
+            else "".join(p.text for p in parts if isinstance(p, TextPart))
+        )
+    if block.is_error and isinstance(text, str):
+        # OpenAI-shaped tool messages have no error flag; say it in words.
+        text = f"Error: {text}" if text else "Error"
+    return text
+
+
+def _convert_message(m: w.MessageParam) -> list[Message]:
+    if isinstance(m.content, str):
+        return [Message(role=m.role, content=m.content)]
+    if m.role == "assistant":
+        texts: list[str] = []
+        reasoning: list[str] = []
+        calls: list[ToolCall] = []
+        for b in m.content:
+            if isinstance(b, w.TextBlock):
+                texts.append(b.text)
+            elif isinstance(b, w.ThinkingBlock):
+                reasoning.append(b.thinking)
+            elif isinstance(b, w.ToolUseBlock):
+                calls.append(ToolCall(id=b.id, function=FunctionCall(name=b.name, arguments=dumps(b.input))))
+        return [
+            Message(
+                role="assistant",
+                content="".join(texts) if texts or not calls else None,
+                tool_calls=calls or None,
+                reasoning_content="".join(reasoning) or None,
+            )
+        ]
+    # A user turn: tool results become tool messages (first, as OpenAI
+    # requires them right after the assistant's calls), the rest one user
+    # message.
+    out: list[Message] = []
+    parts: list[ContentPart] = []
+    for b in m.content:
+        if isinstance(b, w.ToolResultBlock):
+            out.append(Message(role="tool", tool_call_id=b.tool_use_id, content=_tool_result_text(b)))
+        elif isinstance(b, w.TextBlock | w.ImageBlock):
+            parts.append(_part(b))
+    if parts:
+        only_text = all(isinstance(p, TextPart) for p in parts)
+        content: str | list[ContentPart] = (
+            "".join(p.text for p in parts if isinstance(p, TextPart))
+            if only_text and len(parts) == 1
+            else parts
+        )
+        out.append(Message(role="user", content=content))
+    return out
+
+
+def _tool_choice(tc: w.ToolChoiceParam | None) -> tuple[ToolChoice | None, bool | None]:
+    if tc is None:
+        return None, None
+    parallel = False if tc.disable_parallel_tool_use else None
+    if tc.type == "tool":
+        return ToolChoiceNamed(function=ToolChoiceFunction(name=tc.name or "")), parallel
+    return {"auto": "auto", "any": "required", "none": "none"}[tc.type], parallel
+
+
+def decode_request(body: bytes) -> ChatRequest:
+    """An Anthropic Messages request body as a canonical ChatRequest; a body
+    that is not a valid Messages request raises CodecError (400)."""
+    req = decode_inbound(body, w.MessagesRequest, API)
+    messages: list[Message] = []
+    if req.system:
+        system = req.system if isinstance(req.system, str) else "\n\n".join(b.text for b in req.system)
+        messages.append(Message(role="system", content=system))
+    for m in req.messages:
+        messages.extend(_convert_message(m))
+    tools = (
+        [
+            Tool(function=FunctionDef(name=t.name, description=t.description, parameters=t.input_schema))
+            for t in req.tools
+        ]
+        if req.tools
+        else None
+    )
+    tool_choice, parallel = _tool_choice(req.tool_choice)
+    ext: dict[str, Any] = {}
+    if req.thinking is not None:
+        ext["thinking"] = {"type": req.thinking.type, "budget_tokens": req.thinking.budget_tokens}
+        if req.thinking.budget_tokens is None:
+            del ext["thinking"]["budget_tokens"]
+    if req.top_k is not None:
+        ext["top_k"] = req.top_k
+    if req.service_tier is not None:
+        ext["service_tier"] = req.service_tier
+    return ChatRequest(
+        model=req.model,
+        messages=messages,
+        max_tokens=req.max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop=req.stop_sequences,
+        stream=req.stream,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel,
+        user=req.metadata.user_id if req.metadata else None,
+        nexus_ext={"anthropic": ext} if ext else None,
+    )
+
+
+# --- response: canonical -> Anthropic ----------------------------------------------
+
+
+def to_messages_response(resp: ChatResponse, model: str | None = None) -> w.MessagesResponse:
+    blocks: list[w.ContentBlock] = []
+    finish = None
+    if resp.choices:
+        choice = resp.choices[0]
+        finish = choice.finish_reason
+        msg = choice.message
+        if msg.reasoning_content:
+            blocks.append(w.ContentBlock(type="thinking", thinking=msg.reasoning_content, signature=""))
+        if msg.content:
+            blocks.append(w.ContentBlock(type="text", text=msg.content))
+        elif msg.refusal:
+            blocks.append(w.ContentBlock(type="text", text=msg.refusal))
+        for call in msg.tool_calls or []:
+            blocks.append(
+                w.ContentBlock(
+                    type="tool_use",
+                    id=call.id,
+                    name=call.function.name,
+                    input=parse_arguments(call.function.arguments),
+                )
+            )
+    return w.MessagesResponse(
+        id=resp.id,
+        model=model or resp.model,
+        content=blocks,
+        stop_reason=stop_reason(finish),
+        usage=anthropic_usage(resp.usage),
+    )
+
+
+def encode_response(resp: ChatResponse, model: str | None = None) -> bytes:
+    return encode(to_messages_response(resp, model))
+
+
+# Canonical code -> Anthropic error type (https://docs.anthropic.com/en/api/errors).
+ERROR_TYPES: dict[ErrorCode, str] = {
+    "invalid_request": "invalid_request_error",
+    "auth_failed": "authentication_error",
+    "rate_limited": "rate_limit_error",
+    "timeout": "timeout_error",
+    "upstream_error": "api_error",
+    "endpoint_unsupported": "not_found_error",
+    "not_implemented": "invalid_request_error",
+    "no_compatible_provider": "invalid_request_error",
+}
+
+
+def error_body(err: CanonicalError) -> bytes:
+    return encode(w.ErrorBody(error=w.ErrorDetail(type=ERROR_TYPES[err.code], message=err.message)))
+
+
+def error_event(err: CanonicalError) -> bytes:
+    """The mid-stream ``event: error`` frame Anthropic clients understand."""
+    return frame("error", error_body(err))
+
+
+# --- stream: canonical chunks -> Anthropic SSE ------------------------------------------
+
+
+class MessagesStreamEncoder:
+    """Turns canonical chunks (from any provider) into the Anthropic event
+    grammar: one message_start, content blocks opened and closed as the
+    output switches between thinking, text and each tool call, then
+    message_delta (stop_reason + usage) and message_stop."""
+
+    def __init__(self, model: str, message_id: str = "") -> None:
+        self._model = model
+        self._id = message_id
+        self._started = False
+        self._open: tuple[str, int] | None = None  # (kind, canonical tool index)
+        self._next_block = 0
+        self._finish: str | None = None
+        self._usage: Usage | None = None
+        self._done = False
+
+    def feed(self, chunk: ChatChunk) -> bytes:
+        out: list[bytes] = []
+        if not self._started:
+            self._id = self._id or chunk.id
+            out.append(self._message_start())
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        for choice in chunk.choices[:1]:
+            d = choice.delta
+            if d.reasoning_content:
+                out.append(
+                    self._ensure("thinking", -1, {"type": "thinking", "thinking": "", "signature": ""})
+                )
+                out.append(self._delta({"type": "thinking_delta", "thinking": d.reasoning_content}))
+            if d.content:
+                out.append(self._ensure("text", -1, {"type": "text", "text": ""}))
+                out.append(self._delta({"type": "text_delta", "text": d.content}))
+            for tc in d.tool_calls or []:
+                fn = tc.function
+                if self._open != ("tool", tc.index):
+                    out.append(
+                        self._ensure(
+                            "tool",
+                            tc.index,
+                            {
+                                "type": "tool_use",
+                                "id": tc.id or "",
+                                "name": (fn.name if fn else "") or "",
+                                "input": {},
+                            },
+                        )
+                    )
+                if fn is not None and fn.arguments:
+                    out.append(self._delta({"type": "input_json_delta", "partial_json": fn.arguments}))
+            if choice.finish_reason:
+                self._finish = choice.finish_reason
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        if self._done:
+            return b""
+        self._done = True
+        out: list[bytes] = []
+        if not self._started:
+            out.append(self._message_start())
+        out.append(self._close())
+        usage = anthropic_usage(self._usage)
+        out.append(
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason(self._finish), "stop_sequence": None},
+                    "usage": usage,
+                },
+            )
+        )
+        out.append(_event("message_stop", {"type": "message_stop"}))
+        return b"".join(out)
+
+    def _message_start(self) -> bytes:
+        self._started = True
+        message: dict[str, Any] = {
+            "id": self._id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return _event("message_start", {"type": "message_start", "message": message})
+
+    def _ensure(self, kind: str, tool_index: int, block: dict[str, Any]) -> bytes:
+        if self._open == (kind, tool_index):
+            return b""
+        closed = self._close()
+        self._open = (kind, tool_index)
+        start = _event(
+            "content_block_start",
+            {"type": "content_block_start", "index": self._next_block, "content_block": block},
+        )
+        return closed + start
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return _event(
+            "content_block_delta", {"type": "content_block_delta", "index": self._next_block, "delta": delta}
+        )
+
+    def _close(self) -> bytes:
+        if self._open is None:
+            return b""
+        self._open = None
+        index = self._next_block
+        self._next_block += 1
+        return _event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def _event(name: str, payload: Any) -> bytes:
+    return frame(name, encode(payload))
