@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("nexus.sim.cli:main", "run the simulated LLM provider"),
     "keys": ("nexus.keys_cmd:main", "create virtual keys and HMAC secrets"),
     "config": ("nexus.keys_cmd:config_main", "validate a config file"),
+    "audit": ("processors.audit.cli:main", "run the audit trail, verify its hash chain, purge bodies"),
 }
 
 

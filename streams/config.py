@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.yaml
 
+from streams.config_siem import AuditConfig, SiemConfig, validate_audit, validate_siem
+
 
 class ConfigError(ValueError):
     """A configuration problem, with the path of the offending field."""
@@ -131,6 +133,8 @@ class NexusConfig(_Strict, kw_only=True):
     virtual_keys: tuple[VirtualKey, ...] = ()
     providers: tuple[Provider, ...] = ()
     models: tuple[Model, ...] = ()
+    audit: AuditConfig = AuditConfig()
+    siem: SiemConfig = SiemConfig()
 
 
 # --- the snapshot ----------------------------------------------------------
@@ -292,6 +296,8 @@ def _validate(cfg: NexusConfig) -> None:
                 raise ConfigError(f"virtual_keys[{i}].allowed_models: unknown model {name!r}")
     if not 0 < cfg.gateway.port < 65536:
         raise ConfigError("gateway.port: must be 1-65535")
+    validate_audit(cfg.audit)
+    validate_siem(cfg.siem, known_orgs=orgs)
 
 
 def _format_msgspec_error(exc: msgspec.ValidationError) -> str:
