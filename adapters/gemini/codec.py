@@ -1,0 +1,95 @@
+"""The Gemini provider codec (Google AI Studio endpoint).  Vertex subclasses
+it and changes only the URL and the credential."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from adapters.base import Capability, StreamDecoder, Target, WireRequest
+from adapters.canonical import (
+    CanonicalError,
+    ChatRequest,
+    ChatResponse,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+)
+from adapters.gemini import errors, request, response
+from adapters.gemini import wire as w
+from adapters.gemini.stream import GeminiStreamDecoder
+from adapters.wirekit.errors import bad_upstream
+from adapters.wirekit.jsonio import decode_upstream, encode
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+
+
+class GeminiCodec:
+    name = "gemini"
+    capabilities = frozenset(
+        {
+            Capability.TEXT,
+            Capability.STREAM,
+            Capability.TOOLS,
+            Capability.TOOLS_STREAM,
+            Capability.VISION,
+            Capability.JSON_SCHEMA,
+            Capability.REASONING,
+            Capability.EMBEDDINGS,
+        }
+    )
+
+    # --- what Vertex overrides ---------------------------------------------------
+
+    def url(self, target: Target, action: str) -> str:
+        base = (target.base_url or DEFAULT_BASE_URL).rstrip("/")
+        if base.endswith(("/v1beta", "/v1")):
+            base = base.rsplit("/", 1)[0]
+        version = target.options.get("api_version", "v1beta")
+        return f"{base}/{version}/models/{target.provider_model}:{action}"
+
+    def auth_headers(self, target: Target) -> dict[str, str]:
+        return {"x-goog-api-key": target.api_key} if target.api_key else {}
+
+    # --- chat ---------------------------------------------------------------------
+
+    def _wire(self, target: Target, action: str, body: bytes) -> WireRequest:
+        headers = {"content-type": "application/json", **self.auth_headers(target), **target.headers}
+        return WireRequest(url=self.url(target, action), headers=headers, body=body)
+
+    def encode_chat(self, request_: ChatRequest, target: Target) -> WireRequest:
+        action = "streamGenerateContent?alt=sse" if request_.stream else "generateContent"
+        return self._wire(target, action, encode(request.build(request_)))
+
+    def decode_chat(self, body: bytes, target: Target) -> ChatResponse:
+        return response.to_canonical(
+            decode_upstream(body, w.GenerateContentResponse, self.name), target.provider_model
+        )
+
+    def stream_decoder(self, target: Target) -> StreamDecoder:
+        return GeminiStreamDecoder(target.provider_model, self.name)
+
+    # --- embeddings -------------------------------------------------------------------
+
+    def encode_embeddings(self, request_: EmbeddingRequest, target: Target) -> WireRequest:
+        action, body = request.build_embed(request_, target.provider_model)
+        return self._wire(target, action, encode(body))
+
+    def decode_embeddings(self, body: bytes, target: Target) -> EmbeddingResponse:
+        parsed = decode_upstream(body, w.EmbedResponse, self.name)
+        vectors = (
+            parsed.embeddings
+            if parsed.embeddings is not None
+            else ([parsed.embedding] if parsed.embedding is not None else None)
+        )
+        if vectors is None:
+            raise bad_upstream(self.name, "embedding response had no embeddings")
+        # Gemini reports no token usage for embeddings.
+        return EmbeddingResponse(
+            data=[Embedding(index=i, embedding=v.values) for i, v in enumerate(vectors)],
+            model=target.provider_model,
+            usage=EmbeddingUsage(),
+        )
+
+    def normalise_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
+        return errors.normalise(self.name, status, body, headers)
