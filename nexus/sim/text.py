@@ -13,13 +13,14 @@ import hashlib
 import math
 import struct
 
-_WORDS = (
+_PROSE = (
     "the quick brown fox jumps over lazy dogs while nexus routes every request "
     "through one audit pipeline and counts tokens with care so budgets hold "
     "under load streams flow events settle projections rebuild from history "
     "latency stays low keys stay secret models answer prompts deterministically "
     "simulated providers never tire and always tell the same story"
-).split()
+)
+_WORDS = tuple(_PROSE.split())
 
 MIN_WORDS = 8
 MAX_WORDS = 24

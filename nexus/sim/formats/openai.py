@@ -13,29 +13,29 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from adapters.canonical import (
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    Choice,
-    ChunkChoice,
-    CompletionTokensDetails,
-    Delta,
-    Embedding,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    EmbeddingUsage,
-    PromptTokensDetails,
-    ResponseMessage,
-    Usage,
-)
+# Requests are validated with the canonical types; responses are written as
+# plain dicts so the sim stays an independent rendering of the wire format
+# (a bug in our canonical types must not be mirrored by the fake upstream).
+from adapters.canonical import ChatRequest
 from nexus.sim import text
 from nexus.sim.behaviour import BadSimHeader, Behaviour, resolve
 from nexus.sim.state import SIM_STATE, SimState
 
 _encoder = msgspec.json.Encoder()
 _chat_decoder = msgspec.json.Decoder(ChatRequest)
-_embed_decoder = msgspec.json.Decoder(EmbeddingRequest)
+
+
+class _EmbeddingRequestWire(msgspec.Struct):
+    # adapters.canonical.EmbeddingRequest's ``input`` union (several array
+    # types) cannot be decoded by msgspec, so the wire shape is declared here.
+    model: str
+    input: str | list[str | int | list[int]]
+    encoding_format: str | None = None
+    dimensions: int | None = None
+    user: str | None = None
+
+
+_embed_decoder = msgspec.json.Decoder(_EmbeddingRequestWire)
 _any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 _ERROR_TYPES = {
@@ -48,8 +48,14 @@ _ERROR_TYPES = {
 }
 
 
-def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     body = {
         "error": {
             "message": message,
@@ -58,8 +64,9 @@ def error_response(status: int, message: str, *, code: str | None = None, param:
             "code": code,
         }
     }
-    return web.Response(status=status, body=_encoder.encode(body), content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        status=status, body=_encoder.encode(body), content_type="application/json", headers=headers
+    )
 
 
 def _param_of(exc: msgspec.ValidationError) -> str | None:
@@ -79,15 +86,20 @@ def _completion_id(model: str, prompt: str) -> str:
     return "chatcmpl-sim" + hashlib.sha256(f"{model}\x00{prompt}".encode()).hexdigest()[:20]
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, b: Behaviour) -> Usage:
+def _usage(prompt_tokens: int, completion_tokens: int, b: Behaviour) -> dict[str, Any]:
     completion = completion_tokens + b.reasoning_tokens
-    return Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion,
-        total_tokens=prompt_tokens + completion,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=min(b.cached_tokens, prompt_tokens)),
-        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=b.reasoning_tokens),
-    )
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": min(b.cached_tokens, prompt_tokens), "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": b.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 async def _admit(request: web.Request, state: SimState) -> tuple[Any, Behaviour] | web.Response:
@@ -112,8 +124,12 @@ async def _admit(request: web.Request, state: SimState) -> tuple[Any, Behaviour]
         await asyncio.sleep(3600)
     if behaviour.fail_status:
         extra = {"Retry-After": behaviour.retry_after} if behaviour.fail_status in (429, 503) else None
-        return error_response(behaviour.fail_status, f"Simulated failure ({behaviour.fail_status}).",
-                              code="sim_injected_failure", headers=extra)
+        return error_response(
+            behaviour.fail_status,
+            f"Simulated failure ({behaviour.fail_status}).",
+            code="sim_injected_failure",
+            headers=extra,
+        )
     if not isinstance(parsed, dict):
         return error_response(400, "We could not parse the JSON body of your request.", code="invalid_json")
     return raw, behaviour
@@ -159,17 +175,25 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await _sleep_ms(b.ttft_ms)
         if b.tokens_per_s > 0:
             await asyncio.sleep(completion_tokens / b.tokens_per_s)
-        resp = ChatResponse(
-            id=cid,
-            model=req.model,
-            created=created,
-            choices=[
-                Choice(index=i, message=ResponseMessage(content=text.completion_text(w)), finish_reason=f)
+        resp = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": req.model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text.completion_text(w), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": f,
+                }
                 for i, (w, f) in enumerate(choices_words)
             ],
-            usage=usage,
-            system_fingerprint="fp_nexus_sim",
-        )
+            "usage": usage,
+            "system_fingerprint": "fp_nexus_sim",
+        }
+        if usage is None:
+            del resp["usage"]
         return web.Response(body=_encoder.encode(resp), content_type="application/json")
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -186,18 +210,31 @@ async def _stream(
     model: str,
     created: int,
     choices_words: list[tuple[list[str], str]],
-    usage: Usage | None,
+    usage: dict[str, Any] | None,
     b: Behaviour,
 ) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
 
-    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
-        return _frame(ChatChunk(id=cid, model=model, created=created, choices=choices, usage=usage,
-                                system_fingerprint="fp_nexus_sim"))
+    def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_nexus_sim",
+            "choices": choices,
+        }
+        if usage is not None:
+            body["usage"] = usage
+        return _frame(body)
 
-    await resp.write(chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))
-                            for i in range(len(choices_words))]))
+    def choice(i: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    await resp.write(
+        chunk([choice(i, {"role": "assistant", "content": ""}) for i in range(len(choices_words))])
+    )
     await _sleep_ms(b.ttft_ms)
     gap = 1 / b.tokens_per_s if b.tokens_per_s > 0 else 0.0
     sent = 0
@@ -212,10 +249,9 @@ async def _stream(
             if gap and sent:
                 await asyncio.sleep(gap)
             piece = word if j == 0 else " " + word
-            await resp.write(chunk([ChunkChoice(index=i, delta=Delta(content=piece))]))
+            await resp.write(chunk([choice(i, {"content": piece})]))
             sent += 1
-    await resp.write(chunk([ChunkChoice(index=i, delta=Delta(), finish_reason=f)
-                            for i, (_, f) in enumerate(choices_words)]))
+    await resp.write(chunk([choice(i, {}, f) for i, (_, f) in enumerate(choices_words)]))
     if usage is not None:
         await resp.write(chunk([], usage))
     await resp.write(b"data: [DONE]\n\n")
@@ -248,16 +284,20 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     if not 1 <= dims <= 4096:
         return error_response(400, "dimensions must be between 1 and 4096", param="dimensions")
     await _sleep_ms(b.ttft_ms)
-    data: list[Embedding] = []
+    data: list[dict[str, Any]] = []
     for i, s in enumerate(inputs):
         vec = text.embedding(req.model, s, dims)
+        value: list[float] | str = vec
         if req.encoding_format == "base64":
-            data.append(Embedding(index=i, embedding=base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()))
-        else:
-            data.append(Embedding(index=i, embedding=vec))
+            value = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
     tokens = sum(text.count_text_tokens(s) for s in inputs)
-    resp = EmbeddingResponse(data=data, model=req.model,
-                             usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+    resp = {
+        "object": "list",
+        "data": data,
+        "model": req.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
     return web.Response(body=_encoder.encode(resp), content_type="application/json")
 
 
@@ -265,8 +305,9 @@ async def models(request: web.Request) -> web.Response:
     state = request.app[SIM_STATE]
     body = {
         "object": "list",
-        "data": [{"id": m, "object": "model", "created": 0, "owned_by": "nexus-sim"}
-                 for m in state.settings.models],
+        "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "nexus-sim"} for m in state.settings.models
+        ],
     }
     return web.Response(body=_encoder.encode(body), content_type="application/json")
 

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the gateway, on the process-wide registry (the
+publisher's buffer/outbox gauges live there too, so ``/metrics`` shows both).
+
+Label values are bounded: ``model`` is a configured public model name or ""
+(never the caller's text), ``status`` an HTTP status.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+REQUESTS = Counter(
+    "nexus_gateway_requests_total", "Requests answered, by outcome status and model", ["status", "model"]
+)
+LATENCY = Histogram(
+    "nexus_gateway_request_duration_seconds",
+    "Request received -> last byte sent",
+    ["model", "stream"],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "nexus_gateway_ttft_seconds",
+    "Request received -> first token sent (streams)",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM = Histogram(
+    "nexus_gateway_upstream_duration_seconds",
+    "Request sent upstream -> last byte received",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_ERRORS = Counter(
+    "nexus_gateway_upstream_errors_total", "Failed upstream attempts", ["provider", "code"]
+)
+INFLIGHT = Gauge("nexus_gateway_inflight_requests", "Requests in progress")

@@ -1,0 +1,160 @@
+"""The events a request leaves behind, built from its context.  Every event
+carries the request id, the node and the tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from adapters.canonical import ChatRequest, ChatResponse
+from ingress.gateway.errors import GatewayError
+from ingress.gateway.state import GatewayState, RequestContext
+from ingress.pricing import cost_usd
+from streams.config import Model
+from streams.events import (
+    INLINE_BODY_LIMIT,
+    Body,
+    RequestCompleted,
+    RequestFailed,
+    RequestReceived,
+    UpstreamResult,
+    Usage,
+    UsageRecorded,
+)
+from streams.spill import body_of
+
+log = logging.getLogger("nexus.gateway")
+
+
+def received(state: GatewayState, ctx: RequestContext, request: web.Request, raw: bytes) -> None:
+    body: Body
+    if len(raw) <= INLINE_BODY_LIMIT:
+        body = Body(inline=raw, size=len(raw))
+    elif state.spill is not None:
+        body, _ = body_of(raw)
+        _spill(state, raw)
+    else:
+        body = Body(size=len(raw))  # too big to inline and nowhere to spill it
+    state.publisher.emit(
+        RequestReceived(
+            request_id=ctx.request_id,
+            node=state.node,
+            tenant=ctx.tenant,
+            endpoint=ctx.endpoint,
+            path=request.path,
+            requested_model=ctx.requested_model,
+            stream=ctx.stream,
+            client_ip=request.remote or "",
+            user_agent=request.headers.get("User-Agent", "")[:256],
+            body=body,
+        )
+    )
+
+
+def _spill(state: GatewayState, raw: bytes) -> None:
+    spill = state.spill
+    assert spill is not None
+
+    async def put() -> None:
+        try:
+            await spill.put(raw)
+        except Exception:
+            log.exception("could not spill a request body of %d bytes", len(raw))
+
+    task = asyncio.get_running_loop().create_task(put())
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
+
+
+def upstream_result(
+    state: GatewayState,
+    ctx: RequestContext,
+    *,
+    status: int,
+    upstream_ms: float,
+    ttft_ms: float | None = None,
+    error_code: str = "",
+) -> None:
+    state.publisher.emit(
+        UpstreamResult(
+            request_id=ctx.request_id,
+            node=state.node,
+            tenant=ctx.tenant,
+            provider=ctx.provider,
+            provider_model=ctx.provider_model,
+            status=status,
+            upstream_ms=upstream_ms,
+            ttft_ms=ttft_ms,
+            error_code=error_code,
+        )
+    )
+
+
+def estimate_usage(request: ChatRequest, response: ChatResponse | None) -> Usage:
+    """Four characters per token: used only when the provider reported no
+    usage (the event says ``estimated``)."""
+    prompt = sum((len(m.text()) + 3) // 4 + 4 for m in request.messages) + 3
+    completion = 0
+    if response is not None:
+        for c in response.choices:
+            text = (c.message.content or "") + (c.message.reasoning_content or "")
+            for call in c.message.tool_calls or ():
+                text += call.function.name + call.function.arguments
+            completion += (len(text) + 3) // 4
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def usage_recorded(
+    state: GatewayState, ctx: RequestContext, model: Model, usage: Usage, *, estimated: bool
+) -> None:
+    cost = cost_usd(model.price, usage)
+    state.publisher.emit(
+        UsageRecorded(
+            request_id=ctx.request_id,
+            node=state.node,
+            tenant=ctx.tenant,
+            provider=ctx.provider,
+            provider_model=ctx.provider_model,
+            model=model.name,
+            usage=usage,
+            cost_usd=cost or 0.0,
+            priced=cost is not None,
+            config_version=state.snapshot.version,
+            estimated=estimated,
+        )
+    )
+
+
+def completed(state: GatewayState, ctx: RequestContext, *, ttft_ms: float | None = None) -> None:
+    state.publisher.emit(
+        RequestCompleted(
+            request_id=ctx.request_id,
+            node=state.node,
+            tenant=ctx.tenant,
+            status=200,
+            latency_ms=ctx.elapsed_ms(),
+            ttft_ms=ttft_ms,
+            provider=ctx.provider,
+            provider_model=ctx.provider_model,
+        )
+    )
+
+
+def failed(state: GatewayState, ctx: RequestContext, err: GatewayError) -> None:
+    state.publisher.emit(
+        RequestFailed(
+            request_id=ctx.request_id,
+            node=state.node,
+            tenant=ctx.tenant,
+            status=err.status,
+            error_code=err.code,
+            error_type=err.type,
+            reason=err.message[:300],
+            stage=err.stage,
+            latency_ms=ctx.elapsed_ms(),
+            provider=ctx.provider,
+            provider_model=ctx.provider_model,
+        )
+    )

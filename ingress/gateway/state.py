@@ -1,0 +1,97 @@
+"""The gateway's typed state: what the app holds for its lifetime, and what
+each request carries through the middleware and handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from aiohttp import web
+
+from ingress.upstream import UpstreamPool
+from streams.config import ConfigSnapshot, VirtualKey
+from streams.events import Event, Node, Tenant
+from streams.spill import SpillStore
+
+
+class EventSink(Protocol):
+    """What the gateway needs of a publisher: a sync, non-blocking emit
+    (``streams.publisher.Publisher`` is one)."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+class GatewayState:
+    __slots__ = (
+        "background",
+        "inflight",
+        "max_body_bytes",
+        "max_inflight",
+        "node",
+        "publisher",
+        "request_timeout_s",
+        "snapshot",
+        "spill",
+        "upstreams",
+    )
+
+    def __init__(
+        self,
+        snapshot: ConfigSnapshot,
+        publisher: EventSink,
+        node: Node,
+        upstreams: UpstreamPool,
+        spill: SpillStore | None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.publisher = publisher
+        self.node = node
+        self.upstreams = upstreams
+        self.spill = spill
+        # Read once: nothing on the request path goes back to the config.
+        gw = snapshot.config.gateway
+        self.max_body_bytes = gw.max_body_bytes
+        self.max_inflight = gw.max_inflight
+        self.request_timeout_s = gw.request_timeout_s
+        self.inflight = 0
+        self.background: set[asyncio.Task[None]] = set()
+
+
+class RequestContext:
+    """What one request accumulates as it goes; events and metrics read it."""
+
+    __slots__ = (
+        "endpoint",
+        "model",
+        "outcome_status",
+        "provider",
+        "provider_model",
+        "request_id",
+        "requested_model",
+        "started",
+        "stream",
+        "tenant",
+    )
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.tenant = Tenant()
+        self.endpoint = ""
+        self.requested_model = ""
+        self.model = ""  # the resolved public model name (a metrics label: never caller-chosen text)
+        self.provider = ""
+        self.provider_model = ""
+        self.stream = False
+        self.outcome_status = 0  # set when the HTTP status is not the outcome (a failed stream)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def set_key(self, key: VirtualKey) -> None:
+        self.tenant = Tenant(org_id=key.org, project_id=key.project, key_id=key.id, user_id=key.user)
+
+
+STATE = web.AppKey("nexus_gateway_state", GatewayState)
+CTX = web.RequestKey("nexus_request_context", RequestContext)
