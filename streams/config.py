@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.yaml
 
+from streams.config_hooks import HooksConfig, validate_hooks
+from streams.config_quota import QuotaConfig, validate_quotas
 from streams.config_siem import AuditConfig, SiemConfig, validate_audit, validate_siem
 
 
@@ -124,6 +126,13 @@ class Gateway(_Strict, kw_only=True):
     node_id: str = ""
 
 
+class ProjectionsConfig(_Strict, kw_only=True):
+    # The DuckDB file for analysts ("" = ~/.nexus/analytics.duckdb).  The
+    # Postgres DSN carries a password, so it comes from NEXUS_POSTGRES_DSN only.
+    duckdb_path: str = ""
+    batch_size: int = 5000
+
+
 class NexusConfig(_Strict, kw_only=True):
     version: int = 1
     auth: Auth = Auth()
@@ -135,6 +144,9 @@ class NexusConfig(_Strict, kw_only=True):
     models: tuple[Model, ...] = ()
     audit: AuditConfig = AuditConfig()
     siem: SiemConfig = SiemConfig()
+    hooks: HooksConfig = HooksConfig()
+    quotas: QuotaConfig = QuotaConfig()
+    projections: ProjectionsConfig = ProjectionsConfig()
 
 
 # --- the snapshot ----------------------------------------------------------
@@ -298,6 +310,8 @@ def _validate(cfg: NexusConfig) -> None:
         raise ConfigError("gateway.port: must be 1-65535")
     validate_audit(cfg.audit)
     validate_siem(cfg.siem, known_orgs=orgs)
+    validate_hooks(cfg.hooks, orgs=orgs, projects=projects, keys=key_ids)
+    validate_quotas(cfg)
 
 
 def _format_msgspec_error(exc: msgspec.ValidationError) -> str:

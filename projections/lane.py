@@ -1,0 +1,182 @@
+"""One store's reader: an ephemeral pull consumer that starts at the store's
+checkpoint + 1, fetches batches and hands them to the store.
+
+The store, not NATS, owns the position, so the consumer is disposable: after
+a NATS restart, a lost connection or a database error the lane drops it,
+re-reads the checkpoint and creates a new one from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from projections import metrics
+from projections.schema import MigrationError
+from projections.store import Item, Store, StoreBusy
+from streams.codec import UnknownEvent, decode
+from streams.topology import Topology
+
+log = logging.getLogger("nexus.projections")
+
+ProgressFn = Callable[[str, int, int], None]  # (store name, last applied sequence, target)
+
+# After this long without a message, ask the server whether our consumer
+# still exists: an ephemeral consumer does not survive a NATS restart, and a
+# fetch against a vanished one just times out.
+_PROBE_AFTER_IDLE_S = 2.0
+_MAX_BACKOFF_S = 5.0
+
+
+class Lane:
+    def __init__(
+        self,
+        store: Store,
+        js: JetStreamContext,
+        topology: Topology,
+        *,
+        batch_size: int,
+        fetch_timeout_s: float,
+    ) -> None:
+        self.store = store
+        self._js = js
+        self._topology = topology
+        self._batch_size = batch_size
+        self._fetch_timeout_s = fetch_timeout_s
+        self.applied = 0
+        self.last_error = ""
+        self._changed = asyncio.Condition()
+        self._label = store.name
+        self._skipped = {
+            reason: metrics.EVENTS_SKIPPED.labels(self._label, reason)
+            for reason in ("undecodable", "unknown_type")
+        }
+
+    @property
+    def stream(self) -> str:
+        return self._topology.traffic_stream
+
+    async def _advance(self, seq: int) -> None:
+        self.applied = seq
+        metrics.CHECKPOINT.labels(self._label).set(seq)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, seq: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.applied >= seq)
+
+    async def run(self, *, until: int | None = None, progress: ProgressFn | None = None) -> None:
+        """Apply the stream to the store.  Live (``until`` None) this runs
+        until cancelled and rides out NATS and database outages; with
+        ``until`` it returns once that sequence is applied (replay)."""
+        backoff = 0.2
+        while True:
+            try:
+                await self.store.open()
+                position = await self.store.position(self.stream)
+                await self._advance(position)
+                if until is not None and position >= until:
+                    return
+                await self._consume(position, until, progress)
+                return
+            except asyncio.CancelledError:
+                raise
+            except (StoreBusy, MigrationError):
+                if until is not None:
+                    raise
+                # Somebody else holds the store (or its schema is newer than
+                # us): keep trying, loudly, instead of exiting.
+                log.exception("%s: cannot write; retrying", self._label)
+                await self.store.close()
+                await asyncio.sleep(_MAX_BACKOFF_S)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: %s; resuming from the checkpoint", self._label, self.last_error)
+                metrics.RESTARTS.labels(self._label).inc()
+                await self.store.close()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _consume(self, position: int, until: int | None, progress: ProgressFn | None) -> None:
+        stream = self.stream
+        name = f"proj-{self._label}-{uuid.uuid4().hex[:12]}"
+        config = ConsumerConfig(
+            name=name,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=position + 1,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=self._topology.traffic_wildcard,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        await self._js.add_consumer(stream, config=config)
+        sub = await self._js.pull_subscribe_bind(consumer=name, stream=stream)
+        idle_since = time.monotonic()
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(self._batch_size, timeout=self._fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    msgs = []
+                if not msgs:
+                    metrics.LAG.labels(self._label).set(0)
+                    if time.monotonic() - idle_since > _PROBE_AFTER_IDLE_S:
+                        await self._js.consumer_info(stream, name)  # NotFoundError -> re-create
+                        idle_since = time.monotonic()
+                    continue
+                idle_since = time.monotonic()
+                await self._apply(msgs)
+                if progress is not None and until is not None:
+                    progress(self._label, self.applied, until)
+                if until is not None and self.applied >= until:
+                    return
+        finally:
+            await _quietly(sub.unsubscribe())
+            await _quietly(self._js.delete_consumer(stream, name))
+
+    async def _apply(self, msgs: list[Msg]) -> None:
+        items: list[Item] = []
+        last = self.applied
+        skipped = self._skipped
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            if seq <= last:
+                continue
+            last = seq
+            try:
+                event = decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                # A poison message must not wedge the projection; it is still
+                # in the stream for whoever fixes the producer.
+                log.error("%s: undecodable message at sequence %d skipped", self._label, seq)
+                skipped["undecodable"].inc()
+                continue
+            if isinstance(event, UnknownEvent):
+                skipped["unknown_type"].inc()
+                continue
+            items.append((seq, event))
+        if last <= self.applied:
+            return
+        started = time.perf_counter()
+        await self.store.apply(self.stream, items, last)
+        metrics.BATCH_SECONDS.labels(self._label).observe(time.perf_counter() - started)
+        metrics.EVENTS_APPLIED.labels(self._label).inc(len(msgs))
+        metrics.LAG.labels(self._label).set(msgs[-1].metadata.num_pending)
+        await self._advance(last)
+
+
+async def _quietly(aw: Awaitable[object]) -> None:
+    with contextlib.suppress(TimeoutError, NotFoundError, nats.errors.Error, OSError):
+        await aw

@@ -1,0 +1,154 @@
+"""Schema of the projection stores: the numbered migrations shipped in
+``projections/migrations/<dialect>/NNNN_name.sql`` and the upsert statements
+generated from ``projections.traffic.COLUMNS`` for each dialect."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal
+
+from projections.traffic import COLUMNS, TABLE, Column, Kind, Rule
+
+Dialect = Literal["postgres", "duckdb"]
+
+# The component name under which these migrations are recorded in
+# ``schema_migrations`` (other parts of Nexus may share the database).
+COMPONENT = "projections"
+
+# Every table the migrations create.  ``replay`` drops exactly these; a test
+# checks that the migrations create nothing else.
+OWNED_TABLES: tuple[str, ...] = (TABLE, "projection_checkpoint")
+
+SCHEMA_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    component  text    NOT NULL,
+    version    integer NOT NULL,
+    name       text    NOT NULL,
+    checksum   text    NOT NULL,
+    PRIMARY KEY (component, version)
+)
+"""
+
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+
+
+def migrations(dialect: Dialect) -> list[Migration]:
+    folder = resources.files("projections").joinpath("migrations", dialect)
+    found: list[Migration] = []
+    for entry in folder.iterdir():
+        m = _FILE.match(entry.name)
+        if m is None:
+            continue
+        found.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda mig: mig.version)
+    versions = [mig.version for mig in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"duplicate migration numbers in projections/migrations/{dialect}")
+    return found
+
+
+def check_applied(dialect: Dialect, applied: dict[int, str]) -> list[Migration]:
+    """The migrations still to apply, given ``version -> checksum`` of those
+    already applied; an applied file that changed since is an error (edit a
+    shipped migration and every existing database silently diverges)."""
+    todo: list[Migration] = []
+    for mig in migrations(dialect):
+        recorded = applied.get(mig.version)
+        if recorded is None:
+            todo.append(mig)
+        elif recorded != mig.checksum:
+            raise MigrationError(
+                f"migration {dialect}/{mig.version:04d}_{mig.name}.sql changed after it was applied; "
+                "add a new numbered migration instead"
+            )
+    return todo
+
+
+# --- upsert statements ------------------------------------------------------
+
+_PG_ARRAY = {
+    Kind.TEXT: "text[]",
+    Kind.INT: "bigint[]",
+    Kind.FLOAT: "double precision[]",
+    Kind.BOOL: "boolean[]",
+    Kind.TS: "bigint[]",
+}
+_DUCK_ARRAY = {
+    Kind.TEXT: "VARCHAR[]",
+    Kind.INT: "BIGINT[]",
+    Kind.FLOAT: "DOUBLE[]",
+    Kind.BOOL: "BOOLEAN[]",
+    Kind.TS: "BIGINT[]",
+}
+
+
+def _select_expr(col: Column, dialect: Dialect) -> str:
+    # Timestamps travel as epoch milliseconds (exact, cheap to bind) and are
+    # converted by the database.
+    if col.kind is Kind.TS:
+        if dialect == "postgres":
+            return f"timestamptz 'epoch' + u.{col.name} * interval '1 millisecond'"
+        return f"epoch_ms(u.{col.name})"
+    return f"u.{col.name}"
+
+
+def _set_clause(col: Column) -> str:
+    n = col.name
+    if col.rule is Rule.SET:
+        return f"{n} = COALESCE(EXCLUDED.{n}, t.{n})"
+    if col.rule is Rule.MIN:
+        return f"{n} = LEAST(EXCLUDED.{n}, t.{n})"
+    if col.rule is Rule.MAX:
+        return f"{n} = GREATEST(EXCLUDED.{n}, t.{n})"
+    return f"{n} = CASE WHEN EXCLUDED.{col.rank} > t.{col.rank} THEN EXCLUDED.{n} ELSE t.{n} END"
+
+
+def upsert_sql(dialect: Dialect) -> str:
+    """One statement that upserts a whole batch of folded rows, passed as one
+    array per column (unnest): one round trip, no per-row statements."""
+    names = ", ".join(c.name for c in COLUMNS)
+    select = ", ".join(_select_expr(c, dialect) for c in COLUMNS)
+    updates = ",\n    ".join(_set_clause(c) for c in COLUMNS if c.name != "request_id")
+    if dialect == "postgres":
+        args = ", ".join(f"${i}::{_PG_ARRAY[c.kind]}" for i, c in enumerate(COLUMNS, 1))
+        source = f"unnest({args}) AS u({names})"
+    else:
+        unnests = ", ".join(
+            f"unnest(${i}::{_DUCK_ARRAY[c.kind]}) AS {c.name}" for i, c in enumerate(COLUMNS, 1)
+        )
+        source = f"(SELECT {unnests}) AS u"
+    return (
+        f"INSERT INTO {TABLE} AS t ({names})\nSELECT {select}\nFROM {source}\n"
+        f"ON CONFLICT (request_id) DO UPDATE SET\n    {updates}"
+    )
+
+
+def columnar(rows: list[dict[str, object]]) -> list[list[object]]:
+    """Folded rows -> one list per column, in ``COLUMNS`` order.  Rank columns
+    are never NULL (a NULL rank would make every comparison unknown)."""
+    out: list[list[object]] = []
+    for col in COLUMNS:
+        name = col.name
+        if col.rule is Rule.MAX and col.kind is Kind.INT:
+            out.append([r.get(name) or 0 for r in rows])
+        else:
+            out.append([r.get(name) for r in rows])
+    return out

@@ -1,0 +1,53 @@
+"""What every projection store offers the worker and ``replay``.
+
+A store owns its position: ``apply`` writes the rows of a batch and the
+checkpoint (projection, stream, last sequence) in one transaction and skips
+whatever the checkpoint already covers, so a redelivered or overlapping batch
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+# (stream sequence, decoded event); events a projection ignores are simply
+# absent, the batch's ``last_seq`` still covers them.
+Item = tuple[int, object]
+
+
+class StoreError(RuntimeError):
+    """A store problem with a message fit for an operator."""
+
+
+class StoreBusy(StoreError):
+    """Another writer (a running projector, a replay) holds the store."""
+
+
+class Store(Protocol):
+    name: str
+
+    async def open(self) -> None:
+        """Connect, take the writer lock and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    async def position(self, stream: str) -> int:
+        """The last stream sequence applied (0 when none)."""
+
+    async def apply(self, stream: str, items: Sequence[Item], last_seq: int) -> int:
+        """Apply the items with a sequence above the checkpoint and move the
+        checkpoint to ``last_seq``, atomically.  Returns how many items were
+        new."""
+
+    async def reset(self) -> None:
+        """Drop every table the projections own and re-create them empty."""
+
+    async def rows(self) -> list[dict[str, Any]]:
+        """The whole ``traffic_event`` table ordered by request id."""
+
+
+def fresh_items(items: Sequence[Item], checkpoint: int) -> Sequence[Item]:
+    if not items or items[0][0] > checkpoint:
+        return items
+    return [it for it in items if it[0] > checkpoint]

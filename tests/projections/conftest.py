@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from projections.settings import ProjectorSettings
+from streams.jetstream import connect, delete_streams, ensure_streams
+from streams.topology import Topology
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await connect(nats_url, name="projection-tests")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def js(nc: NATS, topology: Topology) -> AsyncIterator[JetStreamContext]:
+    ctx = nc.jetstream()
+    await ensure_streams(ctx, topology)
+    yield ctx
+    await delete_streams(ctx, topology)
+
+
+@pytest.fixture
+def settings(nats_url: str, pg_dsn: str, tmp_path: Path, topology: Topology) -> ProjectorSettings:
+    return ProjectorSettings(
+        nats_url=nats_url,
+        postgres_dsn=pg_dsn,
+        duckdb_path=str(tmp_path / "analytics.duckdb"),
+        topology=topology,
+        batch_size=500,
+        fetch_timeout_s=0.05,
+    )
