@@ -24,8 +24,6 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.yaml
 
-from streams.config_hooks import HooksConfig, validate_hooks
-from streams.config_quota import QuotaConfig, validate_quotas
 from streams.config_siem import AuditConfig, SiemConfig, validate_audit, validate_siem
 
 
@@ -144,8 +142,6 @@ class NexusConfig(_Strict, kw_only=True):
     models: tuple[Model, ...] = ()
     audit: AuditConfig = AuditConfig()
     siem: SiemConfig = SiemConfig()
-    hooks: HooksConfig = HooksConfig()
-    quotas: QuotaConfig = QuotaConfig()
     projections: ProjectionsConfig = ProjectionsConfig()
 
 
@@ -310,8 +306,6 @@ def _validate(cfg: NexusConfig) -> None:
         raise ConfigError("gateway.port: must be 1-65535")
     validate_audit(cfg.audit)
     validate_siem(cfg.siem, known_orgs=orgs)
-    validate_hooks(cfg.hooks, orgs=orgs, projects=projects, keys=key_ids)
-    validate_quotas(cfg)
 
 
 def _format_msgspec_error(exc: msgspec.ValidationError) -> str:
