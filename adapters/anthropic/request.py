@@ -25,6 +25,9 @@ from adapters.wirekit.media import parse_data_uri
 
 P = "anthropic"
 
+STRUCTURED_OUTPUT_INSTRUCTION = (
+    f"Give your final answer by calling the {STRUCTURED_OUTPUT_TOOL} tool; its input is the answer."
+)
 JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 )
@@ -200,9 +203,7 @@ def build(req: ChatRequest, model: str) -> w.MessagesRequest:
         tools, tool_choice = _structured_output(
             rf.json_schema.schema, rf.json_schema.description, tools, tool_choice, thinking
         )
-        system.append(
-            f"Give your final answer by calling the {STRUCTURED_OUTPUT_TOOL} tool; its input is the answer."
-        )
+        system.append(STRUCTURED_OUTPUT_INSTRUCTION)
 
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
     user_id = req.user or (req.metadata or {}).get("user_id")

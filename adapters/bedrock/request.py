@@ -1,0 +1,207 @@
+"""Canonical ChatRequest -> Bedrock ConverseRequest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL
+from adapters.anthropic.request import JSON_OBJECT_INSTRUCTION, STRUCTURED_OUTPUT_INSTRUCTION
+from adapters.bedrock import wire as w
+from adapters.canonical import (
+    AudioPart,
+    ChatRequest,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    Message,
+    RefusalPart,
+    TextPart,
+    ToolChoiceNamed,
+)
+from adapters.wirekit.errors import unsupported
+from adapters.wirekit.jsonio import parse_arguments
+from adapters.wirekit.media import parse_data_uri
+
+P = "bedrock"
+FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+
+
+def _image(part: ImagePart) -> w.ImageBlock:
+    url = part.image_url.url
+    parsed = parse_data_uri(url)
+    if parsed is not None:
+        fmt = FORMATS.get(parsed[0])
+        if fmt is None:
+            raise unsupported(P, f"image type {parsed[0]!r} is not accepted (png, jpeg, gif, webp)")
+        return w.ImageBlock(format=fmt, source=w.ImageSource(bytes=parsed[1]))
+    if url.startswith("s3://"):
+        ext = url.rsplit(".", 1)[-1].lower()
+        return w.ImageBlock(
+            format="jpeg" if ext == "jpg" else ext, source=w.ImageSource(s3_location={"uri": url})
+        )
+    # Converse takes image bytes or S3 only; fetching a URL is I/O a codec
+    # must not do.
+    raise unsupported(P, "images must be base64 data: URIs or s3:// locations on Bedrock")
+
+
+def _blocks(content: str | list[ContentPart] | None) -> list[w.ContentBlock]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [w.ContentBlock(text=content)] if content else []
+    out: list[w.ContentBlock] = []
+    for part in content:
+        if isinstance(part, TextPart):
+            out.append(w.ContentBlock(text=part.text))
+        elif isinstance(part, RefusalPart):
+            out.append(w.ContentBlock(text=part.refusal))
+        elif isinstance(part, ImagePart):
+            out.append(w.ContentBlock(image=_image(part)))
+        elif isinstance(part, AudioPart | FilePart):
+            raise unsupported(P, f"{type(part).__name__} is not supported on Bedrock Converse")
+    return out
+
+
+def _tool_result(msg: Message) -> w.ContentBlock:
+    if not msg.tool_call_id:
+        raise unsupported(P, "a tool message needs tool_call_id")
+    content: list[w.ToolResultContent] = []
+    for b in _blocks(msg.content):
+        if b.text is not None:
+            content.append(w.ToolResultContent(text=b.text))
+        elif b.image is not None:
+            content.append(w.ToolResultContent(image=b.image))
+    return w.ContentBlock(
+        tool_result=w.ToolResultBlock(
+            tool_use_id=msg.tool_call_id, content=content or [w.ToolResultContent(text="")]
+        )
+    )
+
+
+def messages(req: ChatRequest) -> tuple[list[w.SystemBlock], list[w.BedrockMessage]]:
+    system: list[w.SystemBlock] = []
+    out: list[w.BedrockMessage] = []
+
+    def append(role: str, blocks: list[w.ContentBlock]) -> None:
+        if not blocks:
+            return
+        if out and out[-1].role == role:
+            out[-1].content.extend(blocks)
+        else:
+            out.append(w.BedrockMessage(role=role, content=list(blocks)))
+
+    for msg in req.messages:
+        if msg.role in ("system", "developer"):
+            system.append(w.SystemBlock(text=msg.text()))
+        elif msg.role == "user":
+            append("user", _blocks(msg.content))
+        elif msg.role == "assistant":
+            blocks = _blocks(msg.content)
+            for call in msg.tool_calls or []:
+                blocks.append(
+                    w.ContentBlock(
+                        tool_use=w.ToolUseBlock(
+                            tool_use_id=call.id,
+                            name=call.function.name,
+                            input=parse_arguments(call.function.arguments),
+                        )
+                    )
+                )
+            append("assistant", blocks)
+        elif msg.role in ("tool", "function"):
+            append("user", [_tool_result(msg)])
+    if not out:
+        raise unsupported(P, "at least one user or assistant message is required")
+    return system, out
+
+
+def _tool_config(req: ChatRequest, schema: dict[str, Any] | None) -> w.ToolConfig | None:
+    tools = [
+        w.ToolDef(
+            tool_spec=w.ToolSpec(
+                name=t.function.name,
+                description=t.function.description,
+                input_schema=w.InputSchema(
+                    json=t.function.parameters or {"type": "object", "properties": {}}
+                ),
+            )
+        )
+        for t in req.tools or []
+    ]
+    if any(t.tool_spec.name == STRUCTURED_OUTPUT_TOOL for t in tools):
+        raise unsupported(P, f"the tool name {STRUCTURED_OUTPUT_TOOL!r} is reserved")
+    tc = req.tool_choice
+    choice: w.ToolChoice | None = None
+    if isinstance(tc, ToolChoiceNamed):
+        choice = w.ToolChoice(tool=w.SpecificTool(name=tc.function.name))
+    elif tc == "required":
+        choice = w.ToolChoice(any={})
+    elif tc == "auto":
+        choice = w.ToolChoice(auto={})
+    elif tc == "none":
+        # Converse has no "none": the tools are left out instead.
+        tools = []
+    elif tc is not None:
+        raise unsupported(P, f"unknown tool_choice {tc!r}")
+    if schema is not None:
+        # json_schema through a tool whose input is the answer (as for
+        # Anthropic); forced unless the caller's own tools must stay usable.
+        tools.append(
+            w.ToolDef(
+                tool_spec=w.ToolSpec(
+                    name=STRUCTURED_OUTPUT_TOOL,
+                    description="Return the final answer as this tool's input.",
+                    input_schema=w.InputSchema(json=schema),
+                )
+            )
+        )
+        if choice is None or choice.tool is None:
+            choice = (
+                w.ToolChoice(any={})
+                if len(tools) > 1
+                else w.ToolChoice(tool=w.SpecificTool(name=STRUCTURED_OUTPUT_TOOL))
+            )
+    if not tools:
+        return None
+    return w.ToolConfig(tools=tools, tool_choice=choice)
+
+
+def build(req: ChatRequest) -> w.ConverseRequest:
+    if req.n is not None and req.n > 1:
+        raise unsupported(P, "n > 1 is not supported by Bedrock Converse")
+    ext = (req.nexus_ext or {}).get("bedrock", {})
+    system, turns = messages(req)
+    schema = None
+    rf = req.response_format
+    if rf is not None and rf.type == "json_object":
+        system.append(w.SystemBlock(text=JSON_OBJECT_INSTRUCTION))
+    elif rf is not None and rf.type == "json_schema":
+        if rf.json_schema is None or rf.json_schema.schema is None:
+            raise unsupported(P, "response_format json_schema needs a schema")
+        schema = rf.json_schema.schema
+        system.append(w.SystemBlock(text=STRUCTURED_OUTPUT_INSTRUCTION))
+    stop = [req.stop] if isinstance(req.stop, str) else req.stop
+    inference = w.InferenceConfig(
+        max_tokens=req.output_budget(),
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop_sequences=stop or None,
+    )
+    extra: dict[str, Any] = dict(ext.get("additional_model_request_fields") or {})
+    if "thinking" in ext:
+        extra["thinking"] = ext["thinking"]
+    if "top_k" in ext:
+        extra["top_k"] = ext["top_k"]
+    return w.ConverseRequest(
+        messages=turns,
+        system=system or None,
+        inference_config=inference if inference != w.InferenceConfig() else None,
+        tool_config=_tool_config(req, schema),
+        additional_model_request_fields=extra or None,
+    )
