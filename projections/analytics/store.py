@@ -1,0 +1,185 @@
+"""The DuckDB projection store with analytics rollups maintained alongside.
+
+``AnalyticsDuckDBStore`` is the base ``DuckDBStore`` (``traffic_event`` and its
+checkpoint, unchanged) plus, on the same connection and thread, right after
+each of its transactions, a second one that records the batch's verdict
+counts, marks the rollup buckets the batch touched as stale
+(``analytics.dirty``) and moves the rollup checkpoint
+(``projection_checkpoint`` row ``analytics_rollup``).  A refresher recomputes
+the stale buckets from the facts every ``refresh_every_s`` seconds, when the
+store closes, and on ``refresh_now``.
+
+Why two transactions: the base store's transaction is its own.  The gap is
+closed by ``position`` answering the smaller of the two checkpoints, so after
+a crash between them the lane re-delivers the batch, the base store skips it
+(its checkpoint covers it) and the rollup side catches up.
+
+Why the refresh is decoupled from the batch: recomputing a bucket re-reads
+its facts (exact percentiles, see ``rollups``), so refreshing once per second
+instead of once per batch keeps the projector's throughput independent of how
+many batches hit the same hour or day.  The stale marks are written with the
+checkpoint, so what a crash interrupts is refreshed after the restart, and a
+rollup is never more than ``refresh_every_s`` behind ``traffic_event``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from projections.analytics import metrics
+from projections.analytics.rollups import add_verdicts, dirty_counts, refresh, stale_minutes
+from projections.analytics.schema import GRAINS, drop_schema, ensure_schema
+from projections.analytics.verdicts import fold_verdicts
+from projections.duck_store import DuckDBStore
+from projections.store import Item, fresh_items
+
+log = logging.getLogger("nexus.projections.analytics")
+
+PROJECTION = "analytics_rollup"
+
+
+class AnalyticsDuckDBStore(DuckDBStore):
+    def __init__(self, path: str | Path, *, refresh_every_s: float = 1.0) -> None:
+        super().__init__(path)
+        self.refresh_every_s = refresh_every_s
+        self._rollup_seq: dict[str, int] = {}
+        self._stale_since: float | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        await super().open()
+        await self._run(lambda: ensure_schema(self.conn))
+        self._rollup_seq.clear()
+        # Stale marks left by an earlier run are refreshed on the first tick.
+        self._stale_since = time.monotonic()
+        if self.refresh_every_s > 0:
+            self._ticker = asyncio.create_task(self._tick(), name="analytics-rollup-refresh")
+
+    async def close(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        if self._conn is not None:
+            try:
+                await self.refresh_now()
+            except Exception:
+                # The stale marks survive; the next open refreshes them.
+                log.exception("analytics: final rollup refresh failed")
+        await super().close()
+
+    async def reset(self) -> None:
+        await self._run(lambda: drop_schema(self.conn))
+        await super().reset()
+        await self._run(lambda: ensure_schema(self.conn))
+        self._rollup_seq.clear()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_every_s)
+            if self._stale_since is None:
+                continue
+            try:
+                await self.refresh_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("analytics: rollup refresh failed; retrying on the next tick")
+
+    async def refresh_now(self) -> dict[str, int]:
+        """Recompute every stale bucket; returns buckets refreshed per grain."""
+        return await self._run(self._refresh_tx)
+
+    # --- positions ---------------------------------------------------------
+
+    def _rollup_position(self, stream: str) -> int:
+        cached = self._rollup_seq.get(stream)
+        if cached is not None:
+            return cached
+        row = self.conn.execute(
+            "SELECT last_seq FROM projection_checkpoint WHERE projection = ? AND stream = ?",
+            [PROJECTION, stream],
+        ).fetchone()
+        seq = int(row[0]) if row else 0
+        self._rollup_seq[stream] = seq
+        return seq
+
+    async def position(self, stream: str) -> int:
+        def _both() -> int:
+            return min(self._position(stream), self._rollup_position(stream))
+
+        return await self._run(_both)
+
+    # --- applying ----------------------------------------------------------
+
+    def _apply(self, stream: str, items: Sequence[Item], last_seq: int) -> int:
+        applied = super()._apply(stream, items, last_seq)
+        self._apply_rollups(stream, items, last_seq)
+        return applied
+
+    def _apply_rollups(self, stream: str, items: Sequence[Item], last_seq: int) -> None:
+        checkpoint = self._rollup_position(stream)
+        if last_seq <= checkpoint:
+            return
+        started = time.perf_counter()
+        conn = self.conn
+        events = [ev for _, ev in fresh_items(items, checkpoint)]
+        ids = list({rid for ev in events if (rid := getattr(ev, "request_id", ""))})
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            add_verdicts(conn, fold_verdicts(events))
+            marked = stale_minutes(conn, ids)
+            conn.execute(
+                "INSERT INTO projection_checkpoint (projection, stream, last_seq, updated_at) "
+                "VALUES (?, ?, ?, current_timestamp) "
+                "ON CONFLICT (projection, stream) DO UPDATE SET "
+                "last_seq = EXCLUDED.last_seq, updated_at = EXCLUDED.updated_at",
+                [PROJECTION, stream, last_seq],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._rollup_seq[stream] = last_seq
+        if marked and self._stale_since is None:
+            self._stale_since = time.monotonic()
+        metrics.EVENTS.inc(len(events))
+        metrics.CHECKPOINT.set(last_seq)
+        metrics.LAG_EVENTS.set(max(0, self._position(stream) - last_seq))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.STALENESS_SECONDS.set(self._staleness())
+
+    def _refresh_tx(self) -> dict[str, int]:
+        conn = self.conn
+        out: dict[str, int] = {}
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for grain in GRAINS:
+                started = time.perf_counter()
+                out[grain] = refresh(conn, grain)
+                metrics.REFRESH_SECONDS.labels(grain).observe(time.perf_counter() - started)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._stale_since = None
+        for grain, n in out.items():
+            metrics.BUCKETS_REFRESHED.labels(grain).inc(n)
+        for grain, n in dirty_counts(conn).items():
+            metrics.STALE_BUCKETS.labels(grain).set(n)
+        metrics.STALENESS_SECONDS.set(0.0)
+        return out
+
+    def _staleness(self) -> float:
+        since = self._stale_since
+        return 0.0 if since is None else time.monotonic() - since
