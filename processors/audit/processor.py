@@ -95,7 +95,8 @@ class AuditProcessor:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            # nats-py's fetch turns a cancellation into TimeoutError.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await t
         self._tasks.clear()
         if self._lock_conn is not None:

@@ -1,0 +1,7 @@
+"""SIEM forwarding: every configured sink gets its own durable JetStream
+consumer; records go out as RFC 5424 syslog (JSON or CEF) over TCP/TLS/UDP,
+Splunk HEC, Elastic _bulk or a JSON webhook."""
+
+from processors.siem.forwarder import SiemForwarder, dlq_stream, dlq_subject
+
+__all__ = ["SiemForwarder", "dlq_stream", "dlq_subject"]
