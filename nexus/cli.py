@@ -18,7 +18,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("nexus.keys_cmd:config_main", "validate a config file"),
     "audit": ("processors.audit.cli:main", "run the audit trail, verify its hash chain, purge bodies"),
     "siem": ("processors.siem.cli:main", "forward events to SIEM sinks (syslog, CEF, HEC, Elastic, webhook)"),
-    "audit": ("processors.audit.cli:main", "run the audit trail, verify its hash chain, purge bodies"),
 }
 
 
