@@ -30,9 +30,8 @@ def error_from_detail(detail: w.ErrorDetail, status: int | None) -> CanonicalErr
     # 529 overloaded is Anthropic's "try again shortly": retryable, and the
     # caller sees 503 rather than a bare 529 few clients know.
     override = 503 if detail.type == "overloaded_error" else None
-    return e.make(
-        code, f"anthropic: {detail.message or detail.type}", provider_status=status, status=override
-    )
+    where = f"HTTP {status}" if status else "mid-stream"
+    return e.make(code, f"anthropic: {detail.type} ({where})", provider_status=status, status=override)
 
 
 def normalise(status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:

@@ -37,20 +37,22 @@ def _kind(raw: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def from_kind(kind: str, message: str, status: int | None) -> CanonicalError:
+def from_kind(kind: str, status: int | None) -> CanonicalError:
     code = TYPE_TO_CODE.get(_kind(kind)) or (e.code_for_status(status) if status else "upstream_error")
-    return e.make(code, f"bedrock: {message or _kind(kind) or 'error'}", provider_status=status)
+    where = f"HTTP {status}" if status else "mid-stream"
+    return e.make(code, f"bedrock: {_kind(kind) or 'error'} ({where})", provider_status=status)
 
 
 def normalise(status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
     kind = next((v for k, v in headers.items() if k.lower() == "x-amzn-errortype"), "")
-    try:
-        parsed = msgspec.json.decode(body, type=w.ErrorBody)
-        message = parsed.message or parsed.Message or ""
-    except msgspec.DecodeError:
-        message = ""
-    if not kind and not message:
+    if not kind:
+        # Some paths put the type in the body as "__type" instead.
+        try:
+            kind = msgspec.json.decode(body, type=w.ErrorBody).type or ""
+        except msgspec.DecodeError:
+            kind = ""
+    if not kind:
         return e.from_status("bedrock", status, None, headers)
-    err = from_kind(kind, message, status)
+    err = from_kind(kind, status)
     err.retry_after_s = e.retry_after(headers)
     return err

@@ -38,14 +38,14 @@ class BedrockStreamDecoder:
         kind = str(msg.headers.get(":message-type", "event"))
         if kind == "error":
             code = str(msg.headers.get(":error-code", "InternalServerException"))
-            raise StreamError(from_kind(code, str(msg.headers.get(":error-message", "")), None), list(out))
+            raise StreamError(from_kind(code, None), list(out))
         try:
             payload = _decode(msg.payload) if msg.payload else w.StreamPayload()
         except msgspec.DecodeError:
             raise bad_upstream("bedrock", "stream event payload did not parse") from None
         if kind == "exception":
             exc = str(msg.headers.get(":exception-type", "InternalServerException"))
-            raise StreamError(from_kind(exc, payload.message or payload.Message or "", None), list(out))
+            raise StreamError(from_kind(exc, None), list(out))
         event = msg.headers.get(":event-type")
         f = self._chunks
         if event == "messageStart":

@@ -165,10 +165,7 @@ class StreamPayload(msgspec.Struct, rename="camel", omit_defaults=True):
     delta: BlockDelta | None = None
     stop_reason: str | None = None
     usage: TokenUsage | None = None
-    message: str | None = None  # exceptions
-    Message: str | None = None  # some exceptions capitalise it
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
-    message: str | None = None
-    Message: str | None = None
+    type: str | None = msgspec.field(default=None, name="__type")

@@ -36,7 +36,7 @@ _decode = msgspec.json.Decoder(w.ErrorBody | list[w.ErrorBody]).decode
 def from_detail(provider: str, detail: w.ErrorDetail, status: int | None) -> CanonicalError:
     http = status or detail.code or 502
     code = STATUS_TO_CODE.get(detail.status) or e.code_for_status(http)
-    return e.make(code, f"{provider}: {detail.message or detail.status}", provider_status=http)
+    return e.make(code, f"{provider}: {detail.status or 'error'} (HTTP {http})", provider_status=http)
 
 
 def normalise(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:

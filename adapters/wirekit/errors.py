@@ -1,8 +1,10 @@
 """Canonical error construction shared by the per-provider normalisers.
 
-Every provider's normaliser reads its own error body for the message and a
-provider-specific type, then lands on one of the 8 canonical codes; the HTTP
-status given to the caller is fixed per code here, in one place.
+Every provider's normaliser reads its own error body for a provider-specific
+error type, then lands on one of the 8 canonical codes; the HTTP status given
+to the caller is fixed per code here, in one place.  The provider's message
+text is never carried over: it can quote the prompt (STYLE 14); the caller
+sees the provider's error type/status identifiers instead.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from adapters.canonical import CanonicalError, ErrorCode
 
 STATUS: dict[ErrorCode, int] = {
     "invalid_request": 400,
-    "auth_failed": 401,
+    # The provider refused the gateway's credential: the caller's key was
+    # fine, so this is a gateway-side failure.
+    "auth_failed": 502,
     "rate_limited": 429,
     "timeout": 504,
     "upstream_error": 502,
@@ -26,8 +30,6 @@ STATUS: dict[ErrorCode, int] = {
 
 RETRYABLE: frozenset[ErrorCode] = frozenset({"rate_limited", "timeout", "upstream_error"})
 
-# Provider messages are the provider's words about our request, shown to the
-# caller; they are bounded so a provider echoing a prompt cannot flood a log.
 MAX_MESSAGE = 600
 
 
@@ -89,10 +91,11 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def from_status(
-    provider: str, status: int, message: str | None, headers: Mapping[str, str], code: ErrorCode | None = None
+    provider: str, status: int, kind: str | None, headers: Mapping[str, str], code: ErrorCode | None = None
 ) -> CanonicalError:
+    """``kind`` is the provider's error type identifier (never its message)."""
     code = code or code_for_status(status)
-    text = f"{provider}: {message}" if message else f"{provider}: upstream returned HTTP {status}"
+    text = f"{provider}: upstream returned HTTP {status}" + (f" ({kind})" if kind else "")
     return make(code, text, provider_status=status, retry_after_s=retry_after(headers))
 
 

@@ -475,7 +475,7 @@ def test_decode_bad_body_is_a_clean_upstream_error() -> None:
             {},
             {
                 "code": "upstream_error",
-                "message": "anthropic: Overloaded",
+                "message": "anthropic: overloaded_error (HTTP 529)",
                 "status": 503,
                 "provider_status": 529,
                 "retryable": True,
@@ -488,7 +488,7 @@ def test_decode_bad_body_is_a_clean_upstream_error() -> None:
             {},
             {
                 "code": "invalid_request",
-                "message": "anthropic: max_tokens: Field required",
+                "message": "anthropic: invalid_request_error (HTTP 400)",
                 "status": 400,
                 "provider_status": 400,
             },
@@ -500,7 +500,7 @@ def test_decode_bad_body_is_a_clean_upstream_error() -> None:
             {"retry-after": "7"},
             {
                 "code": "rate_limited",
-                "message": "anthropic: slow down",
+                "message": "anthropic: rate_limit_error (HTTP 429)",
                 "status": 429,
                 "provider_status": 429,
                 "retryable": True,
@@ -514,8 +514,8 @@ def test_decode_bad_body_is_a_clean_upstream_error() -> None:
             {},
             {
                 "code": "auth_failed",
-                "message": "anthropic: invalid x-api-key",
-                "status": 401,
+                "message": "anthropic: authentication_error (HTTP 401)",
+                "status": 502,
                 "provider_status": 401,
             },
             id="auth",
@@ -545,3 +545,12 @@ def test_embeddings_are_not_served() -> None:
     with pytest.raises(CodecError) as exc:
         CODEC.encode_embeddings(EmbeddingRequest(model="x", input="y"), T)
     assert exc.value.error.code == "endpoint_unsupported"
+
+
+def test_provider_message_text_never_reaches_the_caller() -> None:
+    # A provider's message can quote the prompt; only its type is carried.
+    wire = (
+        b'{"type":"error","error":{"type":"invalid_request_error","message":"prompt: my SSN is 078-05-1120"}}'
+    )
+    err = CODEC.normalise_error(400, wire, {})
+    assert "078-05-1120" not in err.message and "invalid_request_error" in err.message

@@ -453,7 +453,7 @@ def test_exception_message_mid_stream() -> None:
             403,
             {},
             b'{"Message":"User is not authorized"}',
-            ("auth_failed", 401, False),
+            ("auth_failed", 502, False),
             id="denied_capital_message",
         ),
         pytest.param(

@@ -444,7 +444,7 @@ def test_decode_embeddings() -> None:
         pytest.param(
             403,
             b'{"error":{"code":403,"message":"denied","status":"PERMISSION_DENIED"}}',
-            ("auth_failed", 401, False),
+            ("auth_failed", 502, False),
             id="denied",
         ),
         pytest.param(500, b"oops", ("upstream_error", 502, True), id="non_json"),
