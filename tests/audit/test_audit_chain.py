@@ -18,6 +18,7 @@ import asyncpg
 import msgspec
 import nats
 import pytest
+from prometheus_client import CollectorRegistry
 
 from processors.audit import AuditProcessor, store, verify
 from processors.audit.chain import GENESIS, build_record, chain_hash, verify_run
@@ -103,10 +104,11 @@ async def js(nats_url: str, topology: Topology) -> AsyncIterator[nats.js.JetStre
 
 async def _recorded(
     js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp: Path, n: int
-) -> None:
+) -> CollectorRegistry:
     """Publish ``n`` events and run the processor until all are recorded."""
     await _publish(nats_url, topology, tmp, _events(n))
-    proc = AuditProcessor(js, pg_dsn, topology)
+    registry = CollectorRegistry()
+    proc = AuditProcessor(js, pg_dsn, topology, registry=registry)
     await proc.start()
     try:
         async with asyncio.timeout(15):
@@ -114,6 +116,7 @@ async def _recorded(
             await proc.wait_for(topology.traffic_stream, last)
     finally:
         await proc.stop()
+    return registry
 
 
 def test_chain_pure_rules() -> None:
@@ -135,7 +138,9 @@ def test_chain_pure_rules() -> None:
 async def test_clean_log_verifies_and_cli_passes(
     js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
-    await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 40)
+    registry = await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 40)
+    labels = {"stream": topology.traffic_stream}
+    assert registry.get_sample_value("nexus_audit_records_total", labels) == 40
     conn = await asyncpg.connect(pg_dsn)
     try:
         rows = await conn.fetch(

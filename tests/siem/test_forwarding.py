@@ -241,6 +241,10 @@ async def _outage_run(
         assert outages and outages > 0
         assert lag and lag > 0, "the backlog waits in the stream during the outage"
         await rig.start()  # same ports
+        restarted = asyncio.get_running_loop().time()
+        backlog = {f.id for f in f2 if _want_hec(f)}
+        await rig.hec.arrivals.wait_for(backlog, 20)
+        drained_s = asyncio.get_running_loop().time() - restarted
         events, f3 = _batch("c", 30)
         facts += f3
         await _publish(js, topology, events)
@@ -266,6 +270,7 @@ async def _outage_run(
         assert filtered == sum(1 for f in facts if not _want_tcp(f))
         await asyncio.sleep(1.2)
         assert registry.get_sample_value("nexus_siem_lag", {"sink": "hec"}) == 0
+        report["hec_backlog_drained_s"] = round(drained_s, 2)
         report["events_published"] = len(facts)
         report["outage_s"] = outage_s
         return report | {"_rig": rig}
@@ -396,3 +401,45 @@ async def test_udp_syslog_and_missing_token_is_a_clear_error(
     )
     with pytest.raises(ConfigError, match="environment variable NOPE_NOT_SET is not set"):
         await SiemForwarder(js, topology, bad, env={}).start()
+
+
+async def test_forwarder_restart_resumes_from_its_durable_consumer(
+    js: nats.js.JetStreamContext, topology: Topology
+) -> None:
+    hec = HecServer(HEC_TOKEN)
+    await hec.start()
+    cfg = SiemConfig(
+        sinks=(
+            SplunkHecSink(
+                name="hec",
+                url=f"http://127.0.0.1:{hec.port}",
+                token_env="TEST_HEC_TOKEN",
+                allow_private_network=True,
+                filter=SinkFilter(event_types=("request.failed",)),
+            ),
+        )
+    )
+    env = {"TEST_HEC_TOKEN": HEC_TOKEN}
+    try:
+        first = SiemForwarder(js, topology, cfg, env=env, registry=CollectorRegistry())
+        await first.start()
+        events, facts = _batch("e", 20)
+        await _publish(js, topology, events)
+        want = {f.id for f in facts if f.type == "request.failed"}
+        await hec.arrivals.wait_for(want, 10)
+        await first.stop()
+        # Published while no forwarder runs: the durable consumer (deliver
+        # "new" by default) keeps its place, so the next run sends these.
+        events, facts = _batch("f", 20)
+        await _publish(js, topology, events)
+        want |= {f.id for f in facts if f.type == "request.failed"}
+        second = SiemForwarder(js, topology, cfg, env=env, registry=CollectorRegistry())
+        await second.start()
+        try:
+            await hec.arrivals.wait_for(want, 10)
+            await asyncio.sleep(0.3)
+        finally:
+            await second.stop()
+        assert hec.arrivals.ids == want and hec.arrivals.duplicates == 0
+    finally:
+        await hec.stop()
