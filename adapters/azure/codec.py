@@ -1,0 +1,79 @@
+"""Azure OpenAI: /openai/deployments/{deployment}/{chat/completions|
+embeddings}?api-version=…, authorised by the ``api-key`` header (or an Entra
+ID bearer token when options.auth == "bearer").  Bodies are OpenAI's."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+
+import msgspec
+
+from adapters.base import Capability, StreamDecoder, Target, WireRequest
+from adapters.canonical import CanonicalError, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from adapters.openai import CODEC as OPENAI
+from adapters.wirekit.errors import unsupported
+
+DEFAULT_API_VERSION = "2024-10-21"  # the current GA data-plane version
+
+
+class AzureCodec:
+    name = "azure"
+    capabilities = frozenset(
+        {
+            Capability.TEXT,
+            Capability.STREAM,
+            Capability.TOOLS,
+            Capability.TOOLS_STREAM,
+            Capability.VISION,
+            Capability.JSON_SCHEMA,
+            Capability.EMBEDDINGS,
+        }
+    )
+
+    def url(self, target: Target, operation: str) -> str:
+        if not target.base_url:
+            raise unsupported(
+                self.name, "the provider config needs base_url (https://<resource>.openai.azure.com)"
+            )
+        deployment = str(target.options.get("deployment") or target.provider_model)
+        version = str(target.options.get("api_version", DEFAULT_API_VERSION))
+        base = target.base_url.rstrip("/")
+        if base.endswith("/openai"):
+            base = base[: -len("/openai")]
+        path = f"/openai/deployments/{urllib.parse.quote(deployment, safe='')}/{operation}"
+        return f"{base}{path}?{urllib.parse.urlencode({'api-version': version})}"
+
+    def headers(self, target: Target) -> dict[str, str]:
+        headers = {"content-type": "application/json", **target.headers}
+        if target.api_key:
+            if target.options.get("auth") == "bearer":
+                headers["authorization"] = f"Bearer {target.api_key}"
+            else:
+                headers["api-key"] = target.api_key
+        return headers
+
+    def _rewrap(self, wire: WireRequest, target: Target, operation: str) -> WireRequest:
+        return msgspec.structs.replace(wire, url=self.url(target, operation), headers=self.headers(target))
+
+    def encode_chat(self, request: ChatRequest, target: Target) -> WireRequest:
+        # The OpenAI encoder builds the body; only URL and auth differ.
+        wire = OPENAI.encode_chat(request, msgspec.structs.replace(target, api_key=None, base_url="x"))
+        return self._rewrap(wire, target, "chat/completions")
+
+    def decode_chat(self, body: bytes, target: Target) -> ChatResponse:
+        return OPENAI.decode_chat(body, target)
+
+    def stream_decoder(self, target: Target) -> StreamDecoder:
+        return OPENAI.stream_decoder(target)
+
+    def encode_embeddings(self, request: EmbeddingRequest, target: Target) -> WireRequest:
+        wire = OPENAI.encode_embeddings(request, msgspec.structs.replace(target, api_key=None, base_url="x"))
+        return self._rewrap(wire, target, "embeddings")
+
+    def decode_embeddings(self, body: bytes, target: Target) -> EmbeddingResponse:
+        return OPENAI.decode_embeddings(body, target)
+
+    def normalise_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
+        err = OPENAI.normalise_error(status, body, headers)
+        return msgspec.structs.replace(err, message=f"azure: {err.message}")
