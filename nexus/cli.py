@@ -13,9 +13,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("ingress.gateway.cli:main", "run the gateway alone against configured services"),
     "project": ("projections.cli:project_main", "run the projection worker"),
     "replay": ("projections.cli:replay_main", "drop and rebuild projections from the streams"),
+    "analytics": ("projections.analytics.cli:main", "DuckDB rollups: Parquet export, refresh, status"),
     "sim": ("nexus.sim.cli:main", "run the simulated LLM provider"),
     "keys": ("nexus.keys_cmd:main", "create virtual keys and HMAC secrets"),
+    "sql": ("nexus.sql_cmd:main", "query the Postgres read models of a running nexus up"),
     "config": ("nexus.keys_cmd:config_main", "validate a config file"),
+    "quota": ("processors.quota.cli:main", "run the quota processor (settles usage on quota counters)"),
+    "replay-quotas": ("processors.quota.cli:replay_main", "rebuild every quota counter from the traffic stream"),
     "audit": ("processors.audit.cli:main", "run the audit trail, verify its hash chain, purge bodies"),
     "siem": ("processors.siem.cli:main", "forward events to SIEM sinks (syslog, CEF, HEC, Elastic, webhook)"),
 }

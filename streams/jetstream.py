@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -59,7 +60,5 @@ async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:
 
 async def delete_streams(js: JetStreamContext, topology: Topology) -> None:
     for spec in topology.streams():
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(spec.name)
-        except NotFoundError:
-            pass

@@ -109,7 +109,7 @@ class Publisher:
             self._idle.clear()
             self._wake.set()
 
-    async def flush(self, timeout: float = 10.0) -> bool:
+    async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 - a deadline is the API
         """Wait until every emitted event is acknowledged by JetStream.
         Returns False if that did not happen within ``timeout``."""
         try:
@@ -124,7 +124,7 @@ class Publisher:
             self._wake.set()
             await self._idle.wait()
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Publish what can be published, keep the rest in the outbox, stop."""
         if self.connected:
             await self.flush(timeout)
@@ -162,7 +162,7 @@ class Publisher:
                     disconnected_cb=self._on_disconnect,
                     **self._connect_kwargs,
                 )
-            except Exception as exc:  # noqa: BLE001 - any failure means "try again"
+            except Exception as exc:
                 log.warning("NATS not reachable (%s); events go to the outbox", type(exc).__name__)
                 await asyncio.sleep(self._backoff)
         self._js = self._nc.jetstream(timeout=self._ack_timeout)
@@ -174,7 +174,7 @@ class Publisher:
                 await ensure_streams(self._js, self.topology)
                 self._streams_ready = True
                 self._wake.set()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("cannot ensure streams yet (%s)", type(exc).__name__)
                 await asyncio.sleep(self._backoff)
 
@@ -237,14 +237,14 @@ class Publisher:
                     subject, data, headers={"Nats-Msg-Id": msg_id}, wait_stall=self._ack_timeout
                 )
                 futures.append(fut)
-        except Exception as exc:  # noqa: BLE001 - disconnected, buffer full, stalled
+        except Exception as exc:
             log.warning("publish failed (%s)", type(exc).__name__)
         acked = 0
         deadline = time.monotonic() + self._ack_timeout
         for fut in futures:
             try:
                 await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - timeout or a JetStream error reply
+            except Exception:
                 break
             acked += 1
         for fut in futures[acked:]:

@@ -20,7 +20,9 @@ class SpillIntegrityError(Exception):
     """The stored object does not match its reference."""
 
 
-def body_of(data: bytes, *, content_type: str = "application/json", redacted: bool = False) -> tuple[Body, bool]:
+def body_of(
+    data: bytes, *, content_type: str = "application/json", redacted: bool = False
+) -> tuple[Body, bool]:
     """The Body to put on an event, and whether ``data`` must be spilled."""
     if len(data) <= INLINE_BODY_LIMIT:
         return Body(content_type=content_type, inline=data, size=len(data), redacted=redacted), False

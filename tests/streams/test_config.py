@@ -44,16 +44,46 @@ def test_snapshot_is_immutable_and_versioned() -> None:
     ("mutation", "message"),
     [
         pytest.param(BASE + "\nbogus: 1\n", "unknown field `bogus`", id="unknown-top-level-key"),
-        pytest.param(BASE.replace("{id: o1}", "{id: o1, colour: red}"), "unknown field `colour`", id="unknown-nested-key"),
-        pytest.param(BASE.replace("org: o1}]\nproviders", "org: nope}]\nproviders"), "projects[0].org", id="unknown-org"),
-        pytest.param(BASE.replace("provider: up,", "provider: nope,"), "models[0].provider", id="unknown-provider"),
-        pytest.param(BASE.replace("allowed_models: [m1]", "allowed_models: [zz]"), "allowed_models", id="unknown-allowed-model"),
-        pytest.param(BASE.replace('"' + "a" * 64 + '"', "plaintext"), "virtual_keys[0].hash", id="key-not-hashed"),
-        pytest.param(BASE.replace("https://api.example.com/v1", "http://127.0.0.1:9/v1"), "providers[0].base_url", id="ssrf-loopback"),
-        pytest.param(BASE.replace("https://api.example.com/v1", "http://169.254.169.254/latest"), "non-public", id="ssrf-metadata"),
-        pytest.param(BASE.replace("https://api.example.com/v1", "http://10.0.0.5/v1"), "non-public", id="ssrf-private"),
-        pytest.param(BASE.replace("https://api.example.com/v1", "file:///etc/passwd"), "http or https", id="bad-scheme"),
-        pytest.param(BASE.replace("{id: o1}", "{id: o1, timezone: Mars/Base}"), "orgs[0].timezone", id="bad-timezone"),
+        pytest.param(
+            BASE.replace("{id: o1}", "{id: o1, colour: red}"),
+            "unknown field `colour`",
+            id="unknown-nested-key",
+        ),
+        pytest.param(
+            BASE.replace("org: o1}]\nproviders", "org: nope}]\nproviders"),
+            "projects[0].org",
+            id="unknown-org",
+        ),
+        pytest.param(
+            BASE.replace("provider: up,", "provider: nope,"), "models[0].provider", id="unknown-provider"
+        ),
+        pytest.param(
+            BASE.replace("allowed_models: [m1]", "allowed_models: [zz]"),
+            "allowed_models",
+            id="unknown-allowed-model",
+        ),
+        pytest.param(
+            BASE.replace('"' + "a" * 64 + '"', "plaintext"), "virtual_keys[0].hash", id="key-not-hashed"
+        ),
+        pytest.param(
+            BASE.replace("https://api.example.com/v1", "http://127.0.0.1:9/v1"),
+            "providers[0].base_url",
+            id="ssrf-loopback",
+        ),
+        pytest.param(
+            BASE.replace("https://api.example.com/v1", "http://169.254.169.254/latest"),
+            "non-public",
+            id="ssrf-metadata",
+        ),
+        pytest.param(
+            BASE.replace("https://api.example.com/v1", "http://10.0.0.5/v1"), "non-public", id="ssrf-private"
+        ),
+        pytest.param(
+            BASE.replace("https://api.example.com/v1", "file:///etc/passwd"), "http or https", id="bad-scheme"
+        ),
+        pytest.param(
+            BASE.replace("{id: o1}", "{id: o1, timezone: Mars/Base}"), "orgs[0].timezone", id="bad-timezone"
+        ),
         pytest.param("orgs: [", "not valid YAML", id="bad-yaml"),
     ],
 )
@@ -64,7 +94,10 @@ def test_bad_config_is_rejected_naming_the_field(mutation: str, message: str) ->
 
 
 def test_private_provider_allowed_when_declared() -> None:
-    text = BASE.replace('base_url: "https://api.example.com/v1"', 'base_url: "http://127.0.0.1:9/v1", allow_private_network: true')
+    text = BASE.replace(
+        'base_url: "https://api.example.com/v1"',
+        'base_url: "http://127.0.0.1:9/v1", allow_private_network: true',
+    )
     assert parse_config(text).providers[0].allow_private_network
 
 

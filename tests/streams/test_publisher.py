@@ -42,7 +42,9 @@ async def _stream_request_ids(url: str, topology: Topology) -> list[str]:
         await nc.close()
 
 
-async def test_publishes_in_order_with_event_id_as_msg_id(nats_url: str, topology: Topology, tmp_path: Path) -> None:
+async def test_publishes_in_order_with_event_id_as_msg_id(
+    nats_url: str, topology: Topology, tmp_path: Path
+) -> None:
     pub = Publisher(nats_url, topology, tmp_path / "outbox.db")
     await pub.start()
     events = [_event(i) for i in range(1000)]
