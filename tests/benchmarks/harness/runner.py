@@ -1,0 +1,435 @@
+"""One benchmark run: start the upstreams and each system in turn, drive them
+with the same load, collect the rows, the per-feature figures and the
+profile, write bench-results/."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.harness import systems
+from tests.benchmarks.harness.figures import ScriptFigures, run_scripts
+from tests.benchmarks.harness.loadgen import REPO, Target, ensure_wrk, run_openloop, run_wrk
+from tests.benchmarks.harness.procs import CorePlan, Meter, Phase, Proc, pinned, settle
+from tests.benchmarks.harness.report import Row, compare_with_direct, machine_info, text_table, write_results
+
+ALL_SYSTEMS = ("direct", "nexus", "litellm", "portkey")
+PY_SPY_VERSION = "0.4.3"
+
+
+@dataclass
+class Plan:
+    quick: bool = False
+    systems: tuple[str, ...] = ALL_SYSTEMS
+    upstreams: tuple[str, ...] = ("zero", "realistic")
+    install_peers: bool = True
+    figures: bool = True
+    profile: bool = False
+    connections: int = 64
+    nexus_config_extra: dict[str, Any] | None = None
+    out_dir: Path = REPO / "bench-results"
+    command: str = ""
+    # filled from ``quick``
+    wrk_s: float = 10.0
+    wrk_warmup_s: float = 2.0
+    open_s: float = 10.0
+    open_warmup_s: float = 1.0
+    rates: tuple[int, ...] = (100, 500, 1000)
+    realistic_rates: tuple[int, ...] = (100, 500)
+    realistic_modes: tuple[str, ...] = ("non-stream", "stream")
+    overload: bool = True
+    profile_s: float = 15.0
+    figures_timeout_s: float = 300.0
+    # an open-loop rate this many times above the system's own measured peak
+    # is not run: it would only measure a queue growing until timeouts
+    max_rate_over_peak: float = 3.0
+    # longest wait for the system to go idle between two measurements
+    settle_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.wrk_s, self.wrk_warmup_s = 2.0, 1.0
+            self.open_s, self.open_warmup_s = 2.0, 0.5
+            self.rates = (100,)
+            self.realistic_rates = (100,)
+            self.realistic_modes = ("stream",)
+            self.overload = False
+            self.profile_s = 3.0
+            self.figures_timeout_s = 120.0
+            self.settle_s = 2.0
+
+
+@dataclass
+class Session:
+    plan: Plan
+    cores: CorePlan
+    work: Path
+    run_id: str
+    wrk: str | None
+    rows: list[Row] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    profile: str = ""
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print("   ", _one_line(row), flush=True)
+
+
+def _one_line(r: Row) -> str:
+    if r.rps is None:
+        return f"{r.system} {r.upstream} {r.mode} {r.load}: {r.note}"
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}ms"
+
+    ttft = f" ttft50={ms(r.ttft_p50_ms)}" if r.ttft_p50_ms is not None else ""
+    note = f" ({r.note})" if r.note else ""
+    return (
+        f"{r.system} {r.upstream} {r.mode} {r.load}: {r.rps:,.0f} rps p50={ms(r.p50_ms)} "
+        f"p99={ms(r.p99_ms)}{ttft} errors={r.errors} rss={r.peak_rss_mb or 0:.0f}MB "
+        f"cpu={r.cpu_cores or 0:.2f} other-on-sut-cpu={r.foreign_cpu_on_sut_core or 0:.2f}{note}"
+    )
+
+
+def _measure(
+    s: Session, running: systems.Running, meter: Meter, row: Row, fn: Callable[[], dict[str, Any]]
+) -> dict[str, Any] | None:
+    if not running.alive():
+        row.note = "not run: the system had exited"
+        s.add(row)
+        return None
+    settle(meter, timeout=s.plan.settle_s)
+    try:
+        with Phase(meter, s.cores.sut) as ph:
+            res = fn()
+    except Exception as exc:
+        row.note = f"failed: {exc}"[:300]
+        s.add(row)
+        return None
+    row.rps = round(float(res["rps"]), 1)
+    row.p50_ms, row.p99_ms = res.get("p50_ms"), res.get("p99_ms")
+    row.ttft_p50_ms = res.get("ttft_p50_ms")
+    row.errors = int(res.get("errors", 0))
+    row.error_detail = {
+        k: v
+        for k, v in {
+            **res.get("error_detail", {}),
+            **res.get("status_errors", {}),
+            **res.get("exceptions", {}),
+        }.items()
+        if v
+    }
+    if res.get("client_dropped"):
+        row.error_detail["client_dropped"] = res["client_dropped"]
+    if "shed_429" in res:
+        row.shed_429 = int(res["shed_429"])
+    if res.get("note"):
+        row.note = str(res["note"])
+    lag = res.get("client_lag_p99_ms")
+    if lag is not None and lag > 5:
+        row.note = (row.note + "; " if row.note else "") + f"client send lag p99 {lag:.1f} ms"
+    row.peak_rss_mb = round(ph.result.peak_rss_bytes / 2**20, 1)
+    row.cpu_cores = round(ph.result.cpu_cores, 2)
+    if ph.result.foreign_cores is not None:
+        row.foreign_cpu_on_sut_core = round(ph.result.foreign_cores, 2)
+    if not running.alive():
+        row.note = (row.note + "; " if row.note else "") + "the system exited during the run"
+    s.add(row)
+    return res
+
+
+def _drive(s: Session, running: systems.Running, upstream: str, peaks: dict[str, float]) -> None:
+    plan, target = s.plan, running.targets[upstream]
+    meter = Meter(running.pids).start()
+    try:
+        modes = ("non-stream", "stream") if upstream == "zero" else plan.realistic_modes
+        if upstream == "zero" and s.wrk:
+            for mode in modes:
+                stream = mode == "stream"
+                # warm-up pass (connections, JITs, caches), not recorded; a
+                # failure shows in the measured pass that follows
+                with contextlib.suppress(Exception):
+                    run_wrk(
+                        s.wrk,
+                        target,
+                        stream=stream,
+                        duration_s=plan.wrk_warmup_s,
+                        connections=plan.connections,
+                        cpus=s.cores.load,
+                        work_dir=s.work,
+                    )
+                row = Row(running.name, upstream, mode, f"peak (wrk c={plan.connections})", "wrk")
+                res = _measure(
+                    s,
+                    running,
+                    meter,
+                    row,
+                    functools.partial(
+                        run_wrk,
+                        s.wrk or "wrk",
+                        target,
+                        stream=stream,
+                        duration_s=plan.wrk_s,
+                        connections=plan.connections,
+                        cpus=s.cores.load,
+                        work_dir=s.work,
+                    ),
+                )
+                if res is not None:
+                    peaks[mode] = float(res["rps"])
+        elif upstream == "zero":
+            s.add(
+                Row(running.name, upstream, "non-stream", "peak", "wrk", note="not run: wrk is not installed")
+            )
+        rates = plan.rates if upstream == "zero" else plan.realistic_rates
+        for mode in modes:
+            for rate in rates:
+                row = Row(running.name, upstream, mode, f"{rate}/s", "open-loop")
+                peak = peaks.get(mode)
+                if peak is not None and rate > plan.max_rate_over_peak * peak:
+                    row.note = (
+                        f"not run: {rate}/s is over {plan.max_rate_over_peak:g}x its peak of {peak:,.0f}/s"
+                    )
+                    s.add(row)
+                    continue
+                _measure(s, running, meter, row, functools.partial(_openloop, s, target, mode, rate))
+        if upstream == "zero" and plan.overload and running.name != "direct" and peaks.get("non-stream"):
+            rate = round(2 * peaks["non-stream"])
+            row = Row(running.name, upstream, "non-stream", f"2x peak = {rate}/s", "open-loop")
+            _measure(s, running, meter, row, lambda: _openloop(s, target, "non-stream", rate))
+        if upstream == "zero" and plan.profile and running.name == "nexus" and s.wrk:
+            _profile(s, running, target)
+    finally:
+        meter.close()
+
+
+def _openloop(s: Session, target: Target, mode: str, rate: int) -> dict[str, Any]:
+    return run_openloop(
+        target,
+        stream=mode == "stream",
+        rate=rate,
+        duration_s=s.plan.open_s,
+        warmup_s=s.plan.open_warmup_s,
+        cpus=s.cores.load,
+        work_dir=s.work,
+    )
+
+
+def ensure_py_spy() -> str | None:
+    found = shutil.which("py-spy") or (
+        str(Path(sys.executable).parent / "py-spy")
+        if (Path(sys.executable).parent / "py-spy").exists()
+        else None
+    )
+    if found:
+        return found
+    print(f"  py-spy is missing: pip install py-spy=={PY_SPY_VERSION}", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"py-spy=={PY_SPY_VERSION}"],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    cand = Path(sys.executable).parent / "py-spy"
+    return str(cand) if cand.exists() else shutil.which("py-spy")
+
+
+def _profile(s: Session, running: systems.Running, target: Target) -> None:
+    spy = ensure_py_spy()
+    if spy is None:
+        s.profile = "not taken: py-spy could not be installed"
+        return
+    out = s.plan.out_dir / "profile.svg"
+    s.plan.out_dir.mkdir(parents=True, exist_ok=True)
+    pid = running.procs[0].pid
+    # Sampling costs the profiled process little (py-spy reads its memory from
+    # outside), but this pass is separate from the measured ones all the same.
+    spy_proc = subprocess.Popen(
+        pinned(
+            [
+                spy,
+                "record",
+                "-o",
+                str(out),
+                "--pid",
+                str(pid),
+                "--duration",
+                str(round(s.plan.profile_s)),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--format",
+                "flamegraph",
+            ],
+            s.cores.load,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(0.5)
+    try:
+        res = run_wrk(
+            s.wrk or "wrk",
+            target,
+            stream=False,
+            duration_s=s.plan.profile_s,
+            connections=s.plan.connections,
+            cpus=s.cores.load,
+            work_dir=s.work,
+        )
+    except Exception as exc:
+        res = {"rps": 0.0, "error": str(exc)}
+    try:
+        log, _ = spy_proc.communicate(timeout=s.plan.profile_s + 60)
+    except subprocess.TimeoutExpired:
+        spy_proc.kill()
+        log, _ = spy_proc.communicate()
+    if spy_proc.returncode == 0 and out.exists():
+        s.profile = (
+            f"[profile.svg](profile.svg): py-spy {PY_SPY_VERSION} flame graph of the Nexus gateway "
+            f"(pid {pid}) for {s.plan.profile_s:.0f} s under wrk c={s.plan.connections} non-stream "
+            f"({float(res['rps']):,.0f} RPS while sampled at 250 Hz)"
+        )
+    else:
+        s.profile = f"py-spy failed (exit {spy_proc.returncode}): {log.decode(errors='replace')[-300:]}"
+    print(f"  profile: {s.profile}", flush=True)
+
+
+STARTERS: dict[str, Callable[..., systems.Running]] = {
+    "direct": systems.start_direct,
+    "litellm": systems.start_litellm,
+    "portkey": systems.start_portkey,
+}
+
+
+def _start(s: Session, name: str, upstreams: dict[str, str]) -> systems.Running:
+    if name == "nexus":
+        return systems.start_nexus(upstreams, s.cores, s.work, s.run_id, {}, s.plan.nexus_config_extra)
+    return STARTERS[name](upstreams, s.cores, s.work, s.run_id)
+
+
+def run(plan: Plan) -> tuple[Path, Path, list[Row]]:
+    started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    cores = CorePlan.for_machine()
+    machine = machine_info()
+    work = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
+    run_id = uuid.uuid4().hex[:12]
+    wrk = ensure_wrk(allow_install=True)
+    s = Session(plan, cores, work, run_id, wrk)
+    print(f"benchmark {stamp}: {cores.describe()}", flush=True)
+    print(f"work dir (configs, logs): {work}", flush=True)
+    if wrk is None:
+        s.notes.append("wrk is not installed and could not be installed: no peak (closed-loop) rows")
+
+    unavailable: dict[str, str] = {}
+    for peer in ("litellm", "portkey"):
+        if peer in plan.systems:
+            reason = systems.install_peer(peer, plan.install_peers)
+            if reason:
+                unavailable[peer] = reason
+    if "nexus" in plan.systems and (reason := systems.nexus_available()):
+        unavailable["nexus"] = reason
+
+    sims: list[Proc] = []
+    upstreams: dict[str, str] = {}
+    try:
+        for variant in plan.upstreams:
+            proc, url = systems.start_sim(f"upstream-sim-{variant}", variant, cores.sim, work)
+            sims.append(proc)
+            upstreams[variant] = url
+        for name in plan.systems:
+            if name in unavailable:
+                print(f"== {name}: {unavailable[name]}", flush=True)
+                s.add(Row(name, "-", "-", "-", "-", note=unavailable[name]))
+                continue
+            print(f"== {name}: starting", flush=True)
+            try:
+                running = _start(s, name, upstreams)
+            except Exception as exc:
+                print(f"   could not start {name}: {exc}", flush=True)
+                s.add(
+                    Row(name, "-", "-", "-", "-", note=f"could not start: {str(exc).splitlines()[0][:200]}")
+                )
+                continue
+            s.versions[name] = running.version
+            s.notes += [f"{name}: {n}" for n in running.notes]
+            peaks: dict[str, float] = {}
+            try:
+                for variant in plan.upstreams:
+                    _drive(s, running, variant, peaks)
+            finally:
+                running.stop()
+    finally:
+        for p in sims:
+            p.stop()
+
+    figs: list[ScriptFigures] = []
+    if plan.figures:
+        print("== per-feature figures (the later issues' own scripts)", flush=True)
+        figs = run_scripts(quick=plan.quick, timeout_s=plan.figures_timeout_s, cpus=None)
+
+    compare_with_direct(s.rows)
+    meta = _meta(s, started, machine, upstreams)
+    md, js = write_results(plan.out_dir, stamp, meta, s.rows, figs)
+    print()
+    print(text_table(s.rows))
+    print(f"\npinning: {cores.describe()}")
+    print(f"results: {md}\n         {js}\n         (and latest.md / latest.json beside them)")
+    if s.profile:
+        print(f"profile: {s.profile}")
+    shutil.rmtree(work, ignore_errors=True)
+    return md, js, s.rows
+
+
+def _meta(
+    s: Session, started: dt.datetime, machine: dict[str, Any], upstreams: dict[str, str]
+) -> dict[str, Any]:
+    p = s.plan
+    return {
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": p.command,
+        "quick": p.quick,
+        "machine": machine,
+        "pinning": s.cores.describe(),
+        "method": {
+            "peak": f"wrk -t1 -c{p.connections} -d{p.wrk_s:g}s after a {p.wrk_warmup_s:g}s warm-up; "
+            "RPS counts 2xx responses only; latency percentiles from wrk's own histogram",
+            "fixed rate": "open-loop client (aiohttp on uvloop, own process) at "
+            f"{', '.join(map(str, p.rates))}/s for {p.open_s:g}s after {p.open_warmup_s:g}s "
+            "at the same rate; "
+            "latency and TTFT from each request's scheduled send time (no coordinated omission); "
+            "TTFT = first SSE event with non-empty content",
+            "added vs direct": "p50 of the system minus p50 of the simulated upstream called directly, "
+            "same mode, load and upstream",
+            "peak RSS / CPU": "sum over the system's process tree, sampled every 100 ms from /proc; "
+            "CPU cores = CPU seconds / wall seconds of the phase",
+            "overload": "open loop at twice the system's own non-stream peak" if p.overload else "not run",
+        },
+        "upstreams": {v: f"nexus sim {' '.join(systems.SIM_VARIANTS[v]) or '(no delay)'}" for v in upstreams},
+        "systems": s.versions,
+        "nexus_features": [
+            "virtual-key auth (HMAC-SHA256 lookup, constant-time)",
+            "event publishing to JetStream (benchmark's own stream prefix, deleted afterwards)",
+            "everything else the gateway turns on by default in this checkout (config: defaults)",
+        ],
+        "caveats": [
+            "the machine is shared: other work may run at the same time (see load average)",
+            "NATS and Valkey are the machine's own services, not pinned and not counted in RSS/CPU",
+            *s.notes,
+        ],
+        "profile": s.profile,
+    }
