@@ -20,6 +20,7 @@ from datetime import datetime
 import duckdb
 
 from projections.analytics.schema import GRAINS
+from projections.analytics.verdicts import COUNT_COLUMNS, FLAG_COLUMNS, Outcome
 
 _TRUNC = {"minute": "minute", "hour": "hour", "day": "day"}
 
@@ -74,19 +75,27 @@ def stale_minutes(conn: duckdb.DuckDBPyConnection, request_ids: list[str]) -> in
     return len(minutes)
 
 
-def add_verdicts(conn: duckdb.DuckDBPyConnection, counts: dict[str, dict[str, int]]) -> None:
-    if not counts:
+def add_outcomes(conn: duckdb.DuckDBPyConnection, outcomes: dict[str, Outcome]) -> None:
+    """Add a batch's compliance outcomes to ``analytics.request_verdict``:
+    counts add up, flags stay set once set."""
+    if not outcomes:
         return
-    cols = ("verdict_allow", "verdict_flag", "verdict_redact", "verdict_block", "findings")
-    ids = list(counts)
-    args: list[object] = [ids] + [[counts[r][c] for r in ids] for c in cols]
+    ids = list(outcomes)
+    cols = COUNT_COLUMNS + FLAG_COLUMNS
+    args: list[object] = [ids] + [[getattr(outcomes[r], c) for r in ids] for c in cols]
     unnests = ", ".join(
         ["unnest($1::VARCHAR[]) AS request_id"]
-        + [f"unnest(${i}::INTEGER[]) AS {c}" for i, c in enumerate(cols, 2)]
+        + [
+            f"unnest(${i}::{'BOOLEAN' if c in FLAG_COLUMNS else 'INTEGER'}[]) AS {c}"
+            for i, c in enumerate(cols, 2)
+        ]
     )
-    updates = ", ".join(f"{c} = v.{c} + EXCLUDED.{c}" for c in cols)
+    updates = ", ".join(
+        [f"{c} = v.{c} + EXCLUDED.{c}" for c in COUNT_COLUMNS]
+        + [f"{c} = v.{c} OR EXCLUDED.{c}" for c in FLAG_COLUMNS]
+    )
     conn.execute(
-        f"INSERT INTO analytics.request_verdict AS v (request_id, {', '.join(cols)}) "  # noqa: S608 - identifiers and literals from this module only
+        f"INSERT INTO analytics.request_verdict AS v (request_id, {', '.join(cols)}) "  # noqa: S608
         f"SELECT * FROM (SELECT {unnests}) ON CONFLICT (request_id) DO UPDATE SET {updates}",
         args,
     )
@@ -115,11 +124,13 @@ _AGGREGATES = """
     max(latency_ms) AS latency_max_ms,
     quantile_cont(ttft_ms, 0.5) AS ttft_p50_ms,
     quantile_cont(ttft_ms, 0.95) AS ttft_p95_ms,
-    CAST(sum(verdict_allow) AS BIGINT) AS verdict_allow,
-    CAST(sum(verdict_flag) AS BIGINT) AS verdict_flag,
+    CAST(sum(verdict_approve) AS BIGINT) AS verdict_approve,
     CAST(sum(verdict_redact) AS BIGINT) AS verdict_redact,
     CAST(sum(verdict_block) AS BIGINT) AS verdict_block,
-    count(*) FILTER (WHERE blocked) AS blocked
+    CAST(sum(verdict_error) AS BIGINT) AS verdict_error,
+    CAST(sum(findings) AS BIGINT) AS findings,
+    count(*) FILTER (WHERE blocked) AS blocked,
+    count(*) FILTER (WHERE redacted) AS redacted
 """
 
 
@@ -164,3 +175,24 @@ def dirty_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     rows = conn.execute("SELECT grain, count(*) FROM analytics.dirty GROUP BY grain").fetchall()
     found = {str(g): int(c) for g, c in rows}
     return {g: found.get(g, 0) for g in GRAINS}
+
+
+def rebuild(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Recompute every rollup from ``traffic_event`` as it stands: for a file
+    the base projector filled without the analytics store.  Verdict counts
+    come from events, so only a replay restores those.  Runs inside the
+    caller's transaction."""
+    for grain in GRAINS:
+        conn.execute(f"DELETE FROM analytics.rollup_{grain}")  # noqa: S608 - grain from GRAINS
+    conn.execute("DELETE FROM analytics.request_bucket")
+    conn.execute(
+        "INSERT INTO analytics.request_bucket SELECT request_id, date_trunc('minute', first_seen_at) "
+        "FROM main.traffic_event WHERE first_seen_at IS NOT NULL"
+    )
+    conn.execute("DELETE FROM analytics.dirty")
+    for grain in GRAINS:
+        conn.execute(
+            f"INSERT INTO analytics.dirty SELECT DISTINCT '{grain}', date_trunc('{grain}', minute) "  # noqa: S608
+            "FROM analytics.request_bucket"
+        )
+    return {grain: refresh(conn, grain) for grain in GRAINS}

@@ -53,11 +53,13 @@ CREATE TABLE IF NOT EXISTS analytics.rollup_{grain} (
     latency_max_ms      DOUBLE,
     ttft_p50_ms         DOUBLE,
     ttft_p95_ms         DOUBLE,
-    verdict_allow       BIGINT NOT NULL,
-    verdict_flag        BIGINT NOT NULL,
+    verdict_approve     BIGINT NOT NULL,
     verdict_redact      BIGINT NOT NULL,
     verdict_block       BIGINT NOT NULL,
+    verdict_error       BIGINT NOT NULL,
+    findings            BIGINT NOT NULL,
     blocked             BIGINT NOT NULL,
+    redacted            BIGINT NOT NULL,
     PRIMARY KEY (bucket, org_id, project_id, key_id, model, provider)
 )
 """
@@ -70,14 +72,16 @@ CREATE TABLE IF NOT EXISTS analytics.request_bucket (
     request_id VARCHAR PRIMARY KEY,
     minute     TIMESTAMP NOT NULL
 );
--- Compliance verdicts per request, counted from verdict events.
+-- Compliance outcomes per request, from hook.verdict / hook.stage events.
 CREATE TABLE IF NOT EXISTS analytics.request_verdict (
-    request_id     VARCHAR PRIMARY KEY,
-    verdict_allow  INTEGER NOT NULL DEFAULT 0,
-    verdict_flag   INTEGER NOT NULL DEFAULT 0,
-    verdict_redact INTEGER NOT NULL DEFAULT 0,
-    verdict_block  INTEGER NOT NULL DEFAULT 0,
-    findings       INTEGER NOT NULL DEFAULT 0
+    request_id      VARCHAR PRIMARY KEY,
+    verdict_approve INTEGER NOT NULL DEFAULT 0,
+    verdict_redact  INTEGER NOT NULL DEFAULT 0,
+    verdict_block   INTEGER NOT NULL DEFAULT 0,
+    verdict_error   INTEGER NOT NULL DEFAULT 0,
+    findings        INTEGER NOT NULL DEFAULT 0,
+    blocked         BOOLEAN NOT NULL DEFAULT false,
+    redacted        BOOLEAN NOT NULL DEFAULT false
 );
 -- Buckets whose rollup rows are stale, written in the same transaction as
 -- the checkpoint that made them stale, so a crash never loses a refresh.
@@ -126,13 +130,14 @@ SELECT
     coalesce(t.total_tokens, 0) AS total_tokens,
     CAST(coalesce(t.cost_usd, 0) AS DECIMAL(18,10)) AS cost_usd,
     CAST(0 AS DECIMAL(18,10)) AS cache_savings_usd,
-    coalesce(v.verdict_allow, 0) AS verdict_allow,
-    coalesce(v.verdict_flag, 0) AS verdict_flag,
+    coalesce(v.verdict_approve, 0) AS verdict_approve,
     coalesce(v.verdict_redact, 0) AS verdict_redact,
     coalesce(v.verdict_block, 0) AS verdict_block,
+    coalesce(v.verdict_error, 0) AS verdict_error,
     coalesce(v.findings, 0) AS findings,
-    (coalesce(v.verdict_block, 0) > 0
-        OR coalesce(t.error_stage, '') IN ({", ".join(f"'{s}'" for s in BLOCKING_STAGES)})) AS blocked
+    (coalesce(v.blocked, false)
+        OR coalesce(t.error_stage, '') IN ({", ".join(f"'{s}'" for s in BLOCKING_STAGES)})) AS blocked,
+    coalesce(v.redacted, false) AS redacted
 FROM main.traffic_event t
 LEFT JOIN analytics.request_verdict v USING (request_id)
 WHERE t.first_seen_at IS NOT NULL

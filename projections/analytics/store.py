@@ -2,8 +2,8 @@
 
 ``AnalyticsDuckDBStore`` is the base ``DuckDBStore`` (``traffic_event`` and its
 checkpoint, unchanged) plus, on the same connection and thread, right after
-each of its transactions, a second one that records the batch's verdict
-counts, marks the rollup buckets the batch touched as stale
+each of its transactions, a second one that records the batch's compliance
+outcomes, marks the rollup buckets the batch touched as stale
 (``analytics.dirty``) and moves the rollup checkpoint
 (``projection_checkpoint`` row ``analytics_rollup``).  A refresher recomputes
 the stale buckets from the facts every ``refresh_every_s`` seconds, when the
@@ -32,9 +32,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from projections.analytics import metrics
-from projections.analytics.rollups import add_verdicts, dirty_counts, refresh, stale_minutes
+from projections.analytics.rollups import add_outcomes, dirty_counts, refresh, stale_minutes
 from projections.analytics.schema import GRAINS, drop_schema, ensure_schema
-from projections.analytics.verdicts import fold_verdicts
+from projections.analytics.verdicts import fold_outcomes
 from projections.duck_store import DuckDBStore
 from projections.store import Item, fresh_items
 
@@ -137,7 +137,7 @@ class AnalyticsDuckDBStore(DuckDBStore):
         ids = list({rid for ev in events if (rid := getattr(ev, "request_id", ""))})
         conn.execute("BEGIN TRANSACTION")
         try:
-            add_verdicts(conn, fold_verdicts(events))
+            add_outcomes(conn, fold_outcomes(events))
             marked = stale_minutes(conn, ids)
             conn.execute(
                 "INSERT INTO projection_checkpoint (projection, stream, last_seq, updated_at) "

@@ -1,79 +1,94 @@
-"""Compliance verdicts as counts per request.
+"""Compliance outcomes per request, from the compliance engine's events.
 
-The compliance engine's event types are not in the catalog yet, so this reads
-them by shape rather than by class: any decoded event whose type tag names a
-verdict (``hook.verdict``, ``compliance.verdict``, ...) and that carries a
-``verdict``, ``action`` or ``decision`` field.  Once that engine lands with
-its own Struct in ``streams.catalog``, nothing here has to change as long as
-it keeps one of those field names.
+Read by shape (type tag and field names) rather than by class, so that this
+projection keeps working across that engine's additive changes and never
+imports it:
+
+* ``hook.verdict`` (one per hook per stage): counted by the verdict the
+  pipeline applied (``effective``: approve / redact / block); a hook that
+  errored or timed out (raw ``verdict`` error / timeout) is also counted in
+  ``verdict_error``; ``spans`` are the findings.
+* ``hook.stage`` (one per stage): the request is ``blocked`` when an
+  enforced stage decision is ``block`` and ``redacted`` when one redacted.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-VERDICTS: tuple[str, ...] = ("allow", "flag", "redact", "block")
+VERDICT_TAG = "hook.verdict"
+STAGE_TAG = "hook.stage"
 
-# Synonyms the engines in this field use for the same four outcomes.
-_ALIASES: dict[str, str] = {
-    "allow": "allow",
-    "allowed": "allow",
-    "pass": "allow",
-    "flag": "flag",
-    "flagged": "flag",
-    "warn": "flag",
-    "alert": "flag",
-    "redact": "redact",
-    "redacted": "redact",
-    "mask": "redact",
-    "block": "block",
-    "blocked": "block",
-    "deny": "block",
-    "denied": "block",
-    "reject": "block",
-}
 
-VerdictDelta = tuple[str, dict[str, int]]  # (request id, column -> count)
+@dataclass(slots=True)
+class Outcome:
+    verdict_approve: int = 0
+    verdict_redact: int = 0
+    verdict_block: int = 0
+    verdict_error: int = 0
+    findings: int = 0
+    blocked: bool = False
+    redacted: bool = False
+
+
+COUNT_COLUMNS: tuple[str, ...] = (
+    "verdict_approve",
+    "verdict_redact",
+    "verdict_block",
+    "verdict_error",
+    "findings",
+)
+FLAG_COLUMNS: tuple[str, ...] = ("blocked", "redacted")
 
 
 def _tag(event: object) -> str:
-    cfg = getattr(type(event), "__struct_config__", None)
-    tag = getattr(cfg, "tag", None)
+    tag = getattr(getattr(type(event), "__struct_config__", None), "tag", None)
     return tag if isinstance(tag, str) else ""
 
 
-def verdict_delta(event: object) -> VerdictDelta | None:
-    """The verdict counts one event adds to its request, or None."""
-    if "verdict" not in _tag(event):
-        return None
-    request_id = getattr(event, "request_id", "")
-    if not request_id:
-        return None
-    raw: Any = ""
-    for name in ("verdict", "action", "decision"):
-        raw = getattr(event, name, "")
-        if raw:
-            break
-    verdict = _ALIASES.get(str(raw).strip().lower())
-    counts = {f"verdict_{v}": 0 for v in VERDICTS}
-    if verdict is not None:
-        counts[f"verdict_{verdict}"] = 1
-    findings = getattr(event, "findings", None)
-    counts["findings"] = len(findings) if isinstance(findings, list | tuple) else 0
-    return request_id, counts
+def _text(event: object, name: str) -> str:
+    value: Any = getattr(event, name, "")
+    return str(value).strip().lower() if value else ""
 
 
-def fold_verdicts(events: list[object]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for event in events:
-        d = verdict_delta(event)
-        if d is None:
-            continue
-        rid, counts = d
-        cur = out.get(rid)
-        if cur is None:
-            out[rid] = counts
+def apply(outcome: Outcome, event: object) -> bool:
+    """Fold one event into ``outcome``; False when the event is not a
+    compliance event."""
+    tag = _tag(event)
+    if tag == VERDICT_TAG:
+        raw = _text(event, "verdict")
+        effective = _text(event, "effective") or raw
+        if effective == "block":
+            outcome.verdict_block += 1
+        elif effective == "redact":
+            outcome.verdict_redact += 1
         else:
-            for k, v in counts.items():
-                cur[k] += v
+            outcome.verdict_approve += 1
+        if raw in ("error", "timeout"):
+            outcome.verdict_error += 1
+        spans = getattr(event, "spans", None)
+        outcome.findings += len(spans) if isinstance(spans, list | tuple) else 0
+        return True
+    if tag == STAGE_TAG:
+        decision = _text(event, "decision")
+        if decision == "block" and getattr(event, "enforced", True):
+            outcome.blocked = True
+        if decision == "redact" or getattr(event, "redacted", False):
+            outcome.redacted = True
+        return True
+    return False
+
+
+def fold_outcomes(events: list[object]) -> dict[str, Outcome]:
+    """Compliance outcomes of a batch, per request id."""
+    out: dict[str, Outcome] = {}
+    for event in events:
+        tag = _tag(event)
+        if tag not in (VERDICT_TAG, STAGE_TAG):
+            continue
+        rid = getattr(event, "request_id", "")
+        if not rid:
+            continue
+        apply(out.setdefault(rid, Outcome()), event)
     return out

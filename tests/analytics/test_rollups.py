@@ -102,6 +102,10 @@ async def test_live_rollups_match_the_traffic_and_a_replay(
             assert err == expected.errors, grain
             assert cost == expected.cost_usd + Decimal("0.125"), grain
             assert tokens == expected.total_tokens, grain
+            blocked, redacted, findings = conn.execute(
+                f"SELECT sum(blocked), sum(redacted), sum(findings) FROM analytics.rollup_{grain}"
+            ).fetchone()
+            assert (blocked, redacted, findings) == (expected.blocked, expected.redacted, expected.findings)
         by_org = dict(
             conn.execute("SELECT org_id, sum(requests) FROM analytics.rollup_day GROUP BY org_id").fetchall()
         )

@@ -27,6 +27,7 @@ from streams.events import (
     UsageRecorded,
     uuid7,
 )
+from streams.events_compliance import HookVerdict, SpanFound, StageDecision
 from streams.jetstream import connect, ensure_streams
 from streams.publisher import Publisher
 from streams.topology import Topology
@@ -59,6 +60,9 @@ class Expected:
     total_tokens: int = 0
     latency_by_model: dict[str, list[float]] = field(default_factory=dict)
     requests_by_org: dict[str, int] = field(default_factory=dict)
+    blocked: int = 0
+    redacted: int = 0
+    findings: int = 0
 
 
 def _cost(model: str, prompt: int, completion: int) -> float:
@@ -66,7 +70,99 @@ def _cost(model: str, prompt: int, completion: int) -> float:
     return round((prompt * p_in + completion * p_out) / 1_000_000, 10)
 
 
-def request_events(rng: random.Random, at_ms: int, expected: Expected) -> list[Event]:
+def _verdict(
+    common: dict[str, object], at_ms: int, hook: str, verdict: str, rule: str, spans: int
+) -> HookVerdict:
+    effective = "approve" if verdict in ("error", "timeout") else verdict
+    return HookVerdict(
+        **common,  # type: ignore[arg-type]
+        occurred_at_ms=at_ms,
+        stage="request",
+        hook=hook,
+        hook_type={"pii": "pii-detector", "secrets": "secret-scanner", "keywords": "keyword-filter"}[hook],
+        verdict=verdict,
+        effective=effective,
+        reason_code={"approve": "", "redact": "pii_detected", "block": "secret_detected"}.get(
+            verdict, "hook_timeout"
+        ),
+        rule=rule,
+        spans=[SpanFound(entity=rule, start=10 * i, end=10 * i + 8) for i in range(spans)],
+        elapsed_us=250,
+    )
+
+
+def compliance_events(
+    rng: random.Random, common: dict[str, object], at_ms: int, expected: Expected
+) -> tuple[list[Event], bool]:
+    """What the request-stage hooks said (org_acme and org_globex run hooks);
+    returns the events and whether the request was blocked."""
+    tenant = common["tenant"]
+    assert isinstance(tenant, Tenant)
+    if tenant.org_id not in ("org_acme", "org_globex"):
+        return [], False
+    roll = rng.random()
+    at = at_ms + 1
+    if roll < 0.04:
+        spans = rng.randint(1, 2)
+        expected.blocked += 1
+        expected.findings += spans
+        return [
+            _verdict(common, at, "pii", "approve", "", 0),
+            _verdict(common, at, "secrets", "block", "AWS_ACCESS_KEY", spans),
+            StageDecision(
+                **common,
+                occurred_at_ms=at,
+                stage="request",
+                decision="block",  # type: ignore[arg-type]
+                blocking_hook="secrets",
+                blocking_rule="AWS_ACCESS_KEY",
+                reason_code="secret_detected",
+                hooks_run=2,
+                hooks_us=600,
+            ),
+        ], True
+    if roll < 0.14:
+        spans = rng.randint(1, 4)
+        expected.redacted += 1
+        expected.findings += spans
+        return [
+            _verdict(
+                common,
+                at,
+                "pii",
+                "redact",
+                rng.choice(("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD")),
+                spans,
+            ),
+            _verdict(common, at, "secrets", "approve", "", 0),
+            StageDecision(
+                **common,
+                occurred_at_ms=at,
+                stage="request",
+                decision="redact",  # type: ignore[arg-type]
+                redacted=True,
+                hooks_run=2,
+                hooks_us=700,
+            ),
+        ], False
+    verdict = "timeout" if roll > 0.99 else "approve"
+    return [
+        _verdict(common, at, "pii", "approve", "", 0),
+        _verdict(common, at, "secrets", verdict, "", 0),
+        StageDecision(
+            **common,
+            occurred_at_ms=at,
+            stage="request",
+            decision="approve",  # type: ignore[arg-type]
+            hooks_run=2,
+            hooks_us=400,
+        ),
+    ], False
+
+
+def request_events(
+    rng: random.Random, at_ms: int, expected: Expected, compliance: bool = True
+) -> list[Event]:
     """The events of one request received at ``at_ms``."""
     org, project, key = rng.choice(TENANTS)
     tenant = Tenant(org_id=org, project_id=project, key_id=key)
@@ -101,12 +197,44 @@ def request_events(rng: random.Random, at_ms: int, expected: Expected) -> list[E
         requested_model=model,
         stream=stream,
     )
+    if roll < 0.045:  # the key may not use this model
+        expected.errors += 1
+        return [
+            received,
+            RequestFailed(
+                **common,
+                occurred_at_ms=at_ms + 1,
+                status=403,
+                error_code="model_not_allowed",
+                error_type="permission_error",
+                reason="model not in the key's allowed list",
+                stage="route",
+                latency_ms=round(rng.uniform(0.5, 3.0), 3),
+            ),
+        ]
+    hooks, blocked = compliance_events(rng, common, at_ms, expected) if compliance else ([], False)
+    if blocked:
+        expected.errors += 1
+        return [
+            received,
+            *hooks,
+            RequestFailed(
+                **common,
+                occurred_at_ms=at_ms + 2,
+                status=403,
+                error_code="content_blocked",
+                error_type="compliance_error",
+                reason="a request-stage hook blocked the request",
+                stage="hooks",
+                latency_ms=round(rng.uniform(1.0, 6.0), 3),
+            ),
+        ]
     latency = round(rng.lognormvariate(0, 0.45) * median, 3)
-    if roll < 0.09:  # upstream trouble: 429 / 502 / 504 after retries
+    if roll < 0.10:  # upstream trouble: 429 / 502 / 504 after retries
         expected.errors += 1
         status = rng.choice((429, 502, 504))
         attempts = rng.randint(1, 3)
-        events: list[Event] = [received]
+        events: list[Event] = [received, *hooks]
         for attempt in range(1, attempts + 1):
             events.append(
                 UpstreamResult(
@@ -149,6 +277,7 @@ def request_events(rng: random.Random, at_ms: int, expected: Expected) -> list[E
     end = at_ms + int(latency)
     return [
         received,
+        *hooks,
         UpstreamResult(
             **common,
             occurred_at_ms=end - 1,
@@ -187,7 +316,7 @@ def request_events(rng: random.Random, at_ms: int, expected: Expected) -> list[E
 
 
 def generate(
-    n_requests: int, *, days: int = 3, seed: int = 7, end_ms: int | None = None
+    n_requests: int, *, days: int = 3, seed: int = 7, end_ms: int | None = None, compliance: bool = True
 ) -> tuple[list[Event], Expected]:
     """``n_requests`` requests spread over the ``days`` days before ``end_ms``
     (busier in working hours), in the order a gateway would emit them."""
@@ -198,7 +327,7 @@ def generate(
     stamped: list[tuple[int, int, Event]] = []
     for i in range(n_requests):
         at = start + int(rng.triangular(0, days * DAY_MS, days * DAY_MS * 0.6))
-        for j, ev in enumerate(request_events(rng, at, expected)):
+        for j, ev in enumerate(request_events(rng, at, expected, compliance)):
             stamped.append((ev.occurred_at_ms, i * 10 + j, ev))
     stamped.sort(key=lambda t: (t[0], t[1]))
     return [ev for _, _, ev in stamped], expected
@@ -217,6 +346,9 @@ async def publish(nats_url: str, topology: Topology, events: list[Event], outbox
     pub = Publisher(nats_url, topology, outbox_dir / "outbox.sqlite", name="analytics-test")
     await pub.start()
     try:
+        async with asyncio.timeout(10):
+            while not pub.connected:  # straight to JetStream, not via the outbox
+                await asyncio.sleep(0.01)
         for ev in events:
             pub.emit(ev)
         await pub.flush(timeout=60)
