@@ -14,7 +14,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "project": ("projections.cli:project_main", "run the projection worker"),
     "replay": ("projections.cli:replay_main", "drop and rebuild projections from the streams"),
     "analytics": ("projections.analytics.cli:main", "DuckDB rollups: Parquet export, refresh, status"),
-    "analytics": ("projections.analytics.cli:main", "DuckDB rollups: Parquet export, refresh, status"),
     "sim": ("nexus.sim.cli:main", "run the simulated LLM provider"),
     "keys": ("nexus.keys_cmd:main", "create virtual keys and HMAC secrets"),
     "sql": ("nexus.sql_cmd:main", "query the Postgres read models of a running nexus up"),
