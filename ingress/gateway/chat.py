@@ -34,6 +34,8 @@ _chat = msgspec.json.Decoder(ChatRequest)
 def _param(exc: msgspec.ValidationError) -> str | None:
     # msgspec: "Expected `array`, got `str` - at `$.messages[0].role`" -> "messages"
     text = str(exc)
+    if text.startswith("Object missing required field `"):
+        return text.split("`")[1]
     if "- at `$." not in text:
         return None
     path = text.rsplit("- at `$.", 1)[1].rstrip("`")

@@ -70,10 +70,13 @@ def error_response(
 
 
 def _param_of(exc: msgspec.ValidationError) -> str | None:
-    # msgspec: "Expected `array`, got `str` - at `$.messages`"
+    # msgspec: "Expected `array`, got `str` - at `$.messages`" or
+    # "Object missing required field `model`"
     msg = str(exc)
     if "- at `$." in msg:
         return msg.rsplit("- at `$.", 1)[1].rstrip("`").split("[")[0].split(".")[0]
+    if msg.startswith("Object missing required field `"):
+        return msg.split("`")[1]
     return None
 
 
