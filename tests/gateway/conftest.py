@@ -13,10 +13,12 @@ import msgspec
 import pytest
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
+from ingress.gateway.state import EventSink
 from nexus.sim import SimServer, SimSettings, start_sim
 from streams.config import ConfigSnapshot, parse_config
 from streams.events import Event
 from streams.keys import hash_key, new_key
+from streams.spill import SpillStore
 
 SECRET = b"test-secret-0123456789abcdef"
 
@@ -149,12 +151,14 @@ class Stack:
         return self.gateway.url
 
 
-async def make_stack(**config_kw: int) -> Stack:
+async def make_stack(
+    sink: EventSink | None = None, spill: SpillStore | None = None, **config_kw: int
+) -> Stack:
     sim = await start_sim(SimSettings(api_key="sk-sim-test"))
     keys = make_keys()
     snapshot = ConfigSnapshot(parse_config(config_yaml(sim.port, free_port(), keys, **config_kw)), SECRET)
     events = EventRecorder()
-    app = create_app(snapshot, events, env={"SIM_TEST_KEY": "sk-sim-test"})
+    app = create_app(snapshot, sink or events, spill=spill, env={"SIM_TEST_KEY": "sk-sim-test"})
     gateway = await start_gateway(app)
     return Stack(gateway=gateway, sim=sim, events=events, keys=keys, snapshot=snapshot)
 
