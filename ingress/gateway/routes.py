@@ -5,12 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from ingress.gateway.chat import chat_completions
+from ingress.gateway.embeddings import embeddings
 from ingress.gateway.models import list_models
 from ingress.gateway.ops import healthz, metrics
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

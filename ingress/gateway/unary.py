@@ -1,38 +1,41 @@
-"""The non-streaming path: one upstream call, the provider's body returned
-as is, usage read from it."""
+"""The non-streaming path (chat and embeddings): one upstream call, the
+provider's body returned as is, usage read from it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
 from adapters.base import CodecError
-from adapters.canonical import ChatRequest
-from adapters.openai.codec import decode_chat, to_event_usage
 from adapters.openai.errors import normalise_error
 from ingress.gateway import errors, recording
 from ingress.gateway.metrics import UPSTREAM, UPSTREAM_ERRORS
 from ingress.gateway.state import GatewayState, RequestContext
 from ingress.upstream import Upstream
 from streams.config import Model
+from streams.events import Usage
 
 
 async def forward_unary(
     state: GatewayState,
     ctx: RequestContext,
+    url: str,
     upstream: Upstream,
     wire: bytes,
-    chat: ChatRequest,
     model: Model,
+    account: Callable[[bytes], tuple[Usage, bool]],
 ) -> web.Response:
+    """One upstream call; ``account`` reads (usage, estimated) from the
+    provider's body, raising CodecError when it cannot be read."""
     sent = time.perf_counter()
     try:
         async with (
             asyncio.timeout(state.request_timeout_s),
-            upstream.session.post(upstream.chat_url, data=wire, headers=upstream.headers) as resp,
+            upstream.session.post(url, data=wire, headers=upstream.headers) as resp,
         ):
             payload = await resp.read()
             status = resp.status
@@ -52,7 +55,7 @@ async def forward_unary(
         recording.upstream_result(state, ctx, status=status, upstream_ms=upstream_ms, error_code=err.code)
         raise errors.from_canonical(err)
     try:
-        response = decode_chat(payload)
+        usage, estimated = account(payload)
     except CodecError as exc:
         UPSTREAM_ERRORS.labels(ctx.provider, exc.error.code).inc()
         recording.upstream_result(
@@ -61,10 +64,6 @@ async def forward_unary(
         raise errors.from_canonical(exc.error) from None
 
     recording.upstream_result(state, ctx, status=status, upstream_ms=upstream_ms)
-    usage = to_event_usage(response.usage)
-    estimated = usage is None
-    if usage is None:
-        usage = recording.estimate_usage(chat, response)
     recording.usage_recorded(state, ctx, model, usage, estimated=estimated)
     recording.completed(state, ctx)
     return web.Response(body=payload, content_type="application/json")

@@ -124,7 +124,13 @@ def config_yaml(
             {"name": "mute", "provider": "sim-nousage", "price": priced},
             {"name": "gone", "provider": "dead"},
             {"name": "impatient", "provider": "sim-short"},
-            {"name": "embedder", "provider": "sim", "kind": "embedding"},
+            {
+                "name": "embedder",
+                "provider": "sim",
+                "provider_model": "sim-embed",
+                "kind": "embedding",
+                "price": {"input": 0.5},
+            },
         ],
     }
     return msgspec.yaml.encode(config)

@@ -1,0 +1,115 @@
+"""What every /v1 POST endpoint does before talking to a provider:
+authenticate, read the body under the limit, parse it, record it, validate
+it, resolve the model and check the key may use it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from ingress.gateway import errors, recording
+from ingress.gateway.auth import authenticate, may_use
+from ingress.gateway.body import read_body
+from ingress.gateway.state import CTX, STATE, GatewayState, RequestContext
+from ingress.upstream import Upstream
+from streams.config import Model
+
+# Providers that speak the OpenAI wire format: the caller's JSON goes
+# through with only the model rewritten.
+OPENAI_FAMILY = frozenset({"openai", "openai-compatible", "azure-openai", "sim"})
+
+T = TypeVar("T")
+
+_any: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+class Admitted(Generic[T]):
+    __slots__ = ("body", "ctx", "model", "parsed", "state", "upstream")
+
+    def __init__(
+        self,
+        state: GatewayState,
+        ctx: RequestContext,
+        body: dict[str, Any],
+        parsed: T,
+        model: Model,
+        upstream: Upstream,
+    ) -> None:
+        self.state = state
+        self.ctx = ctx
+        self.body = body  # the caller's JSON object, for the passthrough
+        self.parsed = parsed  # the canonical request, for validation and accounting
+        self.model = model
+        self.upstream = upstream
+
+
+def _param(exc: msgspec.ValidationError) -> str | None:
+    # msgspec: "Expected `array`, got `str` - at `$.messages[0].role`" -> "messages"
+    text = str(exc)
+    if text.startswith("Object missing required field `"):
+        return text.split("`")[1]
+    if "- at `$." not in text:
+        return None
+    path = text.rsplit("- at `$.", 1)[1].rstrip("`")
+    return path.split("[")[0].split(".")[0] or None
+
+
+def _message(exc: msgspec.ValidationError) -> str:
+    text = str(exc).replace("`$.", "`").replace("`$`", "the body")
+    return f"Invalid request: {text[:300]}"
+
+
+async def admit(
+    request: web.Request,
+    *,
+    endpoint: str,
+    kind: str,
+    decode: Callable[[bytes], T],
+    check: Callable[[T], None] | None = None,
+) -> Admitted[T]:
+    state = request.app[STATE]
+    ctx = request[CTX]
+    ctx.endpoint = endpoint
+    snapshot = state.snapshot
+    key = authenticate(request.headers, snapshot)
+    ctx.set_key(key)
+    raw = await read_body(request, state.max_body_bytes)
+    try:
+        body: Any = _any.decode(raw)
+    except msgspec.DecodeError:
+        body = None
+        invalid: errors.GatewayError | None = errors.invalid_json()
+    else:
+        invalid = None if isinstance(body, dict) else errors.not_an_object()
+    if isinstance(body, dict):
+        requested = body.get("model")
+        ctx.requested_model = requested[:200] if isinstance(requested, str) else ""
+        ctx.stream = body.get("stream") is True
+    recording.received(state, ctx, request, raw)
+    if invalid is not None:
+        raise invalid
+    assert isinstance(body, dict)
+    if not ctx.requested_model:
+        raise errors.missing_model()
+    try:
+        parsed = decode(raw)
+    except msgspec.ValidationError as exc:
+        raise errors.invalid_request(_message(exc), _param(exc)) from None
+    if check is not None:
+        check(parsed)
+
+    model = snapshot.models.get(ctx.requested_model)
+    if model is None or model.kind != kind:
+        raise errors.unknown_model(ctx.requested_model)
+    ctx.model = model.name
+    if not may_use(key, model, ctx.requested_model):
+        raise errors.model_not_allowed(ctx.requested_model)
+    provider = snapshot.providers[model.provider]
+    ctx.provider = provider.name
+    ctx.provider_model = model.provider_model or model.name
+    if provider.kind not in OPENAI_FAMILY:
+        raise errors.unsupported_provider(provider.kind)
+    return Admitted(state, ctx, body, parsed, model, state.upstreams.get(provider.name))
