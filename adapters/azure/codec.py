@@ -11,6 +11,7 @@ import msgspec
 
 from adapters.base import Capability, StreamDecoder, Target, WireRequest
 from adapters.canonical import CanonicalError, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from adapters.compat.table import PLAIN
 from adapters.openai import CODEC as OPENAI
 from adapters.wirekit.errors import unsupported
 
@@ -58,6 +59,10 @@ class AzureCodec:
 
     def encode_chat(self, request: ChatRequest, target: Target) -> WireRequest:
         # The OpenAI encoder builds the body; only URL and auth differ.
+        # Azure, like OpenAI, knows max_completion_tokens but not
+        # reasoning_content on input messages.
+        for quirk in PLAIN[1:]:
+            request = quirk.apply(request)
         wire = OPENAI.encode_chat(request, msgspec.structs.replace(target, api_key=None, base_url="x"))
         return self._rewrap(wire, target, "chat/completions")
 

@@ -50,6 +50,23 @@ class MaxTokensField(Quirk, frozen=True, kw_only=True, tag="max_tokens_field"):
         return msgspec.structs.replace(req, max_tokens=req.max_completion_tokens, max_completion_tokens=None)
 
 
+class DropMessageReasoning(Quirk, frozen=True, kw_only=True, tag="drop_message_reasoning"):
+    """reasoning_content on input messages (carried over from a reasoning
+    provider earlier in the conversation) is an unknown field to most
+    OpenAI-compatible APIs, and the strict ones (Mistral) answer 422."""
+
+    def apply(self, req: ChatRequest) -> ChatRequest:
+        if not any(m.reasoning_content for m in req.messages):
+            return req
+        return msgspec.structs.replace(
+            req,
+            messages=[
+                msgspec.structs.replace(m, reasoning_content=None) if m.reasoning_content else m
+                for m in req.messages
+            ],
+        )
+
+
 class DropFields(Quirk, frozen=True, kw_only=True, tag="drop_fields"):
     fields: tuple[str, ...]
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import msgspec
 
 from adapters.base import Capability
-from adapters.compat.quirks import DropForcedToolChoice, ForceField, MaxTokensField, Quirk
+from adapters.compat.quirks import (
+    DropForcedToolChoice,
+    DropMessageReasoning,
+    ForceField,
+    MaxTokensField,
+    Quirk,
+)
 
 C = Capability
 CHAT = frozenset({C.TEXT, C.STREAM})
@@ -14,13 +20,16 @@ TOOLS = frozenset({C.TOOLS, C.TOOLS_STREAM})
 # Every compat provider here documents max_tokens; several reject
 # max_completion_tokens, so it is always moved.
 MAX_TOKENS = MaxTokensField(why="max_completion_tokens is OpenAI-only")
+NO_INPUT_REASONING = DropMessageReasoning(why="reasoning_content is not an input field here")
+# The default for providers that do not read reasoning back.
+PLAIN = (MAX_TOKENS, NO_INPUT_REASONING)
 
 
 class CompatProvider(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     base_url: str  # up to and including the version segment; /chat/completions is appended
     capabilities: frozenset[Capability]
-    quirks: tuple[Quirk, ...] = (MAX_TOKENS,)
+    quirks: tuple[Quirk, ...] = PLAIN
     # Which non-OpenAI usage fields carry cache hits: "deepseek"
     # (prompt_cache_hit_tokens) or "moonshot" (cached_tokens).
     usage_dialect: str | None = None

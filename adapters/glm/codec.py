@@ -13,7 +13,9 @@ C = Capability
 GLM = CompatProvider(
     name="glm",
     base_url="https://open.bigmodel.cn/api/paas/v4",
-    capabilities=frozenset({C.TEXT, C.STREAM, C.TOOLS, C.TOOLS_STREAM, C.VISION, C.REASONING, C.EMBEDDINGS}),
+    # Not VISION: GLM-4V documents raw base64 in image_url, not the data:
+    # URIs the canonical shape carries; unverified, so not claimed.
+    capabilities=frozenset({C.TEXT, C.STREAM, C.TOOLS, C.TOOLS_STREAM, C.REASONING, C.EMBEDDINGS}),
     quirks=(MAX_TOKENS,),
     # GLM-4.5+ thinking switch: {"type": "enabled" | "disabled"}.
     ext_fields=("thinking", "do_sample", "request_id"),

@@ -11,7 +11,7 @@ import msgspec
 from adapters.base import Capability, CodecError, Target, WireRequest
 from adapters.canonical import ChatRequest, ChatResponse, ErrorCode
 from adapters.compat.codec import CompatCodec
-from adapters.compat.table import MAX_TOKENS, CompatProvider
+from adapters.compat.table import PLAIN, CompatProvider
 from adapters.wirekit.errors import make
 
 C = Capability
@@ -20,7 +20,7 @@ MINIMAX = CompatProvider(
     name="minimax",
     base_url="https://api.minimax.io/v1",
     capabilities=frozenset({C.TEXT, C.STREAM, C.TOOLS, C.TOOLS_STREAM}),
-    quirks=(MAX_TOKENS,),
+    quirks=PLAIN,
 )
 
 # https://platform.minimax.io/docs — base_resp status codes.

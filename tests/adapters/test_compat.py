@@ -310,3 +310,29 @@ def test_every_row_claims_only_chat_capabilities_it_can_encode(name: str) -> Non
     caps = PROVIDERS[name].capabilities
     assert {Capability.TEXT, Capability.STREAM} <= caps
     assert Capability.RESPONSES not in caps
+
+
+THOUGHTFUL = [
+    Message(role="user", content="hi"),
+    Message(role="assistant", content="hello", reasoning_content="greet back"),
+    Message(role="user", content="and?"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [
+        pytest.param("mistral", False, id="mistral_drops_input_reasoning"),
+        pytest.param("groq", False, id="groq_drops_input_reasoning"),
+        pytest.param("deepseek", True, id="deepseek_keeps_input_reasoning"),
+        pytest.param("moonshot", True, id="moonshot_keeps_input_reasoning"),
+    ],
+)
+def test_reasoning_content_on_input_messages(name: str, kept: bool) -> None:
+    wire = codec(name).encode_chat(ChatRequest(model="x", messages=THOUGHTFUL), target(name, "", "m"))
+    assert ("reasoning_content" in body(wire.body)["messages"][1]) is kept
+
+
+def test_azure_drops_input_reasoning() -> None:
+    wire = AzureCodec().encode_chat(ChatRequest(model="x", messages=THOUGHTFUL), AZ)
+    assert "reasoning_content" not in body(wire.body)["messages"][1]
