@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -28,10 +28,13 @@ SCRIPTS: dict[str, str] = {
     "quota_check.py": "quota / rate check against Valkey",
 }
 
-# "name: 1,234.5 unit" or "name = 12 ms" style lines
-_FIGURE_LINE = re.compile(
-    r"^\s*([A-Za-z][\w .()/%@+-]{1,80}?)\s*[:=]\s*(-?[\d,]+(?:\.\d+)?)\s*([^\s].{0,40})?$"
-)
+# Arguments that size a script's run, passed only when its --help lists the
+# flag: the full run asks for the issue's figure (replay of 1M events), the
+# quick run for a small one.
+SIZE_ARGS: dict[str, dict[str, list[str]]] = {
+    "projection_throughput.py": {"full": ["--count", "1000000"], "quick": ["--count", "20000"]},
+    "quota_check.py": {"quick": ["--requests", "2000", "--seconds", "3"]},
+}
 
 
 @dataclass
@@ -41,10 +44,11 @@ class ScriptFigures:
     status: str  # ok | missing | failed (exit N) | timed out after Ns
     seconds: float = 0.0
     figures: dict[str, Any] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
     output_tail: list[str] = field(default_factory=list)
 
 
-def _accepts_quick(path: Path, env: dict[str, str]) -> bool:
+def _help_text(path: Path, env: dict[str, str]) -> str:
     try:
         proc = subprocess.run(
             [sys.executable, str(path), "--help"],
@@ -55,13 +59,28 @@ def _accepts_quick(path: Path, env: dict[str, str]) -> bool:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return False
-    return b"--quick" in proc.stdout
+        return ""
+    return proc.stdout.decode(errors="replace")
+
+
+def size_args(name: str, quick: bool, help_text: str) -> list[str]:
+    wanted = list(SIZE_ARGS.get(name, {}).get("quick" if quick else "full", []))
+    if quick and "--quick" in help_text:
+        wanted = ["--quick"]
+    out: list[str] = []
+    i = 0
+    while i < len(wanted):
+        flag = wanted[i]
+        takes_value = i + 1 < len(wanted) and not wanted[i + 1].startswith("--")
+        if flag in help_text:
+            out += wanted[i : i + (2 if takes_value else 1)]
+        i += 2 if takes_value else 1
+    return out
 
 
 def parse_figures(text: str) -> dict[str, Any]:
-    """A JSON object printed on a line of its own wins (the last one);
-    otherwise ``name: number unit`` lines are collected."""
+    """A JSON object printed on a line of its own (the last one) is taken as
+    the script's figures; free text is kept verbatim in ``output_tail``."""
     for line in reversed(text.splitlines()):
         line = line.strip()
         if line.startswith("{") and line.endswith("}"):
@@ -71,13 +90,20 @@ def parse_figures(text: str) -> dict[str, Any]:
                 continue
             if isinstance(obj, dict):
                 return obj
-    figures: dict[str, Any] = {}
-    for line in text.splitlines():
-        m = _FIGURE_LINE.match(line)
-        if m:
-            name, number, unit = m.group(1).strip(), m.group(2).replace(",", ""), (m.group(3) or "").strip()
-            figures[name] = f"{number} {unit}".strip()
-    return figures
+    return {}
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_scripts(
@@ -96,25 +122,53 @@ def run_scripts(
             out.append(ScriptFigures(name, about, "missing (not in this checkout yet)"))
             print(f"  {name}: missing", flush=True)
             continue
-        argv = [sys.executable, str(path)]
-        if quick and _accepts_quick(path, env):
-            argv.append("--quick")
-        print(f"  {name}: running (at most {timeout_s:.0f}s) ...", flush=True)
+        argv = [sys.executable, str(path), *size_args(name, quick, _help_text(path, env))]
+        print(f"  {' '.join(argv[1:])}: running (at most {timeout_s:.0f}s) ...", flush=True)
         t0 = time.monotonic()
+        # Its own session, so a timeout ends whatever the script started too.
+        proc = subprocess.Popen(
+            pinned(argv, cpus),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+        )
         try:
-            proc = subprocess.run(
-                pinned(argv, cpus), capture_output=True, timeout=timeout_s, cwd=REPO, env=env, check=False
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            stdout, _ = proc.communicate()
+            tail = stdout.decode(errors="replace").strip().splitlines()[-8:]
+            out.append(
+                ScriptFigures(
+                    name,
+                    about,
+                    f"timed out after {timeout_s:.0f}s",
+                    timeout_s,
+                    args=argv[2:],
+                    output_tail=tail,
+                )
             )
-        except subprocess.TimeoutExpired as exc:
-            tail = (exc.stdout or b"").decode(errors="replace").strip().splitlines()[-8:]
-            out.append(ScriptFigures(name, about, f"timed out after {timeout_s:.0f}s", timeout_s, {}, tail))
             continue
         secs = time.monotonic() - t0
-        text = proc.stdout.decode(errors="replace")
+        text = stdout.decode(errors="replace")
         tail = [ln for ln in text.strip().splitlines() if ln.strip()][-20:]
         if proc.returncode != 0:
-            err = proc.stderr.decode(errors="replace").strip().splitlines()[-6:]
-            out.append(ScriptFigures(name, about, f"failed (exit {proc.returncode})", secs, {}, tail + err))
+            err = stderr.decode(errors="replace").strip().splitlines()[-6:]
+            out.append(
+                ScriptFigures(
+                    name,
+                    about,
+                    f"failed (exit {proc.returncode})",
+                    secs,
+                    args=argv[2:],
+                    output_tail=tail + err,
+                )
+            )
             continue
-        out.append(ScriptFigures(name, about, "ok", secs, parse_figures(text), tail))
+        out.append(
+            ScriptFigures(name, about, "ok", secs, parse_figures(text), args=argv[2:], output_tail=tail)
+        )
     return out

@@ -176,20 +176,21 @@ def figures_markdown(figs: list[ScriptFigures]) -> str:
         return "_not run (--no-figures)_"
     lines = []
     for f in figs:
-        lines.append(
-            f"- **{f.script}** ({f.about}): {f.status}" + (f", {f.seconds:.0f} s" if f.seconds else "")
-        )
+        args = f" `{' '.join(f.args)}`" if f.args else ""
+        took = f", {f.seconds:.0f} s" if f.seconds else ""
+        lines.append(f"- **{f.script}**{args} ({f.about}): {f.status}{took}")
         for k, v in f.figures.items():
             lines.append(f"    - {k}: {v}")
-        if f.status != "ok" and f.output_tail:
-            lines.append("    ```")
-            lines += [f"    {ln}" for ln in f.output_tail[-8:]]
-            lines.append("    ```")
-        elif f.status == "ok" and not f.figures and f.output_tail:
-            lines.append("    ```")
-            lines += [f"    {ln}" for ln in f.output_tail[-12:]]
-            lines.append("    ```")
+        if f.output_tail and (f.status != "ok" or not f.figures):
+            lines.append("")
+            lines.append("  ```")
+            lines += [f"  {ln}" for ln in f.output_tail[-20:]]
+            lines.append("  ```")
     return "\n".join(lines)
+
+
+def figures_text(figs: list[ScriptFigures]) -> str:
+    return figures_markdown(figs).replace("  ```\n", "").replace("\n  ```", "")
 
 
 def write_results(

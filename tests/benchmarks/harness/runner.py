@@ -8,10 +8,7 @@ import contextlib
 import datetime as dt
 import functools
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,11 +18,18 @@ from typing import Any
 from tests.benchmarks.harness import systems
 from tests.benchmarks.harness.figures import ScriptFigures, run_scripts
 from tests.benchmarks.harness.loadgen import REPO, Target, ensure_wrk, run_openloop, run_wrk
-from tests.benchmarks.harness.procs import CorePlan, Meter, Phase, Proc, pinned, settle
-from tests.benchmarks.harness.report import Row, compare_with_direct, machine_info, text_table, write_results
+from tests.benchmarks.harness.procs import CorePlan, Meter, Phase, Proc, settle
+from tests.benchmarks.harness.profile import take_profile
+from tests.benchmarks.harness.report import (
+    Row,
+    compare_with_direct,
+    figures_text,
+    machine_info,
+    text_table,
+    write_results,
+)
 
 ALL_SYSTEMS = ("direct", "nexus", "litellm", "portkey")
-PY_SPY_VERSION = "0.4.3"
 
 
 @dataclass
@@ -227,59 +231,8 @@ def _openloop(s: Session, target: Target, mode: str, rate: int) -> dict[str, Any
     )
 
 
-def ensure_py_spy() -> str | None:
-    found = shutil.which("py-spy") or (
-        str(Path(sys.executable).parent / "py-spy")
-        if (Path(sys.executable).parent / "py-spy").exists()
-        else None
-    )
-    if found:
-        return found
-    print(f"  py-spy is missing: pip install py-spy=={PY_SPY_VERSION}", flush=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", f"py-spy=={PY_SPY_VERSION}"],
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    cand = Path(sys.executable).parent / "py-spy"
-    return str(cand) if cand.exists() else shutil.which("py-spy")
-
-
 def _profile(s: Session, running: systems.Running, target: Target) -> None:
-    spy = ensure_py_spy()
-    if spy is None:
-        s.profile = "not taken: py-spy could not be installed"
-        return
-    out = s.plan.out_dir / "profile.svg"
-    s.plan.out_dir.mkdir(parents=True, exist_ok=True)
-    pid = running.procs[0].pid
-    # Sampling costs the profiled process little (py-spy reads its memory from
-    # outside), but this pass is separate from the measured ones all the same.
-    spy_proc = subprocess.Popen(
-        pinned(
-            [
-                spy,
-                "record",
-                "-o",
-                str(out),
-                "--pid",
-                str(pid),
-                "--duration",
-                str(round(s.plan.profile_s)),
-                "--rate",
-                "250",
-                "--nonblocking",
-                "--format",
-                "flamegraph",
-            ],
-            s.cores.load,
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    time.sleep(0.5)
-    try:
+    def load() -> float:
         res = run_wrk(
             s.wrk or "wrk",
             target,
@@ -289,22 +242,10 @@ def _profile(s: Session, running: systems.Running, target: Target) -> None:
             cpus=s.cores.load,
             work_dir=s.work,
         )
-    except Exception as exc:
-        res = {"rps": 0.0, "error": str(exc)}
-    try:
-        log, _ = spy_proc.communicate(timeout=s.plan.profile_s + 60)
-    except subprocess.TimeoutExpired:
-        spy_proc.kill()
-        log, _ = spy_proc.communicate()
-    if spy_proc.returncode == 0 and out.exists():
-        s.profile = (
-            f"[profile.svg](profile.svg): py-spy {PY_SPY_VERSION} flame graph of the Nexus gateway "
-            f"(pid {pid}) for {s.plan.profile_s:.0f} s under wrk c={s.plan.connections} non-stream "
-            f"({float(res['rps']):,.0f} RPS while sampled at 250 Hz)"
-        )
-    else:
-        s.profile = f"py-spy failed (exit {spy_proc.returncode}): {log.decode(errors='replace')[-300:]}"
-    print(f"  profile: {s.profile}", flush=True)
+        return float(res["rps"])
+
+    s.profile = take_profile(running.procs[0].pid, s.plan.out_dir, s.plan.profile_s, s.cores.load, load)
+    print(f"  profile: {s.profile.splitlines()[0]}", flush=True)
 
 
 STARTERS: dict[str, Callable[..., systems.Running]] = {
@@ -386,6 +327,9 @@ def run(plan: Plan) -> tuple[Path, Path, list[Row]]:
     md, js = write_results(plan.out_dir, stamp, meta, s.rows, figs)
     print()
     print(text_table(s.rows))
+    if figs:
+        print("\nper-feature figures (each later issue's own script):")
+        print(figures_text(figs))
     print(f"\npinning: {cores.describe()}")
     print(f"results: {md}\n         {js}\n         (and latest.md / latest.json beside them)")
     if s.profile:

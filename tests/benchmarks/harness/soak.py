@@ -117,5 +117,6 @@ def run_soak(duration_s: float, rate: int, window_s: float, out_dir: Path, comma
     ]
     (out_dir / f"soak-{stamp}.md").write_text("\n".join(md) + "\n")
     shutil.copyfile(path, out_dir / "soak-latest.json")
+    shutil.copyfile(out_dir / f"soak-{stamp}.md", out_dir / "soak-latest.md")
     print(f"soak verdict: {json.dumps(verdict)}\nwritten: {path}")
     return path
