@@ -27,72 +27,64 @@ class SSEParser:
         self._buf = bytearray()
         self._event = ""
         self._data: list[bytes] = []
-        self._has_data = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        self._buf += chunk
-        out: list[SSEEvent] = []
-        start = 0
         buf = self._buf
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = bytes(buf[start:nl])
-            start = nl + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            ev = self._line(line)
-            if ev is not None:
-                out.append(ev)
-        del buf[:start]
-        if len(buf) > MAX_LINE_BYTES:
-            raise CodecError(
-                CanonicalError(
-                    code="upstream_error",
-                    message="upstream stream sent an over-long line",
-                    status=502,
+        buf += chunk
+        # Only whole lines are parsed: up to the last LF.  (A CR at the very
+        # end may be half of a CRLF, so it waits with the rest.)
+        end = buf.rfind(b"\n")
+        if end < 0:
+            if len(buf) > MAX_LINE_BYTES:
+                raise CodecError(
+                    CanonicalError(
+                        code="upstream_error",
+                        message="upstream stream sent an over-long line",
+                        status=502,
+                    )
                 )
-            )
-        return out
+            return []
+        region = bytes(buf[: end + 1])
+        del buf[: end + 1]
+        return self._lines(region.splitlines())
 
     def close(self) -> list[SSEEvent]:
-        out: list[SSEEvent] = []
-        if self._buf:
-            # A last line without its newline still counts.
-            ev = self._line(bytes(self._buf).rstrip(b"\r"))
-            self._buf.clear()
-            if ev is not None:
-                out.append(ev)
+        # A last line without its newline still counts, then the pending event.
+        out = self._lines(bytes(self._buf).splitlines())
+        self._buf.clear()
         ev = self._dispatch()
         if ev is not None:
             out.append(ev)
         return out
 
-    def _line(self, line: bytes) -> SSEEvent | None:
-        if not line:
-            return self._dispatch()
-        if line.startswith(b":"):
-            return None  # comment / keep-alive
-        name, sep, value = line.partition(b":")
-        if sep and value.startswith(b" "):
-            value = value[1:]
-        if name == b"data":
-            self._data.append(value)
-            self._has_data = True
-        elif name == b"event":
-            self._event = value.decode("utf-8", "replace")
-        # id / retry and unknown fields carry nothing a codec needs.
-        return None
+    def _lines(self, lines: list[bytes]) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        data = self._data
+        for line in lines:
+            if not line:
+                ev = self._dispatch()
+                if ev is not None:
+                    out.append(ev)
+                data = self._data
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+            elif line.startswith(b"event:"):
+                value = line[6:]
+                self._event = (value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace")
+            elif line == b"data":
+                data.append(b"")
+            # comments (":...") and id / retry / unknown fields carry nothing
+            # a codec needs.
+        return out
 
     def _dispatch(self) -> SSEEvent | None:
-        if not self._has_data:
+        if not self._data:
             self._event = ""
             return None
         ev = SSEEvent(self._event, b"\n".join(self._data).decode("utf-8", "replace"))
         self._event = ""
         self._data = []
-        self._has_data = False
         return ev
 
 
