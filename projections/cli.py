@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -115,7 +116,19 @@ async def _project(settings: ProjectorSettings, host: str, port: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     projector = Projector(settings)
-    await projector.start()
+    # The worker waits for NATS to come up (a daemon outlives its
+    # dependencies' restarts, start-up included); Ctrl-C still stops it.
+    starting = asyncio.create_task(projector.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        await projector.stop()
+        return 0
+    stopping.cancel()
+    starting.result()  # start-up errors (a bad DSN, a busy store) end here
     runner: web.AppRunner | None = None
     try:
         if port:

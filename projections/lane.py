@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 import nats.errors
@@ -123,6 +124,36 @@ class Lane:
         )
         await self._js.add_consumer(stream, config=config)
         sub = await self._js.pull_subscribe_bind(consumer=name, stream=stream)
+        # Fetching and decoding the next batch overlaps writing this one:
+        # the database works in its own process (or DuckDB's thread) while
+        # this loop parses messages.
+        batches: asyncio.Queue[_Batch | BaseException] = asyncio.Queue(maxsize=2)
+        fetcher = asyncio.create_task(self._fetch_loop(sub, name, position, batches))
+        try:
+            while True:
+                batch = await batches.get()
+                if isinstance(batch, BaseException):
+                    raise batch
+                await self._write(batch)
+                if progress is not None and until is not None:
+                    progress(self._label, self.applied, until)
+                if until is not None and self.applied >= until:
+                    return
+        finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
+            await _quietly(sub.unsubscribe())
+            await _quietly(self._js.delete_consumer(stream, name))
+
+    async def _fetch_loop(
+        self,
+        sub: JetStreamContext.PullSubscription,
+        name: str,
+        position: int,
+        out: asyncio.Queue[_Batch | BaseException],
+    ) -> None:
+        last = position
         idle_since = time.monotonic()
         try:
             while True:
@@ -131,27 +162,29 @@ class Lane:
                 except nats.errors.TimeoutError:
                     msgs = []
                 if not msgs:
-                    metrics.LAG.labels(self._label).set(0)
+                    if out.empty():
+                        metrics.LAG.labels(self._label).set(0)
                     if time.monotonic() - idle_since > _PROBE_AFTER_IDLE_S:
-                        await self._js.consumer_info(stream, name)  # NotFoundError -> re-create
+                        await self._js.consumer_info(self.stream, name)  # NotFoundError -> re-create
                         idle_since = time.monotonic()
                     continue
                 idle_since = time.monotonic()
-                await self._apply(msgs)
-                if progress is not None and until is not None:
-                    progress(self._label, self.applied, until)
-                if until is not None and self.applied >= until:
-                    return
-        finally:
-            await _quietly(sub.unsubscribe())
-            await _quietly(self._js.delete_consumer(stream, name))
+                batch = self._decode(msgs, last)
+                if batch is not None:
+                    last = batch.last_seq
+                    await out.put(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await out.put(exc)
 
-    async def _apply(self, msgs: list[Msg]) -> None:
+    def _decode(self, msgs: list[Msg], after: int) -> _Batch | None:
         items: list[Item] = []
-        last = self.applied
+        last = after
         skipped = self._skipped
+        pending = 0
         for msg in msgs:
-            seq = msg.metadata.sequence.stream
+            seq, pending = _seq_and_pending(msg)
             if seq <= last:
                 continue
             last = seq
@@ -167,14 +200,39 @@ class Lane:
                 skipped["unknown_type"].inc()
                 continue
             items.append((seq, event))
-        if last <= self.applied:
-            return
+        if last <= after:
+            return None
+        return _Batch(items, last, len(msgs), pending)
+
+    async def _write(self, batch: _Batch) -> None:
         started = time.perf_counter()
-        await self.store.apply(self.stream, items, last)
+        await self.store.apply(self.stream, batch.items, batch.last_seq)
         metrics.BATCH_SECONDS.labels(self._label).observe(time.perf_counter() - started)
-        metrics.EVENTS_APPLIED.labels(self._label).inc(len(msgs))
-        metrics.LAG.labels(self._label).set(msgs[-1].metadata.num_pending)
-        await self._advance(last)
+        metrics.EVENTS_APPLIED.labels(self._label).inc(batch.messages)
+        metrics.LAG.labels(self._label).set(batch.pending)
+        await self._advance(batch.last_seq)
+
+
+@dataclass(slots=True)
+class _Batch:
+    items: list[Item]
+    last_seq: int
+    messages: int
+    pending: int  # messages left in the stream after this batch
+
+
+def _seq_and_pending(msg: Msg) -> tuple[int, int]:
+    """Stream sequence and pending count from the ack subject, without
+    building nats-py's Metadata (which parses a timestamp per message).
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``,
+    or the 11/12-token form with domain and account hash after ``ACK``."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[8])
+    if len(tokens) >= 11 and tokens[0] == "$JS":
+        return int(tokens[7]), int(tokens[10])
+    md = msg.metadata  # let nats-py raise its own error on anything else
+    return md.sequence.stream, md.num_pending
 
 
 async def _quietly(aw: Awaitable[object]) -> None:

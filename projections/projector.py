@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
 from nats.aio.client import Client as NATS
@@ -20,6 +20,27 @@ from projections.store import Store, StoreError
 from streams.jetstream import connect, ensure_streams
 
 log = logging.getLogger("nexus.projections")
+
+
+def nats_callbacks() -> dict[str, Callable[..., Awaitable[None]]]:
+    """Short log lines instead of nats-py's tracebacks (a NATS restart is an
+    expected event for a long-running worker), and while NATS stays away
+    one line a minute, not one per reconnect attempt."""
+    state = {"errors": 0}
+
+    async def error(exc: Exception) -> None:
+        if state["errors"] % 120 == 0:
+            log.warning("nats: %s", exc or type(exc).__name__)
+        state["errors"] += 1
+
+    async def disconnected() -> None:
+        log.warning("nats: disconnected; reconnecting")
+
+    async def reconnected() -> None:
+        state["errors"] = 0
+        log.info("nats: reconnected")
+
+    return {"error_cb": error, "disconnected_cb": disconnected, "reconnected_cb": reconnected}
 
 
 def build_stores(settings: ProjectorSettings, names: Sequence[str] | None = None) -> list[Store]:
@@ -61,7 +82,7 @@ class Projector:
         """Connect, create the streams if needed, open every store (so a bad
         DSN or a busy store fails here, loudly) and start following."""
         if self._nc is None:
-            self._nc = await connect(self.settings.nats_url, name=self.settings.name)
+            self._nc = await connect(self.settings.nats_url, name=self.settings.name, **nats_callbacks())
         js = self._nc.jetstream()
         await ensure_streams(js, self.settings.topology)
         try:

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from projections.lane import Lane, ProgressFn
-from projections.projector import build_stores
+from projections.projector import build_stores, nats_callbacks
 from projections.settings import ProjectorSettings
 from projections.store import Store, StoreError
 from streams.jetstream import connect
@@ -70,7 +70,10 @@ async def replay(
     else writing to them; a running projector makes this fail with
     ``StoreBusy`` (use ``Projector.replay`` to rebuild under a live one)."""
     stores = build_stores(settings, names)
-    nc = await connect(settings.nats_url, name=f"{settings.name}-replay")
+    # A one-off command: give up on an unreachable NATS after a few tries.
+    nc = await connect(
+        settings.nats_url, name=f"{settings.name}-replay", max_reconnect_attempts=5, **nats_callbacks()
+    )
     try:
         return await replay_stores(nc.jetstream(), settings, stores, progress=progress)
     finally:
