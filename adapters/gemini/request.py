@@ -19,6 +19,7 @@ from adapters.canonical import (
     TextPart,
     ToolChoiceNamed,
 )
+from adapters.gemini import signatures
 from adapters.gemini import wire as w
 from adapters.gemini.schema import to_gemini_schema
 from adapters.wirekit.errors import unsupported
@@ -97,7 +98,13 @@ def contents(req: ChatRequest) -> tuple[w.Content | None, list[w.Content]]:
             for call in msg.tool_calls or []:
                 call_names[call.id] = call.function.name
                 args = parse_arguments(call.function.arguments)
-                parts.append(w.Part(function_call=w.FunctionCall(name=call.function.name, args=args)))
+                _, signature = signatures.split(call.id)
+                parts.append(
+                    w.Part(
+                        function_call=w.FunctionCall(name=call.function.name, args=args),
+                        thought_signature=signature,
+                    )
+                )
             append("model", parts)
         elif msg.role in ("tool", "function"):
             append("user", [_function_response(msg, call_names)])

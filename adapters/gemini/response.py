@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from adapters.canonical import ChatResponse, Choice, FunctionCall, ResponseMessage, ToolCall
+from adapters.gemini import signatures
 from adapters.gemini import wire as w
 from adapters.gemini.mapping import finish_reason, log, usage
 from adapters.wirekit.jsonio import dumps
 
 
-def call_id(fc: w.FunctionCall, n: int) -> str:
+def call_id(part: w.Part, fc: w.FunctionCall, n: int) -> str:
     # Gemini often returns no call ids; a stable synthetic one lets the
     # caller's tool message point back at the call.
-    return fc.id or f"call_{n}"
+    return signatures.join(fc.id or f"call_{n}", part.thought_signature)
 
 
 def choice(cand: w.Candidate) -> Choice:
@@ -23,7 +24,7 @@ def choice(cand: w.Candidate) -> Choice:
             fc = part.function_call
             calls.append(
                 ToolCall(
-                    id=call_id(fc, len(calls)),
+                    id=call_id(part, fc, len(calls)),
                     function=FunctionCall(name=fc.name, arguments=dumps(fc.args or {})),
                 )
             )

@@ -70,7 +70,9 @@ class GeminiStreamDecoder:
                 if part.function_call is not None:
                     fc = part.function_call
                     out.append(
-                        f.tool_start(self._tools, call_id(fc, self._tools), fc.name, dumps(fc.args or {}))
+                        f.tool_start(
+                            self._tools, call_id(part, fc, self._tools), fc.name, dumps(fc.args or {})
+                        )
                     )
                     self._tools += 1
                 elif part.text:

@@ -4,6 +4,7 @@ responses, the alt=sse stream, embeddings and errors."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -454,3 +455,31 @@ def test_normalise_error(status: int, wire: bytes, expected: tuple[str, int, boo
     err = CODEC.normalise_error(status, wire, {})
     assert (err.code, err.status, err.retryable) == expected
     assert err.provider_status == status
+
+
+def test_thought_signature_survives_the_round_trip_through_the_tool_call_id() -> None:
+    sig = base64.b64encode(b"\xfb\xff\xbf thought-signature!").decode()
+    assert "+" in sig and "/" in sig and sig.endswith("=")
+    wire = (
+        b'{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"f","args":{"a":1}},'
+        b'"thoughtSignature":"' + sig.encode() + b'"}]},"finishReason":"STOP"}]}'
+    )
+    call = (CODEC.decode_chat(wire, T).choices[0].message.tool_calls or [])[0]
+    assert call.id.startswith("call_0__ts_") and all(c.isalnum() or c in "_-" for c in call.id)
+    again = CODEC.encode_chat(
+        req(
+            Message(role="user", content="go"),
+            Message(role="assistant", tool_calls=[call]),
+            Message(role="tool", tool_call_id=call.id, content="ok"),
+        ),
+        T,
+    )
+    assert body(again.body)["contents"][1:] == [
+        {
+            "role": "model",
+            "parts": [{"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": sig}],
+        },
+        {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"result": "ok"}}}]},
+    ]
+    streamed = fold(CODEC.stream_decoder(T).feed(b"data: " + wire + b"\n\n"))
+    assert (streamed.choices[0].message.tool_calls or [])[0].id == call.id
