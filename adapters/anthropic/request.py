@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from adapters.anthropic import wire as w
-from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL, default_max_tokens
+from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL, default_max_tokens, log
 from adapters.canonical import (
     AudioPart,
     ChatRequest,
@@ -19,6 +19,7 @@ from adapters.canonical import (
     TextPart,
     ToolChoiceNamed,
 )
+from adapters.wirekit import signatures
 from adapters.wirekit.errors import unsupported
 from adapters.wirekit.jsonio import parse_arguments
 from adapters.wirekit.media import parse_data_uri
@@ -75,24 +76,46 @@ def _tool_result(msg: Message) -> w.ToolResultBlock:
             if isinstance(b, w.TextBlock | w.ImageBlock):
                 blocks.append(b)
         content = blocks
-    return w.ToolResultBlock(tool_use_id=msg.tool_call_id, content=content)
+    return w.ToolResultBlock(tool_use_id=signatures.split(msg.tool_call_id)[0], content=content)
 
 
 def _assistant_blocks(msg: Message) -> list[w.RequestBlock]:
-    # reasoning_content is not sent back: Anthropic only accepts thinking
-    # blocks with the signature it issued, which the canonical shape does not
-    # carry; unsigned thinking would be rejected.
+    # Anthropic accepts thinking only with the signature it issued.  The
+    # signature of a turn that called tools rides in its first tool-call id
+    # (wirekit.signatures); with it and the reasoning text the signed block
+    # is rebuilt.  Unsigned reasoning is not sent: it would be rejected.
     out: list[w.RequestBlock] = []
+    calls = msg.tool_calls or []
+    if calls and msg.reasoning_content:
+        signature = signatures.split(calls[0].id)[1]
+        if signature:
+            out.append(w.ThinkingBlock(thinking=msg.reasoning_content, signature=signature))
     text = msg.text() if not isinstance(msg.content, str) else msg.content
     if text:
         out.append(w.TextBlock(text=text))
-    for call in msg.tool_calls or []:
+    for call in calls:
         out.append(
             w.ToolUseBlock(
-                id=call.id, name=call.function.name, input=parse_arguments(call.function.arguments)
+                id=signatures.split(call.id)[0],
+                name=call.function.name,
+                input=parse_arguments(call.function.arguments),
             )
         )
     return out
+
+
+def _thinking_replayable(thinking: w.ThinkingParam | None, messages: list[w.MessageParam]) -> bool:
+    """With thinking on, Anthropic requires the last assistant turn, when it
+    called tools, to start with its signed thinking block.  If it cannot be
+    rebuilt (the client did not send reasoning_content back), thinking is
+    turned off for this call rather than failing it with a 400."""
+    if thinking is None or thinking.type == "disabled":
+        return True
+    last = next((m for m in reversed(messages) if m.role == "assistant"), None)
+    if last is None or isinstance(last.content, str):
+        return True
+    uses_tools = any(isinstance(b, w.ToolUseBlock) for b in last.content)
+    return not uses_tools or isinstance(last.content[0], w.ThinkingBlock | w.RedactedThinkingBlock)
 
 
 def _messages(req: ChatRequest) -> tuple[list[str], list[w.MessageParam]]:
@@ -187,6 +210,9 @@ def build(req: ChatRequest, model: str) -> w.MessagesRequest:
     tools = _tools(req)
     tool_choice = _tool_choice(req)
     thinking = _thinking(ext)
+    if not _thinking_replayable(thinking, messages):
+        log.warning("anthropic: thinking turned off: the tool-use turn lacks its signed thinking block")
+        thinking = None
 
     max_tokens = req.output_budget()
     if max_tokens is None:

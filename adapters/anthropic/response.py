@@ -5,6 +5,7 @@ from __future__ import annotations
 from adapters.anthropic import wire as w
 from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL, finish_reason, log, usage
 from adapters.canonical import ChatResponse, Choice, FunctionCall, ResponseMessage, ToolCall
+from adapters.wirekit import signatures
 from adapters.wirekit.jsonio import dumps
 
 
@@ -13,6 +14,8 @@ def to_canonical(msg: w.MessagesResponse) -> ChatResponse:
     thinking: list[str] = []
     calls: list[ToolCall] = []
     structured = False
+    signed = [b.signature for b in msg.content if b.type == "thinking" and b.signature]
+    redacted = any(b.type == "redacted_thinking" for b in msg.content)
     for block in msg.content:
         if block.type == "text":
             texts.append(block.text or "")
@@ -34,6 +37,10 @@ def to_canonical(msg: w.MessagesResponse) -> ChatResponse:
             continue  # encrypted; nothing a caller can read
         else:
             log.warning("anthropic: skipped unknown content block type %r", block.type)
+    if calls and len(signed) == 1 and not redacted:
+        # One signed thinking block before tool calls: keep its signature
+        # in the first call id so the next turn can replay it.
+        calls[0].id = signatures.join(calls[0].id, signed[0])
     reason = finish_reason(msg.stop_reason)
     if structured and not calls and reason == "tool_calls":
         # The structured-output tool call is the answer, not a tool call.

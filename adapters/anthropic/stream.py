@@ -10,6 +10,7 @@ from adapters.anthropic.errors import error_from_detail
 from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL, finish_reason, log, usage
 from adapters.base import StreamError
 from adapters.canonical import ChatChunk
+from adapters.wirekit import signatures
 from adapters.wirekit.chunks import ChunkFactory
 from adapters.wirekit.errors import bad_upstream
 from adapters.wirekit.sse import SSEParser
@@ -29,6 +30,8 @@ class AnthropicStreamDecoder:
         self._structured = False
         self._usage = w.AnthropicUsage()
         self._finished = False
+        self._signatures: list[str] = []
+        self._redacted = False
 
     def feed(self, data: bytes) -> list[ChatChunk]:
         out: list[ChatChunk] = []
@@ -96,9 +99,13 @@ class AnthropicStreamDecoder:
             tool_index = self._tools
             self._tools += 1
             self._blocks[index] = (_TOOL, tool_index)
-            out.append(f.tool_start(tool_index, block.id or "", block.name or ""))
+            call_id = block.id or ""
+            if tool_index == 0 and len(self._signatures) == 1 and not self._redacted:
+                call_id = signatures.join(call_id, self._signatures[0])  # as in response.py
+            out.append(f.tool_start(tool_index, call_id, block.name or ""))
         else:
             self._blocks[index] = (_OTHER, -1)
+            self._redacted = self._redacted or block.type == "redacted_thinking"
             if block.type != "redacted_thinking":
                 log.warning("anthropic: skipped unknown content block type %r in stream", block.type)
 
@@ -109,6 +116,8 @@ class AnthropicStreamDecoder:
             out.append(f.text(delta.text))
         elif delta.type == "thinking_delta" and delta.thinking:
             out.append(f.reasoning(delta.thinking))
+        elif delta.type == "signature_delta" and delta.signature:
+            self._signatures.append(delta.signature)
         elif delta.type == "input_json_delta" and delta.partial_json:
             if kind == _TOOL:
                 out.append(f.tool_args(tool_index, delta.partial_json))

@@ -19,9 +19,9 @@ from adapters.canonical import (
     TextPart,
     ToolChoiceNamed,
 )
-from adapters.gemini import signatures
 from adapters.gemini import wire as w
 from adapters.gemini.schema import to_gemini_schema
+from adapters.wirekit import signatures
 from adapters.wirekit.errors import unsupported
 from adapters.wirekit.jsonio import parse_arguments
 from adapters.wirekit.media import parse_data_uri

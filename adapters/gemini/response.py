@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from adapters.canonical import ChatResponse, Choice, FunctionCall, ResponseMessage, ToolCall
-from adapters.gemini import signatures
 from adapters.gemini import wire as w
 from adapters.gemini.mapping import finish_reason, log, usage
+from adapters.wirekit import signatures
 from adapters.wirekit.jsonio import dumps
 
 

@@ -554,3 +554,56 @@ def test_provider_message_text_never_reaches_the_caller() -> None:
     )
     err = CODEC.normalise_error(400, wire, {})
     assert "078-05-1120" not in err.message and "invalid_request_error" in err.message
+
+
+THINK_THEN_TOOL = (
+    b'{"id":"msg_t","type":"message","role":"assistant","model":"claude","stop_reason":"tool_use",'
+    b'"content":[{"type":"thinking","thinking":"Need the weather.","signature":"EqQB+/sigA=="},'
+    b'{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{"location":"SF"}}],'
+    b'"usage":{"input_tokens":10,"output_tokens":5}}'
+)
+THINKING_ON = {"anthropic": {"thinking": {"type": "enabled", "budget_tokens": 2048}}}
+
+
+def test_thinking_signature_round_trips_through_the_tool_call_id() -> None:
+    msg = CODEC.decode_chat(THINK_THEN_TOOL, T).choices[0].message
+    calls = msg.tool_calls or []
+    assert calls[0].id == "toolu_01__ts_EqQB-_sigA"
+    follow_up = req(
+        Message(role="user", content="Weather in SF?"),
+        Message(role="assistant", reasoning_content=msg.reasoning_content, tool_calls=calls),
+        Message(role="tool", tool_call_id=calls[0].id, content="15C"),
+        max_tokens=4096,
+        tools=[WEATHER],
+        nexus_ext=THINKING_ON,
+    )
+    wire = body(CODEC.encode_chat(follow_up, T).body)
+    assert wire["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert wire["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Need the weather.", "signature": "EqQB+/sigA=="},
+                {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "SF"}},
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "15C"}]},
+    ]
+
+
+def test_thinking_is_turned_off_when_the_signed_block_cannot_be_rebuilt() -> None:
+    follow_up = req(
+        Message(role="user", content="Weather in SF?"),
+        Message(
+            role="assistant", tool_calls=[ToolCall(id="toolu_01", function=FunctionCall(name="get_weather"))]
+        ),
+        Message(role="tool", tool_call_id="toolu_01", content="15C"),
+        max_tokens=4096,
+        tools=[WEATHER],
+        nexus_ext=THINKING_ON,
+    )
+    assert "thinking" not in body(CODEC.encode_chat(follow_up, T).body)
+    # a plain conversation keeps it
+    assert "thinking" in body(
+        CODEC.encode_chat(req(Message(role="user", content="hi"), nexus_ext=THINKING_ON), T).body
+    )

@@ -181,3 +181,16 @@ def test_mid_stream_error_raises_with_the_chunks_before_it() -> None:
         {"role": "assistant", "content": ""},
         {"content": "partial"},
     ]
+
+
+def test_streamed_thinking_signature_is_packed_into_the_first_tool_call_id() -> None:
+    data = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"c","content":[]}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"AB/c+d=="}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_9","name":"f","input":{}}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{}"}}\n\n'
+    )
+    folded = fold(decode(data, [9]))
+    assert [c.id for c in folded.choices[0].message.tool_calls or []] == ["toolu_9__ts_AB_c-d"]

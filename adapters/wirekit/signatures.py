@@ -2,7 +2,9 @@
 
 Gemini (2.5 with thinking, and strictly Gemini 3) returns a
 ``thoughtSignature`` on functionCall parts and requires it back on the same
-part in the next turn.  The canonical (OpenAI) shape has nowhere to keep it,
+part in the next turn; Anthropic (and Claude on Bedrock) requires the signed
+thinking block back before tool_use blocks when thinking is on.  The
+canonical (OpenAI) shape has nowhere to keep a signature,
 but every client echoes tool-call ids verbatim, so the signature is appended
 to the id in URL-safe base64 (which also satisfies Anthropic's tool_use id
 pattern ``[a-zA-Z0-9_-]+``) and split off again when the call comes back.
