@@ -33,7 +33,7 @@ from pathlib import Path
 
 from projections.analytics import metrics
 from projections.analytics.rollups import add_outcomes, dirty_counts, refresh, stale_minutes
-from projections.analytics.schema import GRAINS, drop_schema, ensure_schema
+from projections.analytics.schema import GRAINS, SchemaVersionError, drop_schema, ensure_schema
 from projections.analytics.verdicts import fold_outcomes
 from projections.duck_store import DuckDBStore
 from projections.store import Item, fresh_items
@@ -57,12 +57,24 @@ class AnalyticsDuckDBStore(DuckDBStore):
         if self._conn is not None:
             return
         await super().open()
-        await self._run(lambda: ensure_schema(self.conn))
+        await self._run(self._ensure_schema)
         self._rollup_seq.clear()
         # Stale marks left by an earlier run are refreshed on the first tick.
         self._stale_since = time.monotonic()
         if self.refresh_every_s > 0:
             self._ticker = asyncio.create_task(self._tick(), name="analytics-rollup-refresh")
+
+    def _ensure_schema(self) -> None:
+        try:
+            ensure_schema(self.conn)
+        except SchemaVersionError as exc:
+            # Everything in the analytics schema is derived from the stream:
+            # drop it and let the rollup side re-read the stream from the
+            # start (the base table keeps its rows and its checkpoint).
+            log.warning("analytics: %s; rebuilding the analytics schema from the stream", exc)
+            drop_schema(self.conn)
+            self.conn.execute("DELETE FROM projection_checkpoint WHERE projection = ?", [PROJECTION])
+            ensure_schema(self.conn)
 
     async def close(self) -> None:
         ticker, self._ticker = self._ticker, None
