@@ -7,6 +7,7 @@ from typing import Any
 from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL
 from adapters.anthropic.request import JSON_OBJECT_INSTRUCTION, STRUCTURED_OUTPUT_INSTRUCTION
 from adapters.bedrock import wire as w
+from adapters.bedrock.mapping import log
 from adapters.canonical import (
     AudioPart,
     ChatRequest,
@@ -18,6 +19,7 @@ from adapters.canonical import (
     TextPart,
     ToolChoiceNamed,
 )
+from adapters.wirekit import signatures
 from adapters.wirekit.errors import unsupported
 from adapters.wirekit.jsonio import parse_arguments
 from adapters.wirekit.media import parse_data_uri
@@ -79,7 +81,8 @@ def _tool_result(msg: Message) -> w.ContentBlock:
             content.append(w.ToolResultContent(image=b.image))
     return w.ContentBlock(
         tool_result=w.ToolResultBlock(
-            tool_use_id=msg.tool_call_id, content=content or [w.ToolResultContent(text="")]
+            tool_use_id=signatures.split(msg.tool_call_id)[0],
+            content=content or [w.ToolResultContent(text="")],
         )
     )
 
@@ -103,11 +106,20 @@ def messages(req: ChatRequest) -> tuple[list[w.SystemBlock], list[w.BedrockMessa
             append("user", _blocks(msg.content))
         elif msg.role == "assistant":
             blocks = _blocks(msg.content)
-            for call in msg.tool_calls or []:
+            calls = msg.tool_calls or []
+            # The signed reasoning block before tool use is replayed when its
+            # signature came back in the first call id (wirekit.signatures).
+            signature = signatures.split(calls[0].id)[1] if calls else None
+            if signature and msg.reasoning_content:
+                reasoning = w.ReasoningContent(
+                    reasoning_text=w.ReasoningText(text=msg.reasoning_content, signature=signature)
+                )
+                blocks.insert(0, w.ContentBlock(reasoning_content=reasoning))
+            for call in calls:
                 blocks.append(
                     w.ContentBlock(
                         tool_use=w.ToolUseBlock(
-                            tool_use_id=call.id,
+                            tool_use_id=signatures.split(call.id)[0],
                             name=call.function.name,
                             input=parse_arguments(call.function.arguments),
                         )
@@ -172,6 +184,15 @@ def _tool_config(req: ChatRequest, schema: dict[str, Any] | None) -> w.ToolConfi
     return w.ToolConfig(tools=tools, tool_choice=choice)
 
 
+def _thinking_replayable(turns: list[w.BedrockMessage]) -> bool:
+    """Claude with thinking on requires the last assistant turn, when it
+    used tools, to start with its signed reasoning (as on Anthropic)."""
+    last = next((m for m in reversed(turns) if m.role == "assistant"), None)
+    if last is None or not any(b.tool_use is not None for b in last.content):
+        return True
+    return last.content[0].reasoning_content is not None
+
+
 def build(req: ChatRequest) -> w.ConverseRequest:
     if req.n is not None and req.n > 1:
         raise unsupported(P, "n > 1 is not supported by Bedrock Converse")
@@ -194,8 +215,10 @@ def build(req: ChatRequest) -> w.ConverseRequest:
         stop_sequences=stop or None,
     )
     extra: dict[str, Any] = dict(ext.get("additional_model_request_fields") or {})
-    if "thinking" in ext:
+    if "thinking" in ext and _thinking_replayable(turns):
         extra["thinking"] = ext["thinking"]
+    elif "thinking" in ext:
+        log.warning("bedrock: thinking turned off: the tool-use turn lacks its signed reasoning block")
     if "top_k" in ext:
         extra["top_k"] = ext["top_k"]
     return w.ConverseRequest(

@@ -6,6 +6,7 @@ from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL
 from adapters.bedrock import wire as w
 from adapters.bedrock.mapping import finish_reason, log, usage
 from adapters.canonical import ChatResponse, Choice, FunctionCall, ResponseMessage, ToolCall
+from adapters.wirekit import signatures
 from adapters.wirekit.jsonio import dumps
 
 
@@ -36,6 +37,16 @@ def to_canonical(resp: w.ConverseResponse, model: str, response_id: str = "") ->
                 reasoning.append(b.reasoning_content.reasoning_text.text)
         else:
             log.warning("bedrock: skipped a content block of an unknown kind")
+    signed = [
+        b.reasoning_content.reasoning_text.signature
+        for b in blocks
+        if b.reasoning_content
+        and b.reasoning_content.reasoning_text
+        and b.reasoning_content.reasoning_text.signature
+    ]
+    redacted = any(b.reasoning_content and b.reasoning_content.redacted_content for b in blocks)
+    if calls and len(signed) == 1 and not redacted:
+        calls[0].id = signatures.join(calls[0].id, signed[0])
     reason = finish_reason(resp.stop_reason)
     if structured and not calls and reason == "tool_calls":
         reason = "stop"

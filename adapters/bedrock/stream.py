@@ -11,6 +11,7 @@ from adapters.bedrock.errors import from_kind
 from adapters.bedrock.eventstream import EventStreamDecoder, Message
 from adapters.bedrock.mapping import finish_reason, log, usage
 from adapters.canonical import ChatChunk
+from adapters.wirekit import signatures
 from adapters.wirekit.chunks import ChunkFactory
 from adapters.wirekit.errors import bad_upstream
 
@@ -23,6 +24,7 @@ class BedrockStreamDecoder:
         self._chunks = ChunkFactory(model=model)
         self._tools: dict[int, int] = {}  # content block index -> tool call index (-1: structured output)
         self._structured = False
+        self._signatures: list[str] = []
 
     def feed(self, data: bytes) -> list[ChatChunk]:
         out: list[ChatChunk] = []
@@ -59,7 +61,10 @@ class BedrockStreamDecoder:
                 else:
                     index = sum(1 for v in self._tools.values() if v >= 0)
                     self._tools[payload.content_block_index] = index
-                    out.append(f.tool_start(index, start.tool_use_id, start.name))
+                    call_id = start.tool_use_id
+                    if index == 0 and len(self._signatures) == 1:
+                        call_id = signatures.join(call_id, self._signatures[0])
+                    out.append(f.tool_start(index, call_id, start.name))
         elif event == "contentBlockDelta" and payload.delta is not None:
             d = payload.delta
             if d.text:
@@ -72,6 +77,8 @@ class BedrockStreamDecoder:
                     out.append(f.tool_args(tool_index, d.tool_use.input))
             elif d.reasoning_content is not None and d.reasoning_content.text:
                 out.append(f.reasoning(d.reasoning_content.text))
+            elif d.reasoning_content is not None and d.reasoning_content.signature:
+                self._signatures.append(d.reasoning_content.signature)
         elif event == "messageStop":
             reason = finish_reason(payload.stop_reason) or "stop"
             if reason == "tool_calls" and self._structured and all(v < 0 for v in self._tools.values()):

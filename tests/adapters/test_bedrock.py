@@ -470,3 +470,77 @@ def test_normalise_error(
 ) -> None:
     err = CODEC.normalise_error(status, wire, headers)
     assert (err.code, err.status, err.retryable) == expected
+
+
+def test_signed_reasoning_round_trips_and_thinking_falls_back() -> None:
+    wire = msgspec.json.encode(
+        {
+            "output": {
+                "message": {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "reasoningContent": {
+                                "reasoningText": {"text": "Look it up.", "signature": "SiG+/w=="}
+                            }
+                        },
+                        {
+                            "toolUse": {
+                                "toolUseId": "tooluse_1",
+                                "name": "top_song",
+                                "input": {"sign": "WZPZ"},
+                            }
+                        },
+                    ],
+                }
+            },
+            "stopReason": "tool_use",
+            "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2},
+        }
+    )
+    msg = CODEC.decode_chat(wire, T).choices[0].message
+    calls = msg.tool_calls or []
+    assert calls[0].id == "tooluse_1__ts_SiG-_w"
+    thinking = {"bedrock": {"thinking": {"type": "enabled", "budget_tokens": 1024}}}
+    turn = [
+        Message(role="user", content="Top song?"),
+        Message(role="assistant", reasoning_content=msg.reasoning_content, tool_calls=calls),
+        Message(role="tool", tool_call_id=calls[0].id, content="Elemental Hotel"),
+    ]
+    out = body(CODEC.encode_chat(req(*turn, tools=[TOP_SONG], nexus_ext=thinking), T).body)
+    assert out["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": [
+                {"reasoningContent": {"reasoningText": {"text": "Look it up.", "signature": "SiG+/w=="}}},
+                {"toolUse": {"toolUseId": "tooluse_1", "name": "top_song", "input": {"sign": "WZPZ"}}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": "Elemental Hotel"}]}}],
+        },
+    ]
+    assert out["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    turn[1] = Message(role="assistant", tool_calls=calls)  # the client dropped reasoning_content
+    out = body(CODEC.encode_chat(req(*turn, tools=[TOP_SONG], nexus_ext=thinking), T).body)
+    assert "additionalModelRequestFields" not in out
+
+
+def test_streamed_reasoning_signature_is_packed_into_the_first_tool_call_id() -> None:
+    data = (
+        event("messageStart", {"role": "assistant"})
+        + event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hmm"}}})
+        + event(
+            "contentBlockDelta",
+            {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "QUJD"}}},
+        )
+        + event(
+            "contentBlockStart",
+            {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tu_1", "name": "top_song"}}},
+        )
+        + event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{}"}}})
+    )
+    folded = fold(feed_in_pieces(CODEC.stream_decoder(T), data, [13]))
+    assert folded.choices[0].message.reasoning_content == "hmm"
+    assert [c.id for c in folded.choices[0].message.tool_calls or []] == ["tu_1__ts_QUJD"]
