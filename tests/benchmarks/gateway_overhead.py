@@ -116,6 +116,16 @@ async def drive(
     return n / elapsed, latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (Linux /proc): the gateway's own cost
+    per request, which a busy machine's wall-clock latencies blur."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
@@ -124,12 +134,12 @@ def pct(values: list[float], q: float) -> float:
     )
 
 
-async def run(args: argparse.Namespace, sim_port: int, gateway_port: int, key: str) -> None:
+async def run(args: argparse.Namespace, sim_port: int, gateway_port: int, key: str, gateway_pid: int) -> None:
     direct = f"http://127.0.0.1:{sim_port}/v1/chat/completions"
     via = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
     auth = {"Authorization": f"Bearer {key}"}
     print(f"{args.requests} requests per row, concurrency {args.concurrency}, sim with zero delay\n")
-    print(f"{'mode':<8} {'path':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'mode':<8} {'path':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'gw CPU us/req':>14}")
     for mode in ("unary", "stream"):
         body: dict[str, object] = dict(CHAT)
         if mode == "stream":
@@ -137,9 +147,12 @@ async def run(args: argparse.Namespace, sim_port: int, gateway_port: int, key: s
         sim_body = {**body, "model": SIM_MODEL}
         rows = {}
         for name, url, b, h in (("direct", direct, sim_body, {}), ("gateway", via, body, auth)):
+            cpu0 = cpu_seconds(gateway_pid)
             rps, lat = await drive(url, b, h, args.requests, args.concurrency, args.warmup)
+            cpu = (cpu_seconds(gateway_pid) - cpu0) / (args.requests + args.warmup) * 1e6
             rows[name] = (rps, pct(lat, 50), pct(lat, 99))
-            print(f"{mode:<8} {name:<8} {rps:>9.0f} {rows[name][1]:>8.2f} {rows[name][2]:>8.2f}")
+            shown = f"{cpu:>14.0f}" if name == "gateway" else ""
+            print(f"{mode:<8} {name:<8} {rps:>9.0f} {rows[name][1]:>8.2f} {rows[name][2]:>8.2f} {shown}")
         added50 = rows["gateway"][1] - rows["direct"][1]
         added99 = rows["gateway"][2] - rows["direct"][2]
         print(f"{mode:<8} {'added':<8} {'':>9} {added50:>8.2f} {added99:>8.2f}\n")
@@ -195,7 +208,7 @@ def main() -> int:
             wait_port(gateway_port, gw, "the gateway")
             import uvloop
 
-            uvloop.run(run(args, sim_port, gateway_port, key))
+            uvloop.run(run(args, sim_port, gateway_port, key, gw.pid))
         finally:
             for proc in procs:
                 proc.terminate()
