@@ -10,6 +10,7 @@ Headers:
   x-sim-fail-status       answer with this HTTP status and an OpenAI-shaped error
   x-sim-retry-after       Retry-After seconds sent with a 429/503 (default 1)
   x-sim-drop-after        drop the stream (abort the connection) after N content chunks
+  x-sim-error-after       send an OpenAI error frame (data: {"error": ...}) after N content chunks
   x-sim-hang              "1": never answer
   x-sim-cached-tokens     report this many cached prompt tokens
   x-sim-reasoning-tokens  report this many reasoning tokens (added to completion tokens)
@@ -32,6 +33,7 @@ class Behaviour(msgspec.Struct, kw_only=True):
     fail_status: int = 0
     retry_after: str = "1"
     drop_after: int = -1
+    error_after: int = -1
     hang: bool = False
     cached_tokens: int = 0
     reasoning_tokens: int = 0
@@ -50,7 +52,7 @@ def _number(headers: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise BadSimHeader(f"{name} must be a number") from None
-    if value < 0 and name != "x-sim-drop-after":
+    if value < 0 and name not in ("x-sim-drop-after", "x-sim-error-after"):
         raise BadSimHeader(f"{name} must not be negative")
     return value
 
@@ -71,6 +73,7 @@ def resolve(settings: SimSettings, headers: Mapping[str, str], request_number: i
         fail_status=fail,
         retry_after=headers.get("x-sim-retry-after", "1"),
         drop_after=int(_number(headers, "x-sim-drop-after", settings.drop_after)),
+        error_after=int(_number(headers, "x-sim-error-after", -1)),
         hang=headers.get("x-sim-hang", "1" if settings.hang else "0") == "1",
         cached_tokens=int(_number(headers, "x-sim-cached-tokens", 0)),
         reasoning_tokens=int(_number(headers, "x-sim-reasoning-tokens", 0)),

@@ -169,4 +169,4 @@ async def test_models_lists_only_what_the_key_may_call(stack: Stack) -> None:
     async with client(stack) as c:
         everything = [m.id async for m in c.models.list()]
     assert limited == ["sim-small"]
-    assert "sim-large" in everything and "embedder" in everything and len(everything) == 12
+    assert "sim-large" in everything and "embedder" in everything and len(everything) == 14

@@ -58,6 +58,22 @@ async def test_dropped_upstream_stream_ends_with_an_error_frame(stack: Stack) ->
     assert isinstance(failed, RequestFailed) and failed.status == 502 and failed.stage == "stream"
 
 
+async def test_provider_error_frame_mid_stream_is_relayed_as_ours(stack: Stack) -> None:
+    body = {"model": "erring", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{stack.url}/chat/completions", json=body, headers=_auth(stack)) as r,
+    ):
+        request_id = r.headers["x-nexus-request-id"]
+        raw = await r.read()
+    frames = _frames(raw)
+    assert len(frames) == 4  # role chunk, 2 content chunks, our error frame
+    error = json.loads(frames[-1])["error"]
+    assert error["code"] == "upstream_error" and "server had an error" not in error["message"]
+    (failed,) = [e for e in stack.events.of(request_id) if isinstance(e, RequestFailed)]
+    assert failed.status == 502 and failed.stage == "stream"
+
+
 async def test_sdk_sees_a_dropped_stream_as_an_error(stack: Stack) -> None:
     async with openai.AsyncOpenAI(base_url=stack.url, api_key=stack.keys.full, max_retries=0) as c:
         stream = await c.chat.completions.create(

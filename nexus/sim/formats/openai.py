@@ -243,6 +243,17 @@ async def _stream(
     sent = 0
     for i, (words, _) in enumerate(choices_words):
         for j, word in enumerate(words):
+            if sent == b.error_after:
+                # What OpenAI sends when generation fails after the headers went out.
+                error = {
+                    "message": "The server had an error while processing your request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+                await resp.write(_frame({"error": error}))
+                await resp.write_eof()
+                return resp
             if sent == b.drop_after:
                 # A provider dying mid-stream: abort the connection without
                 # finishing the chunked body, exactly what a crash looks like.
