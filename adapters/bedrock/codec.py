@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from adapters.base import Capability, StreamDecoder, Target, WireRequest
-from adapters.bedrock import errors, request, response
+from adapters.bedrock import embeddings, errors, request, response
 from adapters.bedrock import wire as w
 from adapters.bedrock.sigv4 import Credentials, sign
 from adapters.bedrock.stream import BedrockStreamDecoder
 from adapters.canonical import CanonicalError, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
-from adapters.wirekit.errors import not_served, unsupported
+from adapters.wirekit.errors import unsupported
 from adapters.wirekit.jsonio import decode_upstream, encode
 
 
@@ -46,25 +46,20 @@ class BedrockCodec:
             Capability.VISION,
             Capability.JSON_SCHEMA,
             Capability.REASONING,
+            Capability.EMBEDDINGS,
         }
     )
 
-    def url(self, target: Target, stream: bool) -> str:
+    def url(self, target: Target, action: str) -> str:
         region = target.options.get("region")
         if not region and not target.base_url:
             raise unsupported(self.name, "the provider config needs options.region")
         base = (target.base_url or f"https://bedrock-runtime.{region}.amazonaws.com").rstrip("/")
         model = urllib.parse.quote(target.provider_model, safe="")
-        return f"{base}/model/{model}/{'converse-stream' if stream else 'converse'}"
+        return f"{base}/model/{model}/{action}"
 
-    def encode_chat(self, request_: ChatRequest, target: Target) -> WireRequest:
-        url = self.url(target, bool(request_.stream))
-        body = encode(request.build(request_))
-        headers = {
-            "content-type": "application/json",
-            "accept": "application/vnd.amazon.eventstream" if request_.stream else "application/json",
-            **target.headers,
-        }
+    def _signed(self, target: Target, url: str, body: bytes, accept: str) -> WireRequest:
+        headers = {"content-type": "application/json", "accept": accept, **target.headers}
         creds = credentials(target.api_key or "")
         if creds is not None:
             region = str(target.options.get("region") or _region_from_url(url))
@@ -82,6 +77,13 @@ class BedrockCodec:
             headers["authorization"] = f"Bearer {target.api_key}"
         return WireRequest(url=url, headers=headers, body=body)
 
+    def encode_chat(self, request_: ChatRequest, target: Target) -> WireRequest:
+        if request_.stream:
+            url, accept = self.url(target, "converse-stream"), "application/vnd.amazon.eventstream"
+        else:
+            url, accept = self.url(target, "converse"), "application/json"
+        return self._signed(target, url, encode(request.build(request_)), accept)
+
     def decode_chat(self, body: bytes, target: Target) -> ChatResponse:
         return response.to_canonical(
             decode_upstream(body, w.ConverseResponse, self.name), target.provider_model
@@ -91,12 +93,11 @@ class BedrockCodec:
         return BedrockStreamDecoder(target.provider_model)
 
     def encode_embeddings(self, request_: EmbeddingRequest, target: Target) -> WireRequest:
-        raise not_served(
-            self.name, "embeddings through this codec (Titan/Cohere invoke bodies are not built yet)"
-        )
+        body = encode(embeddings.body(request_, target.provider_model))
+        return self._signed(target, self.url(target, "invoke"), body, "application/json")
 
     def decode_embeddings(self, body: bytes, target: Target) -> EmbeddingResponse:
-        raise not_served(self.name, "embeddings through this codec")
+        return embeddings.decode(body, target.provider_model)
 
     def normalise_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
         return errors.normalise(status, body, headers)

@@ -165,6 +165,7 @@ FAMILY: dict[str, Samples] = {
         stream_text=BEDROCK_STREAM,
         stream_tool=(BEDROCK_STREAM, "top_song"),
         reasoning=fixture("bedrock", "converse_reasoning_cache.json"),
+        embeddings=fixture("bedrock", "cohere_embed.json"),
     ),
     "cohere": Samples(
         text=fixture("cohere", "response_text.json"),
@@ -188,11 +189,11 @@ def samples(provider: str) -> Samples:
     return FAMILY["openai" if provider in OPENAI_FAMILY else provider]
 
 
-def conformance_target(provider: str) -> Target:
+def conformance_target(provider: str, embeddings: bool = False) -> Target:
     base = {"azure": "https://res.openai.azure.com", "openai": "https://api.openai.com/v1"}.get(provider, "")
     options: dict[str, Any] = {"vertex": {"project": "p"}, "bedrock": {"region": "us-east-1"}}.get(
         provider, {}
     )
-    return Target(
-        provider=provider, base_url=base, provider_model="model-x", api_key="sk-test", options=options
-    )
+    # Bedrock picks the embeddings body by model family.
+    model = "cohere.embed-english-v3" if embeddings and provider == "bedrock" else "model-x"
+    return Target(provider=provider, base_url=base, provider_model=model, api_key="sk-test", options=options)

@@ -17,6 +17,7 @@ from adapters.bedrock import BedrockCodec
 from adapters.bedrock.eventstream import EventStreamDecoder, encode_message
 from adapters.canonical import (
     ChatRequest,
+    EmbeddingRequest,
     FunctionCall,
     FunctionDef,
     ImagePart,
@@ -544,3 +545,37 @@ def test_streamed_reasoning_signature_is_packed_into_the_first_tool_call_id() ->
     folded = fold(feed_in_pieces(CODEC.stream_decoder(T), data, [13]))
     assert folded.choices[0].message.reasoning_content == "hmm"
     assert [c.id for c in folded.choices[0].message.tool_calls or []] == ["tu_1__ts_QUJD"]
+
+
+def test_titan_and_cohere_embeddings_via_invoke() -> None:
+    titan = target("bedrock", "", "amazon.titan-embed-text-v2:0", region="us-east-1")
+    wire = CODEC.encode_embeddings(
+        EmbeddingRequest(
+            model="e", input="hello", dimensions=256, nexus_ext={"bedrock": {"normalize": True}}
+        ),
+        titan,
+    )
+    assert (
+        wire.url
+        == "https://bedrock-runtime.us-east-1.amazonaws.com/model/amazon.titan-embed-text-v2%3A0/invoke"
+    )
+    assert body(wire.body) == {"inputText": "hello", "dimensions": 256, "normalize": True}
+    assert plain(CODEC.decode_embeddings(fixture("bedrock", "titan_embed.json"), titan)) == {
+        "data": [{"index": 0, "embedding": [0.0234375, -0.0390625, 0.046875]}],
+        "model": "amazon.titan-embed-text-v2:0",
+        "usage": {"prompt_tokens": 7, "total_tokens": 7},
+    }
+    with pytest.raises(CodecError) as exc:
+        CODEC.encode_embeddings(EmbeddingRequest(model="e", input=["a", "b"]), titan)
+    assert "one text per request" in exc.value.error.message
+    cohere = target("bedrock", "", "cohere.embed-english-v3", region="us-east-1")
+    assert body(
+        CODEC.encode_embeddings(EmbeddingRequest(model="e", input=["hello", "world"]), cohere).body
+    ) == {"texts": ["hello", "world"], "input_type": "search_document"}
+    assert [
+        e.embedding for e in CODEC.decode_embeddings(fixture("bedrock", "cohere_embed.json"), cohere).data
+    ] == [[0.041, -0.011], [0.023, 0.035]]
+    with pytest.raises(CodecError):
+        CODEC.encode_embeddings(
+            EmbeddingRequest(model="e", input="x"), target("bedrock", "", "meta.llama3", region="us-east-1")
+        )

@@ -123,7 +123,7 @@ def _reasoning(codec: Codec) -> None:
 
 
 def _embeddings(codec: Codec) -> None:
-    t = conformance_target(codec.name)
+    t = conformance_target(codec.name, embeddings=True)
     codec.encode_embeddings(EmbeddingRequest(model="e", input=["a", "b"]), t)
     resp = codec.decode_embeddings(samples(codec.name).embeddings or b"", t)
     assert resp.data and all(isinstance(x, float) for x in resp.data[0].embedding)
