@@ -14,8 +14,17 @@ from streams.events import (
     UpstreamResult,
     UsageRecorded,
 )
+from streams.events_compliance import HookVerdict, StageDecision
 
-AnyEvent = RequestReceived | UpstreamResult | UsageRecorded | RequestCompleted | RequestFailed
+AnyEvent = (
+    RequestReceived
+    | UpstreamResult
+    | UsageRecorded
+    | RequestCompleted
+    | RequestFailed
+    | HookVerdict
+    | StageDecision
+)
 
 KNOWN_TAGS: frozenset[str] = frozenset(
     t.__struct_config__.tag  # type: ignore[misc]

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.yaml
 
+from streams.config_hooks import HooksConfig, validate_hooks
 from streams.config_siem import AuditConfig, SiemConfig, validate_audit, validate_siem
 
 
@@ -142,6 +143,7 @@ class NexusConfig(_Strict, kw_only=True):
     models: tuple[Model, ...] = ()
     audit: AuditConfig = AuditConfig()
     siem: SiemConfig = SiemConfig()
+    hooks: HooksConfig = HooksConfig()
     projections: ProjectionsConfig = ProjectionsConfig()
 
 
@@ -306,6 +308,7 @@ def _validate(cfg: NexusConfig) -> None:
         raise ConfigError("gateway.port: must be 1-65535")
     validate_audit(cfg.audit)
     validate_siem(cfg.siem, known_orgs=orgs)
+    validate_hooks(cfg.hooks, orgs=orgs, projects=projects, keys=key_ids)
 
 
 def _format_msgspec_error(exc: msgspec.ValidationError) -> str:

@@ -1,0 +1,119 @@
+"""Rule packs: YAML classification rules compiled once into one pre-scan.
+
+Hyperscan says which rule patterns occur at all; RE2 extracts their spans
+(linear time, whatever the prompt); entity rules take their spans from the
+recognizer engine.  Shipped packs live in ``packs/``; operators add files
+with the same schema (``streams.config_hooks.RulePack``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ingress.hooks.pii.engine import RecognizerEngine
+from ingress.hooks.scan import PatternSpec, Prefilter
+from ingress.hooks.types import Span, Verdict
+from streams.config_hooks import SEVERITY_RANK, Rule, RulePack, compile_re2, load_rule_pack
+
+PACKS_DIR = Path(__file__).parent / "packs"
+ENTITY_MIN_SCORE = 0.5
+
+
+@functools.lru_cache(maxsize=32)
+def shipped_pack(name: str) -> RulePack:
+    return load_rule_pack(PACKS_DIR / f"{name}.yaml", f"packs/{name}.yaml")
+
+
+def load_packs(names: Iterable[str], files: Iterable[str]) -> list[RulePack]:
+    packs = [shipped_pack(n) for n in names]
+    packs.extend(load_rule_pack(f, f) for f in files)
+    return packs
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    pack: str
+    rule: Rule
+    action: Verdict
+    regexes: tuple[Any, ...]  # re2 objects
+    first_pattern: int  # index of its first pattern in the pre-scan
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    pack: str
+    rule: Rule
+    action: Verdict
+    spans: tuple[Span, ...]
+
+    @property
+    def severity_rank(self) -> int:
+        return SEVERITY_RANK[self.rule.severity]
+
+
+class RuleSet:
+    def __init__(
+        self,
+        packs: Sequence[RulePack],
+        *,
+        disabled: Iterable[str] = (),
+        actions: Mapping[str, str] = {},
+        entities: RecognizerEngine | None = None,
+    ) -> None:
+        off = set(disabled)
+        self.rules: list[CompiledRule] = []
+        specs: list[PatternSpec] = []
+        self._owner: list[int] = []  # pattern index -> rule index
+        for pack in packs:
+            for rule in pack.rules:
+                if rule.id in off or rule.category in off:
+                    continue
+                regexes = tuple(
+                    compile_re2(p, case_insensitive=rule.case_insensitive, where=f"{pack.id}.{rule.id}")
+                    for p in rule.patterns
+                )
+                action = Verdict.parse(actions.get(rule.id, rule.action))
+                self.rules.append(CompiledRule(pack.id, rule, action, regexes, len(specs)))
+                for p in rule.patterns:
+                    specs.append(PatternSpec(p, caseless=rule.case_insensitive))
+                    self._owner.append(len(self.rules) - 1)
+        self.entity_names = sorted({e for r in self.rules for e in r.rule.entities})
+        self._entities = entities
+        self._prefilter = Prefilter.cached(tuple(specs), prefilter=False, ends=False)
+
+    def match(self, text: str) -> list[RuleHit]:
+        if not text:
+            return []
+        hit_patterns = set(self._prefilter.scan(text)) | self._prefilter.always
+        found: list[Span] = []
+        if self.entity_names and self._entities is not None:
+            found = self._entities.analyze(text, ENTITY_MIN_SCORE)
+        by_entity: dict[str, list[Span]] = {}
+        for s in found:
+            by_entity.setdefault(s.entity, []).append(s)
+        hits: list[RuleHit] = []
+        for cr in self.rules:
+            spans: list[Span] = []
+            for j, rx in enumerate(cr.regexes):
+                if cr.first_pattern + j not in hit_patterns:
+                    continue
+                for m in rx.finditer(text):
+                    if m.end() > m.start():
+                        spans.append(Span(cr.rule.id, m.start(), m.end(), 1.0, cr.rule.id))
+            for ent in cr.rule.entities:
+                spans.extend(Span(ent, s.start, s.end, s.score, cr.rule.id) for s in by_entity.get(ent, ()))
+            if spans:
+                hits.append(RuleHit(cr.pack, cr.rule, cr.action, tuple(spans)))
+        return hits
+
+
+def hit_tags(hit: RuleHit) -> list[str]:
+    tags = [f"rule:{hit.pack}/{hit.rule.id}", f"severity:{hit.rule.severity}"]
+    if hit.rule.category:
+        tags.append(f"category:{hit.rule.category}")
+    tags.extend(hit.rule.tags)
+    return tags
