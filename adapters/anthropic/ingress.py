@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from adapters.anthropic import caching
 from adapters.anthropic import wire as w
 from adapters.anthropic.mapping import anthropic_usage, stop_reason
 from adapters.canonical import (
@@ -145,6 +148,11 @@ def decode_request(body: bytes) -> ChatRequest:
         ext["top_k"] = req.top_k
     if req.service_tier is not None:
         ext["service_tier"] = req.service_tier
+    cc = caching.present(req)
+    if cc is not None:
+        # Caching markers cannot sit on canonical messages; asking for
+        # caching keeps it on whichever provider serves the call.
+        ext["cache_control"] = msgspec.to_builtins(cc)
     return ChatRequest(
         model=req.model,
         messages=messages,

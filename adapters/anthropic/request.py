@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from adapters.anthropic import caching
 from adapters.anthropic import wire as w
 from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL, default_max_tokens, log
 from adapters.canonical import (
@@ -233,7 +234,7 @@ def build(req: ChatRequest, model: str) -> w.MessagesRequest:
 
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
     user_id = req.user or (req.metadata or {}).get("user_id")
-    return w.MessagesRequest(
+    body = w.MessagesRequest(
         model=model,
         max_tokens=max_tokens,
         messages=messages,
@@ -249,6 +250,10 @@ def build(req: ChatRequest, model: str) -> w.MessagesRequest:
         metadata=w.RequestMetadata(user_id=user_id) if user_id else None,
         service_tier=ext.get("service_tier"),
     )
+    cc = caching.requested(ext)
+    if cc is not None:
+        caching.mark(body, cc)
+    return body
 
 
 # When max_tokens is synthesised for a thinking request it must exceed the

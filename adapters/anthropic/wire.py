@@ -15,7 +15,7 @@ import msgspec
 
 
 class CacheControl(msgspec.Struct, omit_defaults=True):
-    type: str = "ephemeral"
+    type: str  # "ephemeral"; no default, so omit_defaults never drops it
     ttl: str | None = None
 
 

@@ -146,7 +146,7 @@ def _tool_config(req: ChatRequest, schema: dict[str, Any] | None) -> w.ToolConfi
         )
         for t in req.tools or []
     ]
-    if any(t.tool_spec.name == STRUCTURED_OUTPUT_TOOL for t in tools):
+    if any(t.tool_spec and t.tool_spec.name == STRUCTURED_OUTPUT_TOOL for t in tools):
         raise unsupported(P, f"the tool name {STRUCTURED_OUTPUT_TOOL!r} is reserved")
     tc = req.tool_choice
     choice: w.ToolChoice | None = None
@@ -182,6 +182,24 @@ def _tool_config(req: ChatRequest, schema: dict[str, Any] | None) -> w.ToolConfi
     if not tools:
         return None
     return w.ToolConfig(tools=tools, tool_choice=choice)
+
+
+def _cache_requested(req: ChatRequest) -> bool:
+    # nexus_ext.bedrock.cache_point, or the Anthropic-style request for
+    # caching (e.g. an Anthropic client's cache_control, via the ingress).
+    ext = req.nexus_ext or {}
+    return bool(ext.get("bedrock", {}).get("cache_point") or ext.get("anthropic", {}).get("cache_control"))
+
+
+def _mark_cache_points(system: list[w.SystemBlock], turns: list[w.BedrockMessage]) -> None:
+    """Cache checkpoints after the system prompt and after the last user
+    turn (tools get theirs in build, once the tool list is final)."""
+    if system:
+        system.append(w.SystemBlock(cache_point=w.DEFAULT_CACHE_POINT))
+    for msg in reversed(turns):
+        if msg.role == "user":
+            msg.content.append(w.ContentBlock(cache_point=w.DEFAULT_CACHE_POINT))
+            break
 
 
 def _thinking_replayable(turns: list[w.BedrockMessage]) -> bool:
@@ -221,10 +239,15 @@ def build(req: ChatRequest) -> w.ConverseRequest:
         log.warning("bedrock: thinking turned off: the tool-use turn lacks its signed reasoning block")
     if "top_k" in ext:
         extra["top_k"] = ext["top_k"]
-    return w.ConverseRequest(
+    if _cache_requested(req):
+        _mark_cache_points(system, turns)
+    body = w.ConverseRequest(
         messages=turns,
         system=system or None,
         inference_config=inference if inference != w.InferenceConfig() else None,
         tool_config=_tool_config(req, schema),
         additional_model_request_fields=extra or None,
     )
+    if body.tool_config is not None and _cache_requested(req):
+        body.tool_config.tools.append(w.ToolDef(cache_point=w.DEFAULT_CACHE_POINT))
+    return body

@@ -47,8 +47,16 @@ class ReasoningContent(msgspec.Struct, rename="camel", omit_defaults=True):
     redacted_content: str | None = None
 
 
+class CachePoint(msgspec.Struct):
+    type: str  # "default"
+
+
+DEFAULT_CACHE_POINT = CachePoint(type="default")
+
+
 class ContentBlock(msgspec.Struct, rename="camel", omit_defaults=True):
     text: str | None = None
+    cache_point: CachePoint | None = None
     image: ImageBlock | None = None
     tool_use: ToolUseBlock | None = None
     tool_result: ToolResultBlock | None = None
@@ -61,7 +69,8 @@ class BedrockMessage(msgspec.Struct, rename="camel", omit_defaults=True):
 
 
 class SystemBlock(msgspec.Struct, rename="camel", omit_defaults=True):
-    text: str
+    text: str | None = None
+    cache_point: CachePoint | None = None
 
 
 class InferenceConfig(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -81,8 +90,9 @@ class ToolSpec(msgspec.Struct, rename="camel", omit_defaults=True):
     description: str | None = None
 
 
-class ToolDef(msgspec.Struct, rename="camel"):
-    tool_spec: ToolSpec
+class ToolDef(msgspec.Struct, rename="camel", omit_defaults=True):
+    tool_spec: ToolSpec | None = None
+    cache_point: CachePoint | None = None
 
 
 class SpecificTool(msgspec.Struct):

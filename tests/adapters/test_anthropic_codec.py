@@ -607,3 +607,24 @@ def test_thinking_is_turned_off_when_the_signed_block_cannot_be_rebuilt() -> Non
     assert "thinking" in body(
         CODEC.encode_chat(req(Message(role="user", content="hi"), nexus_ext=THINKING_ON), T).body
     )
+
+
+def test_cache_control_marks_tools_system_and_the_last_user_turn() -> None:
+    request_ = req(
+        Message(role="system", content="Long policy text."),
+        Message(role="user", content="first"),
+        Message(role="assistant", content="ok"),
+        Message(role="user", content="second"),
+        max_tokens=10,
+        tools=[WEATHER],
+        nexus_ext={"anthropic": {"cache_control": {"type": "ephemeral", "ttl": "1h"}}},
+    )
+    wire = body(CODEC.encode_chat(request_, T).body)
+    cc = {"type": "ephemeral", "ttl": "1h"}
+    assert wire["system"] == [{"type": "text", "text": "Long policy text.", "cache_control": cc}]
+    assert wire["tools"] == [{**WEATHER_WIRE, "cache_control": cc}]
+    assert wire["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "first"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+        {"role": "user", "content": [{"type": "text", "text": "second", "cache_control": cc}]},
+    ]

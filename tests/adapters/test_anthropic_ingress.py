@@ -105,7 +105,12 @@ def test_decode_request_golden() -> None:
                 }
             }
         ],
-        "nexus_ext": {"anthropic": {"thinking": {"type": "enabled", "budget_tokens": 2000}}},
+        "nexus_ext": {
+            "anthropic": {
+                "thinking": {"type": "enabled", "budget_tokens": 2000},
+                "cache_control": {"type": "ephemeral"},
+            }
+        },
         "messages": [
             {"role": "system", "content": "You are a weather bot."},
             {

@@ -579,3 +579,26 @@ def test_titan_and_cohere_embeddings_via_invoke() -> None:
         CODEC.encode_embeddings(
             EmbeddingRequest(model="e", input="x"), target("bedrock", "", "meta.llama3", region="us-east-1")
         )
+
+
+def test_cache_points_after_system_tools_and_last_user_turn() -> None:
+    request_ = req(
+        Message(role="system", content="Policy."),
+        Message(role="user", content="Top song?"),
+        tools=[TOP_SONG],
+        nexus_ext={"bedrock": {"cache_point": True}},
+    )
+    assert body(CODEC.encode_chat(request_, T).body) == {
+        "system": [{"text": "Policy."}, {"cachePoint": {"type": "default"}}],
+        "messages": [
+            {"role": "user", "content": [{"text": "Top song?"}, {"cachePoint": {"type": "default"}}]}
+        ],
+        "toolConfig": {"tools": [TOP_SONG_WIRE, {"cachePoint": {"type": "default"}}]},
+    }
+    # An Anthropic client's cache_control (carried by the ingress) asks for the same.
+    anthropic_style = req(
+        Message(role="user", content="hi"), nexus_ext={"anthropic": {"cache_control": {"type": "ephemeral"}}}
+    )
+    assert body(CODEC.encode_chat(anthropic_style, T).body)["messages"][0]["content"][-1] == {
+        "cachePoint": {"type": "default"}
+    }
