@@ -10,7 +10,7 @@ from adapters.anthropic.stream import AnthropicStreamDecoder
 from adapters.base import Capability, StreamDecoder, Target, WireRequest
 from adapters.canonical import CanonicalError, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 from adapters.wirekit.errors import not_served
-from adapters.wirekit.jsonio import decode_upstream, encode, join_url
+from adapters.wirekit.jsonio import decode_upstream, join_url
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -47,7 +47,7 @@ class AnthropicCodec:
         return WireRequest(
             url=join_url(target.base_url or DEFAULT_BASE_URL, "/v1/messages"),
             headers=headers,
-            body=encode(body),
+            body=request.with_server_tools(body, request_),
         )
 
     def decode_chat(self, body: bytes, target: Target) -> ChatResponse:

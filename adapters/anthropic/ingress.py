@@ -19,6 +19,8 @@ from adapters.canonical import (
     ChatResponse,
     ContentPart,
     ErrorCode,
+    FilePart,
+    FileRef,
     FunctionCall,
     FunctionDef,
     ImagePart,
@@ -32,6 +34,7 @@ from adapters.canonical import (
     ToolChoiceNamed,
     Usage,
 )
+from adapters.wirekit.errors import unsupported
 from adapters.wirekit.jsonio import decode_inbound, dumps, encode, parse_arguments
 from adapters.wirekit.media import data_uri
 from adapters.wirekit.sse import frame
@@ -39,6 +42,15 @@ from adapters.wirekit.sse import frame
 API = "/v1/messages"
 
 # --- request: Anthropic -> canonical ------------------------------------------------
+
+
+def _document(block: w.DocumentBlock) -> ContentPart:
+    src = block.source
+    if isinstance(src, w.Base64Source):
+        return FilePart(file=FileRef(file_data=data_uri(src.media_type, src.data), filename=block.title))
+    if isinstance(src, w.PlainTextSource):
+        return TextPart(text=src.data)
+    raise unsupported(API, "document blocks with a url source cannot be translated; send base64")
 
 
 def _part(block: w.TextBlock | w.ImageBlock) -> ContentPart:
@@ -100,6 +112,8 @@ def _convert_message(m: w.MessageParam) -> list[Message]:
             out.append(Message(role="tool", tool_call_id=b.tool_use_id, content=_tool_result_text(b)))
         elif isinstance(b, w.TextBlock | w.ImageBlock):
             parts.append(_part(b))
+        elif isinstance(b, w.DocumentBlock):
+            parts.append(_document(b))
     if parts:
         only_text = all(isinstance(p, TextPart) for p in parts)
         content: str | list[ContentPart] = (
@@ -120,6 +134,10 @@ def _tool_choice(tc: w.ToolChoiceParam | None) -> tuple[ToolChoice | None, bool 
     return {"auto": "auto", "any": "required", "none": "none"}[tc.type], parallel
 
 
+class _RawTools(msgspec.Struct):
+    tools: list[dict[str, Any]] | None = None
+
+
 def decode_request(body: bytes) -> ChatRequest:
     """An Anthropic Messages request body as a canonical ChatRequest; a body
     that is not a valid Messages request raises CodecError (400)."""
@@ -130,16 +148,19 @@ def decode_request(body: bytes) -> ChatRequest:
         messages.append(Message(role="system", content=system))
     for m in req.messages:
         messages.extend(_convert_message(m))
-    tools = (
-        [
-            Tool(function=FunctionDef(name=t.name, description=t.description, parameters=t.input_schema))
-            for t in req.tools
-        ]
-        if req.tools
-        else None
-    )
+    client_tools = [t for t in req.tools or [] if t.type in (None, "custom")]
+    tools = [
+        Tool(function=FunctionDef(name=t.name, description=t.description, parameters=t.input_schema))
+        for t in client_tools
+    ] or None
     tool_choice, parallel = _tool_choice(req.tool_choice)
     ext: dict[str, Any] = {}
+    if len(client_tools) != len(req.tools or []):
+        # Anthropic server tools (web_search, code_execution, ...) have no
+        # canonical form; they ride as raw JSON and only an Anthropic
+        # target puts them back (anthropic.request.server_tools).
+        raw = decode_inbound(body, _RawTools, API).tools or []
+        ext["server_tools"] = [t for t in raw if t.get("type") not in (None, "custom")]
     if req.thinking is not None:
         ext["thinking"] = {"type": req.thinking.type, "budget_tokens": req.thinking.budget_tokens}
         if req.thinking.budget_tokens is None:

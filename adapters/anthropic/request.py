@@ -22,7 +22,7 @@ from adapters.canonical import (
 )
 from adapters.wirekit import signatures
 from adapters.wirekit.errors import unsupported
-from adapters.wirekit.jsonio import parse_arguments
+from adapters.wirekit.jsonio import encode, parse_arguments
 from adapters.wirekit.media import parse_data_uri
 
 P = "anthropic"
@@ -45,6 +45,16 @@ def image_block(part: ImagePart) -> w.ImageBlock:
     raise unsupported(P, "image_url must be an http(s) URL or a base64 data: URI")
 
 
+def _document(part: FilePart) -> w.DocumentBlock:
+    parsed = parse_data_uri(part.file.file_data or "")
+    if parsed is None:
+        raise unsupported(P, "file parts need file_data as a base64 data: URI (file ids are not portable)")
+    media_type, data = parsed
+    if media_type != "application/pdf":
+        raise unsupported(P, f"document type {media_type!r} is not accepted (PDF only)")
+    return w.DocumentBlock(source=w.Base64Source(media_type=media_type, data=data), title=part.file.filename)
+
+
 def _user_blocks(content: str | list[ContentPart] | None) -> list[w.RequestBlock]:
     if content is None:
         return []
@@ -61,7 +71,7 @@ def _user_blocks(content: str | list[ContentPart] | None) -> list[w.RequestBlock
         elif isinstance(part, AudioPart):
             raise unsupported(P, "input_audio parts are not accepted by Anthropic models")
         elif isinstance(part, FilePart):
-            raise unsupported(P, "file parts are not supported on the Anthropic route")
+            out.append(_document(part))
     return out
 
 
@@ -254,6 +264,17 @@ def build(req: ChatRequest, model: str) -> w.MessagesRequest:
     if cc is not None:
         caching.mark(body, cc)
     return body
+
+
+def with_server_tools(body: w.MessagesRequest, req: ChatRequest) -> bytes:
+    """The encoded body, with any Anthropic server tools an Anthropic client
+    sent (kept raw in nexus_ext.anthropic.server_tools) put back."""
+    raw = (req.nexus_ext or {}).get("anthropic", {}).get("server_tools")
+    if not raw:
+        return encode(body)
+    out: dict[str, Any] = msgspec.to_builtins(body)
+    out["tools"] = [*(out.get("tools") or []), *raw]
+    return encode(out)
 
 
 # When max_tokens is synthesised for a thinking request it must exceed the

@@ -64,7 +64,26 @@ class RedactedThinkingBlock(msgspec.Struct, tag_field="type", tag="redacted_thin
     data: str
 
 
-RequestBlock = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
+class PlainTextSource(msgspec.Struct, tag_field="type", tag="text"):
+    media_type: str
+    data: str
+
+
+class DocumentBlock(msgspec.Struct, tag_field="type", tag="document", omit_defaults=True):
+    source: Base64Source | URLSource | PlainTextSource
+    title: str | None = None
+    cache_control: CacheControl | None = None
+
+
+RequestBlock = (
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlock
+    | RedactedThinkingBlock
+)
 
 
 class MessageParam(msgspec.Struct):

@@ -52,6 +52,32 @@ def _image(part: ImagePart) -> w.ImageBlock:
     raise unsupported(P, "images must be base64 data: URIs or s3:// locations on Bedrock")
 
 
+DOC_FORMATS = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+}
+
+
+def _document(part: FilePart, n: int) -> w.DocumentBlock:
+    parsed = parse_data_uri(part.file.file_data or "")
+    if parsed is None:
+        raise unsupported(P, "file parts need file_data as a base64 data: URI (file ids are not portable)")
+    fmt = DOC_FORMATS.get(parsed[0])
+    if fmt is None:
+        raise unsupported(P, f"document type {parsed[0]!r} is not accepted by Converse")
+    # Converse requires a name: letters, digits, spaces, hyphens, brackets.
+    stem = (part.file.filename or f"document {n + 1}").rsplit(".", 1)[0]
+    name = "".join(c if c.isalnum() or c in " -()[]" else " " for c in stem).strip() or f"document {n + 1}"
+    return w.DocumentBlock(format=fmt, name=name, source=w.DocumentSource(bytes=parsed[1]))
+
+
 def _blocks(content: str | list[ContentPart] | None) -> list[w.ContentBlock]:
     if content is None:
         return []
@@ -65,8 +91,10 @@ def _blocks(content: str | list[ContentPart] | None) -> list[w.ContentBlock]:
             out.append(w.ContentBlock(text=part.refusal))
         elif isinstance(part, ImagePart):
             out.append(w.ContentBlock(image=_image(part)))
-        elif isinstance(part, AudioPart | FilePart):
-            raise unsupported(P, f"{type(part).__name__} is not supported on Bedrock Converse")
+        elif isinstance(part, FilePart):
+            out.append(w.ContentBlock(document=_document(part, len(out))))
+        elif isinstance(part, AudioPart):
+            raise unsupported(P, "input_audio parts are not supported on Bedrock Converse")
     return out
 
 

@@ -54,8 +54,19 @@ class CachePoint(msgspec.Struct):
 DEFAULT_CACHE_POINT = CachePoint(type="default")
 
 
+class DocumentSource(msgspec.Struct, omit_defaults=True):
+    bytes: str | None = None  # base64 in JSON
+
+
+class DocumentBlock(msgspec.Struct, omit_defaults=True):
+    format: str  # pdf | csv | doc | docx | xls | xlsx | html | txt | md
+    name: str
+    source: DocumentSource
+
+
 class ContentBlock(msgspec.Struct, rename="camel", omit_defaults=True):
     text: str | None = None
+    document: DocumentBlock | None = None
     cache_point: CachePoint | None = None
     image: ImageBlock | None = None
     tool_use: ToolUseBlock | None = None

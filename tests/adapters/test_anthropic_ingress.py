@@ -341,3 +341,66 @@ def test_error_body_and_event_frame() -> None:
     assert ingress.error_event(err) == (
         b'event: error\ndata: {"error":{"type":"rate_limit_error","message":"slow down"},"type":"error"}\n\n'
     )
+
+
+def test_server_tools_ride_raw_and_come_back_only_on_anthropic() -> None:
+    from adapters.anthropic import AnthropicCodec
+    from tests.adapters.helpers import body, target
+
+    wire = msgspec.json.encode(
+        {
+            "model": "c",
+            "max_tokens": 100,
+            "tools": [
+                {"name": "get_weather", "input_schema": {"type": "object"}},
+                {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+            ],
+            "messages": [{"role": "user", "content": "Weather and news?"}],
+        }
+    )
+    canonical = ingress.decode_request(wire)
+    assert [t.function.name for t in canonical.tools or []] == ["get_weather"]
+    out = body(AnthropicCodec().encode_chat(canonical, target("anthropic", "", "claude-sonnet-4")).body)
+    assert out["tools"] == [
+        {"name": "get_weather", "input_schema": {"type": "object"}},
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+    ]
+
+
+def test_pdf_documents_translate_both_ways() -> None:
+    from adapters.anthropic import AnthropicCodec
+    from tests.adapters.helpers import body, target
+
+    wire = msgspec.json.encode(
+        {
+            "model": "c",
+            "max_tokens": 100,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "document",
+                            "title": "report.pdf",
+                            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"},
+                        },
+                        {"type": "text", "text": "Summarise"},
+                    ],
+                }
+            ],
+        }
+    )
+    canonical = ingress.decode_request(wire)
+    assert plain(canonical.messages[0].content) == [
+        {
+            "type": "file",
+            "file": {"file_data": "data:application/pdf;base64,JVBERi0x", "filename": "report.pdf"},
+        },
+        {"type": "text", "text": "Summarise"},
+    ]
+    out = body(AnthropicCodec().encode_chat(canonical, target("anthropic", "", "claude-sonnet-4")).body)
+    assert out["messages"][0]["content"][0] == {
+        "type": "document",
+        "title": "report.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"},
+    }

@@ -602,3 +602,21 @@ def test_cache_points_after_system_tools_and_last_user_turn() -> None:
     assert body(CODEC.encode_chat(anthropic_style, T).body)["messages"][0]["content"][-1] == {
         "cachePoint": {"type": "default"}
     }
+
+
+def test_pdf_document_block() -> None:
+    from adapters.canonical import FilePart, FileRef
+
+    msg = Message(
+        role="user",
+        content=[
+            FilePart(
+                file=FileRef(file_data="data:application/pdf;base64,JVBERi0x", filename="Q3 report.v2.pdf")
+            ),
+            TextPart(text="Summarise"),
+        ],
+    )
+    assert body(CODEC.encode_chat(req(msg), T).body)["messages"][0]["content"] == [
+        {"document": {"format": "pdf", "name": "Q3 report v2", "source": {"bytes": "JVBERi0x"}}},
+        {"text": "Summarise"},
+    ]
