@@ -146,9 +146,11 @@ class AuditProcessor:
             await self._js.delete_consumer(stream, self._consumer)
         cfg = ConsumerConfig(
             durable_name=self._consumer,
-            ack_policy=AckPolicy.EXPLICIT,
+            # One writer, strictly in order: acking the newest message of a
+            # committed batch acknowledges the whole batch.
+            ack_policy=AckPolicy.ALL,
             ack_wait=_ACK_WAIT_S,
-            max_ack_pending=self._config.batch_size * 2,
+            max_ack_pending=self._config.batch_size * 4,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if done else DeliverPolicy.ALL,
             opt_start_seq=done + 1 if done else None,
         )
@@ -168,6 +170,20 @@ class AuditProcessor:
                 backoff = min(backoff * 2, 10.0)
         else:
             return
+        # The next batch is fetched while this one commits.  One fetcher and
+        # a FIFO keep stream order; a redelivered copy of a batch still in
+        # the queue is skipped by the checkpoint.
+        batches: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
+        fetcher = asyncio.create_task(self._fetch_into(psub, stream, batches))
+        try:
+            while not self._stopping.is_set():
+                await self._commit(stream, await batches.get())
+        finally:
+            fetcher.cancel()
+
+    async def _fetch_into(
+        self, psub: JetStreamContext.PullSubscription, stream: str, out: asyncio.Queue[list[Msg]]
+    ) -> None:
         lag_every = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
@@ -175,14 +191,29 @@ class AuditProcessor:
                 await self._update_lag(psub, stream)
                 lag_every = loop.time() + 1.0
             try:
-                msgs = await psub.fetch(self._config.batch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
+                msgs = await self._fetch_batch(psub)
+            # nats-py raises plain asyncio.TimeoutError from some fetch paths.
+            except TimeoutError:
                 continue
-            except nats.errors.Error as exc:
+            except (nats.errors.Error, OSError) as exc:
                 log.warning("audit: fetch from %s failed: %s", stream, type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
-            await self._commit(stream, msgs)
+            await out.put(msgs)
+
+    async def _fetch_batch(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """Up to batch_size messages: wait for the first, then top up with
+        what arrives within a few milliseconds, so a backlog is written in
+        large transactions rather than in the small batches a single
+        no-wait pull returns."""
+        size = self._config.batch_size
+        msgs = await psub.fetch(size, timeout=1.0)
+        while len(msgs) < size:
+            try:
+                msgs += await psub.fetch(size - len(msgs), timeout=0.02)
+            except (TimeoutError, nats.errors.Error):
+                break
+        return msgs
 
     async def _commit(self, stream: str, msgs: list[Msg]) -> None:
         items = sorted(((m.metadata.sequence.stream, m.data) for m in msgs), key=lambda x: x[0])
@@ -217,10 +248,10 @@ class AuditProcessor:
         async with self._progress:
             self._positions[stream] = max(self._positions.get(stream, 0), items[-1][0])
             self._progress.notify_all()
-        for m in msgs:
-            # A lost ack only causes a redelivery, which the checkpoint skips.
-            with contextlib.suppress(nats.errors.Error):
-                await m.ack()
+        # A lost ack only causes a redelivery, which the checkpoint skips.
+        newest = max(msgs, key=lambda m: m.metadata.sequence.stream)
+        with contextlib.suppress(nats.errors.Error):
+            await newest.ack()
 
     async def _update_lag(self, psub: JetStreamContext.PullSubscription, stream: str) -> None:
         with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):

@@ -10,6 +10,7 @@ the same transaction as the records it covers.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -133,12 +134,9 @@ async def append(
             prev = rec.hash
             last = seq
         if rows:
-            await conn.executemany(
-                "INSERT INTO audit_log (n, event_id, event_type, stream, stream_seq, occurred_at, org_id,"
-                " project_id, key_id, request_id, content, prev_hash, hash) VALUES ($1, $2, $3, $4, $5,"
-                " to_timestamp($6::bigint / 1000.0), $7, $8, $9, $10, $11, $12, $13)",
-                rows,
-            )
+            # COPY: a backlog is written several times faster than with
+            # INSERTs, still inside this transaction.
+            await conn.copy_records_to_table("audit_log", records=rows, columns=_COLUMNS)
             await conn.execute("UPDATE audit_chain SET n = $2, hash = $3 WHERE chain = $1", CHAIN, n, prev)
             if store_bodies and bodies:
                 await conn.executemany(
@@ -157,14 +155,34 @@ async def append(
         return len(rows)
 
 
+_COLUMNS = (
+    "n",
+    "event_id",
+    "event_type",
+    "stream",
+    "stream_seq",
+    "occurred_at",
+    "org_id",
+    "project_id",
+    "key_id",
+    "request_id",
+    "content",
+    "prev_hash",
+    "hash",
+)
+
+
 def _row(rec: Record) -> tuple[Any, ...]:
+    occurred = (
+        dt.datetime.fromtimestamp(rec.occurred_at_ms / 1000, dt.UTC) if rec.occurred_at_ms > 0 else None
+    )
     return (
         rec.n,
         rec.event_id,
         rec.event_type,
         rec.stream,
         rec.stream_seq,
-        rec.occurred_at_ms or None,
+        occurred,
         rec.org_id,
         rec.project_id,
         rec.key_id,

@@ -140,10 +140,11 @@ class SinkWorker:
         while psub is not None and not self._stopping.is_set():
             try:
                 msgs = await psub.fetch(self._sink.batch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
+            # nats-py raises plain asyncio.TimeoutError from some fetch paths.
+            except TimeoutError:
                 await self._update_lag()
                 continue
-            except nats.errors.Error as exc:
+            except (nats.errors.Error, OSError) as exc:
                 log.warning("siem %s: fetch failed: %s", self.name, type(exc).__name__)
                 await self._sleep(0.5)
                 continue

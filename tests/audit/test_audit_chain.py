@@ -302,3 +302,34 @@ async def test_redelivery_and_restart_never_duplicate(
             assert abs(ts - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
     finally:
         await pool.close()
+
+
+async def test_failing_postgres_holds_the_batch_and_the_chain_stays_in_order(
+    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    proc = AuditProcessor(js, pg_dsn, topology, registry=registry)
+    await proc.start()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await _publish(nats_url, topology, tmp_path, _events(20))
+        async with asyncio.timeout(15):
+            await proc.wait_for(topology.traffic_stream, 20)
+        # Every append now fails inside Postgres (a real error, not a mock).
+        await conn.execute("ALTER TABLE audit_log ADD CONSTRAINT frozen CHECK (n <= 20) NOT VALID")
+        await _publish(nats_url, topology, tmp_path, _events(30))
+        labels = {"stream": topology.traffic_stream}
+        async with asyncio.timeout(15):
+            while not registry.get_sample_value("nexus_audit_failures_total", labels):
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 20
+        await conn.execute("ALTER TABLE audit_log DROP CONSTRAINT frozen")
+        async with asyncio.timeout(20):
+            await proc.wait_for(topology.traffic_stream, 50)
+        rows = await conn.fetch("SELECT n, stream_seq FROM audit_log ORDER BY n")
+        assert [(r["n"], r["stream_seq"]) for r in rows] == [(i, i) for i in range(1, 51)]
+        assert (await verify(conn)).ok
+    finally:
+        await proc.stop()
+        await conn.close()
