@@ -15,6 +15,7 @@ from streams.events import (
     UsageRecorded,
 )
 from streams.events_compliance import HookVerdict, StageDecision
+from streams.events_quota import QuotaAlert
 
 AnyEvent = (
     RequestReceived
@@ -22,6 +23,7 @@ AnyEvent = (
     | UsageRecorded
     | RequestCompleted
     | RequestFailed
+    | QuotaAlert
     | HookVerdict
     | StageDecision
 )

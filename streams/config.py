@@ -25,6 +25,7 @@ import msgspec
 import msgspec.yaml
 
 from streams.config_hooks import HooksConfig, validate_hooks
+from streams.config_quota import QuotaConfig, validate_quotas
 from streams.config_siem import AuditConfig, SiemConfig, validate_audit, validate_siem
 
 
@@ -143,6 +144,7 @@ class NexusConfig(_Strict, kw_only=True):
     models: tuple[Model, ...] = ()
     audit: AuditConfig = AuditConfig()
     siem: SiemConfig = SiemConfig()
+    quotas: QuotaConfig = QuotaConfig()
     hooks: HooksConfig = HooksConfig()
     projections: ProjectionsConfig = ProjectionsConfig()
 
@@ -308,6 +310,7 @@ def _validate(cfg: NexusConfig) -> None:
         raise ConfigError("gateway.port: must be 1-65535")
     validate_audit(cfg.audit)
     validate_siem(cfg.siem, known_orgs=orgs)
+    validate_quotas(cfg)
     validate_hooks(cfg.hooks, orgs=orgs, projects=projects, keys=key_ids)
 
 

@@ -1,0 +1,365 @@
+"""The hot-path quota check: estimate, then reserve on every applicable
+counter (budgets on every axis, RPM, TPM) in one Valkey Lua call.
+
+The reservation is what makes a hard cap hold under concurrency: a request
+is admitted only if settled spend + every outstanding reservation + its own
+worst case fits, atomically.  processors/quota later settles the
+reservation against the request's UsageRecorded event (by request id) and
+the difference goes back; a reservation nobody settles expires.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from ingress.quota.estimate import estimate_prompt_tokens, output_budget
+from streams.config_quota import (
+    NANO,
+    ROLLING_LUA,
+    Counter,
+    Limit,
+    QuotaPolicy,
+    Subject,
+)
+
+if TYPE_CHECKING:
+    from adapters.canonical import ChatRequest
+    from streams.config import ConfigSnapshot, Price
+
+_HERE = Path(__file__).parent
+RESERVE_LUA = ROLLING_LUA + (_HERE / "reserve.lua").read_text()
+RELEASE_LUA = (_HERE / "release.lua").read_text()
+_PURGE_PER_CALL = 32  # expired reservations released per call (amortised)
+
+Outcome = Literal["admit", "reject"]
+
+
+class QuotaUnavailable(RuntimeError):
+    """Valkey could not be reached: the gateway must fail closed on hard
+    budgets (503), never admit unmetered."""
+
+
+class CounterState(msgspec.Struct, frozen=True):
+    limit_id: str
+    counter_id: str
+    unit: str  # usd | tokens | requests
+    action: str
+    window_id: str
+    limit: float  # in the unit
+    spent: float  # settled
+    held: float  # reserved by requests in flight (this one excluded)
+    request: float  # this request's reservation
+    resets_at_ms: int
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.limit - self.spent - self.held)
+
+
+class QuotaDecision(msgspec.Struct):
+    outcome: Outcome
+    model: str  # the model to forward to (the downgrade target after a downgrade)
+    requested_model: str
+    reserved: bool = False  # a reservation is held: settled by the usage event or release()
+    error_code: str = ""  # QUOTA_EXCEEDED | RATE_LIMITED | QUOTA_MODEL_UNPRICED
+    message: str = ""
+    limit_id: str = ""  # the limit that decided a reject
+    retry_after_s: int | None = None
+    warnings: list[str] = []
+    counters: list[CounterState] = []
+    estimated_prompt_tokens: int = 0
+    reserved_output_tokens: int = 0
+
+    @property
+    def admitted(self) -> bool:
+        return self.outcome == "admit"
+
+    @property
+    def downgraded(self) -> bool:
+        return self.model != self.requested_model
+
+    def headers(self) -> dict[str, str]:
+        return quota_headers(self)
+
+
+def _fmt(unit: str, v: float) -> str:
+    return f"{v:.6f}" if unit == "usd" else str(int(v))
+
+
+def quota_headers(d: QuotaDecision) -> dict[str, str]:
+    """X-Nexus-Quota-* (the original's names) for the tightest budget, plus
+    OpenAI-style x-ratelimit-* for rate limits."""
+    h: dict[str, str] = {}
+    budgets = [c for c in d.counters if c.unit != "requests" and not c.limit_id.endswith(".tpm")]
+    if budgets:
+        tight = min(budgets, key=lambda c: c.remaining / c.limit if c.limit else 0.0)
+        h["X-Nexus-Quota-Limit"] = f"{_fmt(tight.unit, tight.limit)} {tight.unit} ({tight.limit_id})"
+        h["X-Nexus-Quota-Used"] = _fmt(tight.unit, tight.spent + tight.held + tight.request)
+        h["X-Nexus-Quota-Remaining"] = _fmt(
+            tight.unit, max(0.0, tight.limit - tight.spent - tight.held - tight.request)
+        )
+        h["X-Nexus-Quota-Reset"] = str(tight.resets_at_ms // 1000)
+    for c in d.counters:
+        kind = "requests" if c.unit == "requests" else "tokens" if c.limit_id.endswith(".tpm") else ""
+        if not kind:
+            continue
+        h[f"x-ratelimit-limit-{kind}"] = str(int(c.limit))
+        h[f"x-ratelimit-remaining-{kind}"] = str(int(max(0.0, c.limit - c.spent - c.held - c.request)))
+    if d.warnings:
+        h["X-Nexus-Quota-Warning"] = ", ".join(d.warnings)
+    if d.downgraded:
+        h["X-Nexus-Quota-Downgrade"] = d.model
+        h["X-Nexus-Quota-Original-Model"] = d.requested_model
+    if d.retry_after_s is not None:
+        h["Retry-After"] = str(d.retry_after_s)
+    return h
+
+
+def _to_unit(lim: Limit, v: float) -> float:
+    return v / NANO if lim.unit == "usd" else v
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class QuotaGate:
+    """One per gateway process (per config snapshot); cheap to rebuild when
+    the snapshot changes since the Lua scripts are cached by sha."""
+
+    def __init__(
+        self,
+        client: Any,  # valkey.asyncio.Valkey
+        policy: QuotaPolicy,
+        *,
+        provider_kinds: dict[str, str] | None = None,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.client = client
+        self.policy = policy
+        self.provider_kinds = provider_kinds or {}
+        self.clock = clock
+        self._reserve = client.register_script(RESERVE_LUA)
+        self._release = client.register_script(RELEASE_LUA)
+
+    @classmethod
+    def from_snapshot(cls, client: Any, snapshot: ConfigSnapshot, key_prefix: str, **kw: Any) -> QuotaGate:
+        kinds = {p.name: p.kind for p in snapshot.config.providers}
+        return cls(client, QuotaPolicy(snapshot.config, key_prefix), provider_kinds=kinds, **kw)
+
+    # -- estimate --------------------------------------------------------
+
+    def estimate(self, req: ChatRequest, model: str, provider: str = "") -> tuple[int, int]:
+        """(prompt tokens, output tokens to reserve) for a chat request."""
+        model = self.policy.canonical_model(model)
+        provider = provider or self.policy.model_provider.get(model, "")
+        kind = self.provider_kinds.get(provider, "openai")
+        prompt = estimate_prompt_tokens(req, kind, model)
+        out = output_budget(req, self.policy.max_output.get(model, 0), self.policy.config.default_max_tokens)
+        return prompt, out
+
+    # -- check + reserve -------------------------------------------------
+
+    async def check(
+        self,
+        *,
+        request_id: str,
+        org: str,
+        project: str = "",
+        key: str = "",
+        user: str = "",
+        model: str,
+        provider: str = "",
+        prompt_tokens: int,
+        max_output_tokens: int,
+        now_ms: int | None = None,
+    ) -> QuotaDecision:
+        """Decide and, when admitted, hold the reservation.  Call before
+        forwarding; the request's UsageRecorded event (same request_id)
+        settles it, or call release() when no usage will be recorded."""
+        now = self.clock() if now_ms is None else now_ms
+        requested = self.policy.canonical_model(model)
+        subject = Subject(
+            org=org,
+            project=project,
+            key=key,
+            user=user,
+            provider=provider or self.policy.model_provider.get(requested, ""),
+            model=requested,
+        )
+        decision = await self._attempt(request_id, subject, requested, prompt_tokens, max_output_tokens, now)
+        if decision.outcome == "reject" and decision.error_code == "downgrade":
+            target = self.policy.canonical_model(decision.model)
+            down = msgspec.structs.replace(
+                subject, model=target, provider=self.policy.model_provider.get(target, "")
+            )
+            decision = await self._attempt(
+                request_id, down, requested, prompt_tokens, max_output_tokens, now, downgraded=True
+            )
+        return decision
+
+    def _amount(self, lim: Limit, price: Price | None, prompt: int, out: int) -> int:
+        if lim.unit == "requests":
+            return 1
+        if lim.unit == "tokens":
+            return prompt + out
+        assert price is not None
+        # The worst case: every prompt token at the dearest input rate and
+        # every output token at the dearest output rate.
+        p_in = max(price.input, price.cache_write or 0.0, price.cached_input or 0.0)
+        p_out = max(price.output, price.reasoning or 0.0)
+        return math.ceil((prompt * p_in + out * p_out) * NANO / 1_000_000)
+
+    async def _attempt(
+        self,
+        request_id: str,
+        s: Subject,
+        requested: str,
+        prompt: int,
+        out: int,
+        now: int,
+        *,
+        downgraded: bool = False,
+    ) -> QuotaDecision:
+        counters = self.policy.counters(s, now)
+        base = QuotaDecision(
+            outcome="admit",
+            model=s.model,
+            requested_model=requested,
+            estimated_prompt_tokens=prompt,
+            reserved_output_tokens=out,
+        )
+        if not counters:
+            return base
+        price = self.policy.prices.get(s.model)
+        if price is None and any(c.limit.unit == "usd" for c in counters):
+            usd = next(c for c in counters if c.limit.unit == "usd")
+            base.outcome = "reject"
+            base.error_code = "QUOTA_MODEL_UNPRICED"
+            base.limit_id = usd.limit.id
+            base.message = (
+                f"model {s.model!r} has no price and USD budget {usd.limit.id!r} applies; "
+                "refusing rather than spending unmetered"
+            )
+            return base
+        amounts = [self._amount(c.limit, price, prompt, out) for c in counters]
+
+        def enforced(c: Counter) -> bool:
+            return c.limit.action == "hard" or (c.limit.action == "downgrade" and not downgraded)
+
+        try:
+            raw = await self._call(request_id, counters, amounts, now, enforced)
+        except Exception as exc:  # any client/connection error
+            raise QuotaUnavailable("quota store unreachable") from exc
+        status = int(raw[0])
+        if status == -1:
+            base.outcome = "reject"
+            base.error_code = "DUPLICATE_REQUEST_ID"
+            base.message = "this request id already holds a reservation"
+            return base
+        states: list[CounterState] = []
+        over: list[int] = []
+        for i, c in enumerate(counters):
+            spent, held = int(raw[1 + 2 * i]), int(raw[2 + 2 * i])
+            lim = c.limit
+            states.append(
+                CounterState(
+                    limit_id=lim.id,
+                    counter_id=c.cid,
+                    unit=lim.unit,
+                    action=lim.action,
+                    window_id=c.window_id,
+                    limit=lim.limit_display,
+                    spent=_to_unit(lim, spent),
+                    held=_to_unit(lim, held),
+                    request=_to_unit(lim, amounts[i]),
+                    resets_at_ms=c.resets_at_ms,
+                )
+            )
+            if spent + held + amounts[i] > lim.limit:
+                over.append(i)
+        base.counters = states
+        base.warnings = self._warnings(counters, states)
+        if status == 1:
+            base.reserved = True
+            return base
+        failing = [i for i in over if enforced(counters[i])]
+        hard = [i for i in failing if counters[i].limit.action == "hard"]
+        if not hard and failing:
+            # Only downgrade budgets are over: retry on the cheaper model.
+            target = counters[failing[0]].limit.downgrade_to or s.model
+            if self.policy.canonical_model(target) != s.model:
+                base.outcome = "reject"
+                base.error_code = "downgrade"
+                base.model = target
+                return base
+            hard = failing
+        first = counters[hard[0] if hard else 0]
+        base.outcome = "reject"
+        base.limit_id = first.limit.id
+        rate = first.limit.id.endswith((".rpm", ".tpm"))
+        base.error_code = "RATE_LIMITED" if rate else "QUOTA_EXCEEDED"
+        base.retry_after_s = max(1, math.ceil((first.resets_at_ms - now) / 1000))
+        what = "rate limit" if rate else "budget"
+        base.message = f"{what} {first.limit.id!r} exhausted for this request"
+        return base
+
+    def _warnings(self, counters: Sequence[Counter], states: Sequence[CounterState]) -> list[str]:
+        out = []
+        for c, st in zip(counters, states, strict=True):
+            if c.limit.action not in ("soft", "track", "downgrade") or st.limit <= 0:
+                continue
+            used = (st.spent + st.held + st.request) / st.limit
+            marks = [t for t in c.limit.alert_at if used >= t]
+            if used >= 1.0 or marks:
+                out.append(f"{c.limit.id}={used:.0%}")
+        return out
+
+    async def _call(
+        self,
+        request_id: str,
+        counters: Sequence[Counter],
+        amounts: Sequence[int],
+        now: int,
+        enforced: Callable[[Counter], bool],
+        *,
+        mode: str = "reserve",
+    ) -> list[Any]:
+        keys = self.policy.keys
+        ttl_ms = int(self.policy.config.reservation_ttl_s * 1000)
+        kv: list[str] = [keys.res_expiry, keys.reservation(request_id)]
+        packed = []
+        for c, amount in zip(counters, amounts, strict=True):
+            kv += (c.spent_key, c.held_key)
+            flags = (
+                1 if c.rolling else 0,
+                c.bucket,
+                c.nbuckets,
+                c.limit.limit,
+                amount,
+                1 if enforced(c) else 0,
+            )
+            packed.append("%d,%d,%d,%d,%d,%d;" % flags)  # noqa: UP031 - fastest for six ints
+        argv = [mode, now, now + ttl_ms, keys.res_prefix, request_id, _PURGE_PER_CALL, "".join(packed)]
+        result: list[Any] = await self._reserve(keys=kv, args=argv)
+        return result
+
+    async def release(self, request_id: str) -> int:
+        """Give back a reservation that no usage event will settle (the
+        request failed before the provider billed anything)."""
+        keys = self.policy.keys
+        n: int = await self._release(keys=[keys.res_expiry, keys.reservation(request_id)], args=[request_id])
+        return n
+
+    async def peek(self, counters: Sequence[Counter], now: int) -> list[tuple[int, int]]:
+        """(spent, held) of counters, without reserving (for /v1/usage)."""
+        if not counters:
+            return []
+        raw = await self._call("", counters, [0] * len(counters), now, lambda c: False, mode="peek")
+        return [(int(raw[1 + 2 * i]), int(raw[2 + 2 * i])) for i in range(len(counters))]
