@@ -131,10 +131,16 @@ class PostgresStore:
         conn = self.conn
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            for table in schema.OWNED_TABLES:
-                await conn.execute(f"DROP TABLE IF EXISTS {table}")
             await conn.execute(schema.SCHEMA_MIGRATIONS_DDL)
-            await conn.execute("DELETE FROM schema_migrations WHERE component = $1", schema.COMPONENT)
+            try:
+                async with conn.transaction():  # a savepoint
+                    for table in schema.OWNED_TABLES:
+                        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+                    await conn.execute("DELETE FROM schema_migrations WHERE component = $1", schema.COMPONENT)
+            except asyncpg.DependentObjectsStillExistError:
+                # Another component's view depends on the table: keep the
+                # table (and the view), empty it instead of dropping it.
+                await conn.execute(f"TRUNCATE {', '.join(schema.OWNED_TABLES)}")
         await migrate(conn)
 
     async def rows(self) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from streams.jetstream import connect, ensure_streams
 log = logging.getLogger("nexus.projections")
 
 
-def nats_callbacks() -> dict[str, Callable[..., Awaitable[None]]]:
+def nats_callbacks(closing: Callable[[], bool] = lambda: False) -> dict[str, Callable[..., Awaitable[None]]]:
     """Short log lines instead of nats-py's tracebacks (a NATS restart is an
     expected event for a long-running worker), and while NATS stays away
     one line a minute, not one per reconnect attempt."""
@@ -34,7 +34,8 @@ def nats_callbacks() -> dict[str, Callable[..., Awaitable[None]]]:
         state["errors"] += 1
 
     async def disconnected() -> None:
-        log.warning("nats: disconnected; reconnecting")
+        if not closing():
+            log.warning("nats: disconnected; reconnecting")
 
     async def reconnected() -> None:
         state["errors"] = 0
@@ -77,12 +78,16 @@ class Projector:
         self._own_nc = nc is None
         self._lanes: dict[str, Lane] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
 
     async def start(self) -> None:
         """Connect, create the streams if needed, open every store (so a bad
         DSN or a busy store fails here, loudly) and start following."""
+        self._closing = False
         if self._nc is None:
-            self._nc = await connect(self.settings.nats_url, name=self.settings.name, **nats_callbacks())
+            self._nc = await connect(
+                self.settings.nats_url, name=self.settings.name, **nats_callbacks(lambda: self._closing)
+            )
         js = self._nc.jetstream()
         await ensure_streams(js, self.settings.topology)
         try:
@@ -114,8 +119,11 @@ class Projector:
             await lane.store.close()
         self._lanes.clear()
         if self._own_nc and self._nc is not None:
+            self._closing = True
+            # close, not drain: nothing is published, and drain waits out its
+            # timeout when NATS is down.
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                await self._nc.close()
             self._nc = None
 
     async def __aenter__(self) -> Projector:
@@ -165,6 +173,7 @@ class Projector:
             self._tasks[name].cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tasks[name]
+            self._lanes[name].applied = 0  # waiters wait for the rebuilt store
         try:
             return await replay_stores(
                 self._nc.jetstream(),

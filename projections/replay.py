@@ -71,13 +71,18 @@ async def replay(
     ``StoreBusy`` (use ``Projector.replay`` to rebuild under a live one)."""
     stores = build_stores(settings, names)
     # A one-off command: give up on an unreachable NATS after a few tries.
+    closing = False
     nc = await connect(
-        settings.nats_url, name=f"{settings.name}-replay", max_reconnect_attempts=5, **nats_callbacks()
+        settings.nats_url,
+        name=f"{settings.name}-replay",
+        max_reconnect_attempts=5,
+        **nats_callbacks(lambda: closing),
     )
     try:
         return await replay_stores(nc.jetstream(), settings, stores, progress=progress)
     finally:
         for store in stores:
             await store.close()
+        closing = True
         with contextlib.suppress(Exception):
-            await nc.drain()
+            await nc.close()

@@ -263,26 +263,34 @@ def delta(event: object) -> Row | None:
 # --- merging partial rows -----------------------------------------------------
 
 
+# name -> (rule, index of its rank column in RANK_COLUMNS or -1): merge runs
+# for most events of a batch, so it works from plain tuples.
+_SET, _MIN, _MAX, _RANKED = 0, 1, 2, 3
+_CODE = {Rule.SET: _SET, Rule.MIN: _MIN, Rule.MAX: _MAX, Rule.RANKED: _RANKED}
+_MERGE: dict[str, tuple[int, str]] = {c.name: (_CODE[c.rule], c.rank) for c in COLUMNS}
+
+
 def merge(old: Row, new: Row) -> Row:
     """Combine two partial rows of one request (in place into ``old``)."""
+    # Ranks as they were before this merge (rank columns change below).
     old_ranks = {r: old.get(r) or 0 for r in RANK_COLUMNS}
     for name, value in new.items():
-        col = BY_NAME[name]
-        rule = col.rule
-        if rule is Rule.SET:
+        code, rank = _MERGE[name]
+        if code == _SET:
             if value is not None:
                 old[name] = value
-        elif rule is Rule.RANKED:
-            if (new.get(col.rank) or 0) > old_ranks[col.rank]:
+        elif code == _RANKED:
+            if (new.get(rank) or 0) > old_ranks[rank]:
                 old[name] = value
         elif value is not None:
             cur = old.get(name)
             if cur is None:
                 old[name] = value
-            elif rule is Rule.MIN:
-                old[name] = min(cur, value)
-            else:
-                old[name] = max(cur, value)
+            elif code == _MIN:
+                if value < cur:
+                    old[name] = value
+            elif value > cur:
+                old[name] = value
     return old
 
 

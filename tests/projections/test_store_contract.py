@@ -171,6 +171,23 @@ class TestPostgresStore(StoreContract):
             for c in conns:
                 await c.close()
 
+    async def test_reset_keeps_a_view_another_component_built(
+        self, store: PostgresStore, pg_dsn: str
+    ) -> None:
+        await store.apply(STREAM, _items(ok_request(1)), 4)
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(
+                "CREATE VIEW spend AS SELECT org_id, sum(cost_usd) AS usd FROM traffic_event GROUP BY 1"
+            )
+            await store.reset()
+            assert await conn.fetch("SELECT * FROM spend") == []
+            await store.apply(STREAM, _items(ok_request(1)), 4)
+            assert [r["org_id"] for r in await conn.fetch("SELECT * FROM spend")] == ["org-1"]
+        finally:
+            await conn.close()
+        assert await store.position(STREAM) == 4
+
     async def test_a_second_writer_is_refused(self, store: PostgresStore, pg_dsn: str) -> None:
         with pytest.raises(StoreBusy, match="another projector"):
             await PostgresStore(pg_dsn).open()
