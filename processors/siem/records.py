@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from typing import Any
@@ -43,17 +44,31 @@ class Undecodable(ValueError):
     """The message is not a JSON object with an id and a type."""
 
 
-def _is_body(value: Any) -> bool:
+def _is_body(value: Any) -> bool:  # a dict shaped like streams.events.Body
     return isinstance(value, dict) and ("inline" in value or "ref" in value) and "size" in value
 
 
 def _scrub_str(value: str) -> str:
+    # Substring checks first: the regexes run only on candidate strings.
     if "nvk_" in value:
         value = _VIRTUAL_KEY.sub(REDACTED, value)
-    return _PROVIDER_KEY.sub(REDACTED, value)
+    if "sk-" in value or "AKIA" in value:
+        value = _PROVIDER_KEY.sub(REDACTED, value)
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    return _SECRET_NAME.match(name) is not None
 
 
 def _clean(value: Any, include_bodies: bool) -> Any:
+    if isinstance(value, str):
+        return _scrub_str(value)
+    if isinstance(value, list):
+        return [_clean(v, include_bodies) for v in value]
+    if not isinstance(value, dict):
+        return value
     if _is_body(value):
         out = {k: v for k, v in value.items() if k != "inline"}
         inline = value.get("inline")
@@ -66,17 +81,7 @@ def _clean(value: Any, include_bodies: bool) -> Any:
             if include_bodies:
                 out["inline"] = inline
         return out
-    if isinstance(value, dict):
-        return {
-            k: _clean(v, include_bodies)
-            for k, v in value.items()
-            if not (isinstance(k, str) and _SECRET_NAME.match(k))
-        }
-    if isinstance(value, list):
-        return [_clean(v, include_bodies) for v in value]
-    if isinstance(value, str):
-        return _scrub_str(value)
-    return value
+    return {k: _clean(v, include_bodies) for k, v in value.items() if not _secret_name(k)}
 
 
 def _full(event: msgspec.Struct) -> dict[str, Any]:
