@@ -2,14 +2,32 @@
 {location}-aiplatform.googleapis.com/v1/projects/{p}/locations/{l}/
 publishers/{pub}/models/{m}:{action}, authorised by an OAuth2 access token
 (Target.api_key holds the token ingress minted via ``vertex.auth``).
-Embeddings use the Vertex ``:predict`` shape."""
+Embeddings use the Vertex ``:predict`` shape.
+
+With options.publisher == "anthropic" (Claude on Vertex) the body is the
+Anthropic Messages body without ``model`` and with Vertex's
+``anthropic_version``, sent to ``:rawPredict`` / ``:streamRawPredict``; the
+answers are Anthropic's."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import msgspec
 
-from adapters.base import Target, WireRequest
-from adapters.canonical import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
+from adapters.anthropic import request as anthropic_request
+from adapters.anthropic.codec import AnthropicCodec
+from adapters.base import StreamDecoder, Target, WireRequest
+from adapters.canonical import (
+    CanonicalError,
+    ChatRequest,
+    ChatResponse,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+)
 from adapters.gemini.codec import GeminiCodec
 from adapters.gemini.request import _embed_inputs
 from adapters.wirekit.errors import unsupported
@@ -33,8 +51,45 @@ class _PredictResponse(msgspec.Struct):
     predictions: list[_Prediction]
 
 
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+_ANTHROPIC = AnthropicCodec()
+
+
+def _claude(target: Target) -> bool:
+    return target.options.get("publisher") == "anthropic"
+
+
 class VertexCodec(GeminiCodec):
     name = "vertex"
+
+    # --- Claude on Vertex -------------------------------------------------------------
+
+    def encode_chat(self, request_: ChatRequest, target: Target) -> WireRequest:
+        if not _claude(target):
+            return super().encode_chat(request_, target)
+        body = anthropic_request.build(request_, target.provider_model)
+        out: dict[str, Any] = msgspec.to_builtins(body)
+        del out["model"]  # the model is in the URL
+        out["anthropic_version"] = str(target.options.get("anthropic_version", VERTEX_ANTHROPIC_VERSION))
+        action = "streamRawPredict" if request_.stream else "rawPredict"
+        return self._wire(target, action, encode(out))
+
+    def decode_chat(self, body: bytes, target: Target) -> ChatResponse:
+        if _claude(target):
+            return _ANTHROPIC.decode_chat(body, target)
+        return super().decode_chat(body, target)
+
+    def stream_decoder(self, target: Target) -> StreamDecoder:
+        if _claude(target):
+            return _ANTHROPIC.stream_decoder(target)
+        return super().stream_decoder(target)
+
+    def normalise_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
+        # Claude's own errors are Anthropic-shaped; Vertex's (auth, quota)
+        # are Google-shaped.
+        if b'"type":"error"' in body.replace(b" ", b""):
+            return _ANTHROPIC.normalise_error(status, body, headers)
+        return super().normalise_error(status, body, headers)
 
     def url(self, target: Target, action: str) -> str:
         opts = target.options

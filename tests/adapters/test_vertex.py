@@ -154,3 +154,38 @@ def test_bad_pem_never_echoes_key_material() -> None:
     with pytest.raises(CodecError) as exc:
         auth.build_assertion(sa, now=0)
     assert "SECRET" not in str(exc.value)
+
+
+CLAUDE = target(
+    "vertex", "", "claude-sonnet-4@20250514", project="proj-1", location="us-east5", publisher="anthropic"
+)
+
+
+def test_claude_on_vertex_raw_predict() -> None:
+    wire = CODEC.encode_chat(
+        ChatRequest(model="x", messages=[Message(role="user", content="hi")], max_tokens=64), CLAUDE
+    )
+    assert wire.url == (
+        "https://us-east5-aiplatform.googleapis.com/v1/projects/proj-1/locations/us-east5/"
+        "publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"
+    )
+    assert body(wire.body) == {
+        "anthropic_version": "vertex-2023-10-16",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+    }
+    stream = CODEC.encode_chat(
+        ChatRequest(model="x", messages=[Message(role="user", content="hi")], stream=True), CLAUDE
+    )
+    assert stream.url.endswith(":streamRawPredict") and body(stream.body)["stream"] is True
+    resp = CODEC.decode_chat(fixture("anthropic", "response_text.json"), CLAUDE)
+    assert resp.choices[0].message.content == "Hi! My name is Claude."
+    chunks = CODEC.stream_decoder(CLAUDE).feed(fixture("anthropic", "stream_tool_use.sse"))
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 89
+
+
+def test_vertex_errors_in_either_shape() -> None:
+    claude = CODEC.normalise_error(529, fixture("anthropic", "error_overloaded.json"), {})
+    google = CODEC.normalise_error(429, fixture("gemini", "error_quota.json"), {})
+    assert (claude.code, claude.message) == ("upstream_error", "anthropic: overloaded_error (HTTP 529)")
+    assert (google.code, google.message) == ("rate_limited", "vertex: RESOURCE_EXHAUSTED (HTTP 429)")
