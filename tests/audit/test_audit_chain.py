@@ -20,7 +20,7 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
-from processors.audit import AuditProcessor, store, verify
+from processors.audit import AuditProcessor, start_audit, store, verify
 from processors.audit.chain import GENESIS, build_record, chain_hash, verify_run
 from streams import codec
 from streams.config_siem import AuditConfig
@@ -308,8 +308,8 @@ async def test_failing_postgres_holds_the_batch_and_the_chain_stays_in_order(
     js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
     registry = CollectorRegistry()
-    proc = AuditProcessor(js, pg_dsn, topology, registry=registry)
-    await proc.start()
+    # Started the way `nexus up` embeds it.
+    proc, stop = await start_audit(nats_url, pg_dsn, topology, registry=registry)
     conn = await asyncpg.connect(pg_dsn)
     try:
         await _publish(nats_url, topology, tmp_path, _events(20))
@@ -331,5 +331,5 @@ async def test_failing_postgres_holds_the_batch_and_the_chain_stays_in_order(
         assert [(r["n"], r["stream_seq"]) for r in rows] == [(i, i) for i in range(1, 51)]
         assert (await verify(conn)).ok
     finally:
-        await proc.stop()
+        await stop()
         await conn.close()

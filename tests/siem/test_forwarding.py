@@ -21,7 +21,7 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
-from processors.siem import SiemForwarder, dlq_stream
+from processors.siem import SiemForwarder, dlq_stream, start_siem
 from streams import codec
 from streams.config_siem import SiemConfig, SinkFilter, SplunkHecSink, SyslogSink
 from streams.events import Body, Node, RequestCompleted, RequestFailed, RequestReceived, Tenant
@@ -404,7 +404,7 @@ async def test_udp_syslog_and_missing_token_is_a_clear_error(
 
 
 async def test_forwarder_restart_resumes_from_its_durable_consumer(
-    js: nats.js.JetStreamContext, topology: Topology
+    js: nats.js.JetStreamContext, topology: Topology, nats_url: str
 ) -> None:
     hec = HecServer(HEC_TOKEN)
     await hec.start()
@@ -433,13 +433,15 @@ async def test_forwarder_restart_resumes_from_its_durable_consumer(
         events, facts = _batch("f", 20)
         await _publish(js, topology, events)
         want |= {f.id for f in facts if f.type == "request.failed"}
-        second = SiemForwarder(js, topology, cfg, env=env, registry=CollectorRegistry())
-        await second.start()
+        # The second run is started the way `nexus up` embeds it.
+        second, stop_second = await start_siem(nats_url, topology, cfg, env=env, registry=CollectorRegistry())
+        assert second is not None
         try:
             await hec.arrivals.wait_for(want, 10)
             await asyncio.sleep(0.3)
         finally:
-            await second.stop()
+            await stop_second()
+        assert (await start_siem(nats_url, topology, SiemConfig()))[0] is None
         assert hec.arrivals.ids == want and hec.arrivals.duplicates == 0
     finally:
         await hec.stop()

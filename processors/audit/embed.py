@@ -1,0 +1,40 @@
+"""Start the audit processor inside another process (``nexus up``): it owns
+its NATS connection and returns the processor and an async stop."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry
+
+from processors.audit.processor import AuditProcessor
+from streams.config_siem import AuditConfig
+from streams.jetstream import connect, ensure_streams
+from streams.topology import Topology
+
+Stopper = Callable[[], Awaitable[None]]
+
+
+async def start_audit(
+    nats_url: str,
+    postgres_dsn: str,
+    topology: Topology,
+    config: AuditConfig | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> tuple[AuditProcessor, Stopper]:
+    nc = await connect(nats_url, name="nexus-audit")
+    js = nc.jetstream()
+    await ensure_streams(js, topology)
+    processor = AuditProcessor(js, postgres_dsn, topology, config=config, registry=registry)
+    try:
+        await processor.start()
+    except BaseException:
+        await nc.close()
+        raise
+
+    async def stop() -> None:
+        await processor.stop()
+        await nc.close()
+
+    return processor, stop
