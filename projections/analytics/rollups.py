@@ -16,6 +16,7 @@ Every SUM is over integers or DECIMALs, so it is exact and order-free.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 import duckdb
 
@@ -25,80 +26,133 @@ from projections.analytics.verdicts import COUNT_COLUMNS, FLAG_COLUMNS, Outcome
 _TRUNC = {"minute": "minute", "hour": "hour", "day": "day"}
 
 
-def stale_minutes(conn: duckdb.DuckDBPyConnection, request_ids: list[str]) -> int:
-    """Mark the buckets of ``request_ids`` stale, at every grain: the minute
-    each request is in now (from ``traffic_event``) and the minute it was
-    last rolled into, then remember the new minute.  Returns how many minute
-    buckets were marked.  One read and two writes, whatever the batch size."""
+class Lookup(NamedTuple):
+    """What the batch's requests look like before this batch's rollup step."""
+
+    # (request id, its minute now, the minute it was last rolled into)
+    buckets: list[tuple[str, datetime, datetime | None]]
+    # requests that already have a compliance outcome row
+    with_outcome: set[str]
+
+
+def lookup(conn: duckdb.DuckDBPyConnection, request_ids: list[str]) -> Lookup:
     if not request_ids:
-        return 0
+        return Lookup([], set())
+    # Request ids are UUIDv7, so a batch's ids fall in a narrow range and the
+    # BETWEENs let DuckDB skip every row group outside it by its min/max: the
+    # lookup costs the same whether the tables hold a day or a year.  (Correct
+    # for any ids; only the speed depends on their order.)
     rows = conn.execute(
         """
-        SELECT t.request_id, date_trunc('minute', t.first_seen_at), b.minute
-        FROM (SELECT unnest($1::VARCHAR[]) AS request_id) ids
-        JOIN main.traffic_event t USING (request_id)
-        LEFT JOIN analytics.request_bucket b USING (request_id)
-        WHERE t.first_seen_at IS NOT NULL
+        SELECT ids.request_id, date_trunc('minute', t.first_seen_at), b.minute, v.request_id IS NOT NULL
+        FROM (SELECT unnest($ids::VARCHAR[]) AS request_id) ids
+        LEFT JOIN (
+            SELECT request_id, first_seen_at FROM main.traffic_event
+            WHERE request_id BETWEEN $lo AND $hi AND first_seen_at IS NOT NULL
+        ) t USING (request_id)
+        LEFT JOIN (
+            SELECT request_id, minute FROM analytics.request_bucket WHERE request_id BETWEEN $lo AND $hi
+        ) b USING (request_id)
+        LEFT JOIN (
+            SELECT request_id FROM analytics.request_verdict WHERE request_id BETWEEN $lo AND $hi
+        ) v USING (request_id)
         """,
-        [request_ids],
+        {"ids": request_ids, "lo": min(request_ids), "hi": max(request_ids)},
     ).fetchall()
+    return Lookup(
+        [(rid, minute, old) for rid, minute, old, _ in rows if minute is not None],
+        {rid for rid, _, _, has in rows if has},
+    )
+
+
+Mark = tuple[str, datetime]  # (grain, bucket)
+
+
+def stale_minutes(
+    conn: duckdb.DuckDBPyConnection, found: Lookup, already: frozenset[Mark] | set[Mark] = frozenset()
+) -> set[Mark]:
+    """Mark stale, at every grain, the minute each request is in now (from
+    ``traffic_event``) and the minute it was last rolled into, then remember
+    the new minute.  ``already``: marks known to be in ``analytics.dirty``
+    (skipped: a day bucket is touched by every batch of that day).  Returns
+    the marks written."""
+    rows = found.buckets
     minutes: set[datetime] = set()
+    new_ids: list[str] = []
+    new_minutes: list[datetime] = []
     moved_ids: list[str] = []
     moved_minutes: list[datetime] = []
     for rid, minute, old in rows:
         minutes.add(minute)
-        if old != minute:
+        if old is None:
+            new_ids.append(rid)
+            new_minutes.append(minute)
+        elif old != minute:
             moved_ids.append(rid)
             moved_minutes.append(minute)
-            if old is not None:
-                minutes.add(old)
-    if not minutes:
-        return 0
-    stale: set[tuple[str, datetime]] = set()
+            minutes.add(old)
+    stale: set[Mark] = set()
     for m in minutes:
         stale.add(("minute", m))
         stale.add(("hour", m.replace(minute=0)))
         stale.add(("day", m.replace(hour=0, minute=0)))
-    grains, buckets = zip(*stale, strict=True)
-    conn.execute(
-        "INSERT INTO analytics.dirty SELECT unnest($1::VARCHAR[]), unnest($2::TIMESTAMP[]) "
-        "ON CONFLICT DO NOTHING",
-        [list(grains), list(buckets)],
-    )
+    stale -= already
+    if stale:
+        grains, buckets = zip(*stale, strict=True)
+        conn.execute(
+            "INSERT INTO analytics.dirty SELECT unnest($1::VARCHAR[]), unnest($2::TIMESTAMP[]) "
+            "ON CONFLICT DO NOTHING",
+            [list(grains), list(buckets)],
+        )
+    # Plain INSERT / UPDATE rather than an upsert: the lookup above already
+    # told which rows exist, and DuckDB's ON CONFLICT path is slower.
+    if new_ids:
+        conn.execute(
+            "INSERT INTO analytics.request_bucket SELECT unnest($1::VARCHAR[]), unnest($2::TIMESTAMP[])",
+            [new_ids, new_minutes],
+        )
     if moved_ids:
         conn.execute(
-            "INSERT INTO analytics.request_bucket "
-            "SELECT unnest($1::VARCHAR[]), unnest($2::TIMESTAMP[]) "
-            "ON CONFLICT (request_id) DO UPDATE SET minute = EXCLUDED.minute",
+            "UPDATE analytics.request_bucket AS b SET minute = m.minute "
+            "FROM (SELECT unnest($1::VARCHAR[]) AS request_id, unnest($2::TIMESTAMP[]) AS minute) m "
+            "WHERE b.request_id = m.request_id",
             [moved_ids, moved_minutes],
         )
-    return len(minutes)
+    return stale
 
 
-def add_outcomes(conn: duckdb.DuckDBPyConnection, outcomes: dict[str, Outcome]) -> None:
+def add_outcomes(conn: duckdb.DuckDBPyConnection, outcomes: dict[str, Outcome], existing: set[str]) -> None:
     """Add a batch's compliance outcomes to ``analytics.request_verdict``:
-    counts add up, flags stay set once set."""
-    if not outcomes:
-        return
-    ids = list(outcomes)
+    counts add up, flags stay set once set.  ``existing``: the ids that
+    already have a row (plain INSERT and UPDATE are cheaper than an upsert)."""
     cols = COUNT_COLUMNS + FLAG_COLUMNS
-    args: list[object] = [ids] + [[getattr(outcomes[r], c) for r in ids] for c in cols]
-    unnests = ", ".join(
-        ["unnest($1::VARCHAR[]) AS request_id"]
-        + [
-            f"unnest(${i}::{'BOOLEAN' if c in FLAG_COLUMNS else 'INTEGER'}[]) AS {c}"
-            for i, c in enumerate(cols, 2)
-        ]
-    )
-    updates = ", ".join(
-        [f"{c} = v.{c} + EXCLUDED.{c}" for c in COUNT_COLUMNS]
-        + [f"{c} = v.{c} OR EXCLUDED.{c}" for c in FLAG_COLUMNS]
-    )
-    conn.execute(
-        f"INSERT INTO analytics.request_verdict AS v (request_id, {', '.join(cols)}) "  # noqa: S608
-        f"SELECT * FROM (SELECT {unnests}) ON CONFLICT (request_id) DO UPDATE SET {updates}",
-        args,
-    )
+
+    def columns(ids: list[str]) -> tuple[str, list[object]]:
+        args: list[object] = [ids] + [[getattr(outcomes[r], c) for r in ids] for c in cols]
+        unnests = ", ".join(
+            ["unnest($1::VARCHAR[]) AS request_id"]
+            + [
+                f"unnest(${i}::{'BOOLEAN' if c in FLAG_COLUMNS else 'INTEGER'}[]) AS {c}"
+                for i, c in enumerate(cols, 2)
+            ]
+        )
+        return f"SELECT {unnests}", args
+
+    fresh = [r for r in outcomes if r not in existing]
+    again = [r for r in outcomes if r in existing]
+    if fresh:
+        select, args = columns(fresh)
+        conn.execute(f"INSERT INTO analytics.request_verdict (request_id, {', '.join(cols)}) {select}", args)
+    if again:
+        select, args = columns(again)
+        updates = ", ".join(
+            [f"{c} = v.{c} + d.{c}" for c in COUNT_COLUMNS] + [f"{c} = v.{c} OR d.{c}" for c in FLAG_COLUMNS]
+        )
+        conn.execute(
+            f"UPDATE analytics.request_verdict AS v SET {updates} FROM ({select}) d "  # noqa: S608
+            "WHERE v.request_id = d.request_id",
+            args,
+        )
 
 
 _AGGREGATES = """

@@ -25,7 +25,6 @@ from streams.events import (
     UpstreamResult,
     Usage,
     UsageRecorded,
-    uuid7,
 )
 from streams.events_compliance import HookVerdict, SpanFound, StageDecision
 from streams.jetstream import connect, ensure_streams
@@ -63,6 +62,14 @@ class Expected:
     blocked: int = 0
     redacted: int = 0
     findings: int = 0
+
+
+def uuid7_at(ms: int, rng: random.Random) -> str:
+    """A UUIDv7 for a request received at ``ms``, as the gateway makes it."""
+    rand = rng.getrandbits(74)
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _cost(model: str, prompt: int, completion: int) -> float:
@@ -168,7 +175,7 @@ def request_events(
     tenant = Tenant(org_id=org, project_id=project, key_id=key)
     model = rng.choices(list(MODELS), weights=(3, 6, 2, 2))[0]
     provider, provider_model, _, _, median = MODELS[model]
-    rid = uuid7()
+    rid = uuid7_at(at_ms, rng)
     common = {"request_id": rid, "trace_id": rid, "node": NODE, "tenant": tenant}
     stream = rng.random() < 0.4
     roll = rng.random()
