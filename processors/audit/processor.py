@@ -70,6 +70,7 @@ class AuditProcessor:
         self._positions: dict[str, int] = {}
         self._active = asyncio.Event()
         self._progress = asyncio.Condition()
+        self._epoch: int | None = None
 
     @property
     def active(self) -> bool:
@@ -113,15 +114,31 @@ class AuditProcessor:
             await self._progress.wait_for(lambda: self.position(stream) >= seq)
 
     async def _run(self) -> None:
-        await self._acquire_writer_lock()
-        self._active.set()
-        workers = [asyncio.create_task(self._consume(s), name=f"audit:{s}") for s in self._streams]
-        workers.append(asyncio.create_task(self._retention_loop(), name="audit:retention"))
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for w in workers:
-                w.cancel()
+        while not self._stopping.is_set():
+            await self._acquire_writer_lock()
+            try:
+                self._epoch = await store.claim_writer(self._pool)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("audit: cannot claim the chain yet: %s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            self._active.set()
+            workers = [asyncio.create_task(self._consume(s), name=f"audit:{s}") for s in self._streams]
+            workers.append(asyncio.create_task(self._retention_loop(), name="audit:retention"))
+            try:
+                await asyncio.gather(*workers)
+            except store.Fenced as exc:
+                # Another instance writes the chain now: stand by (and take
+                # over again if it goes away).
+                log.error("audit: %s; this instance stops writing", exc)
+                self._active.clear()
+                if self._lock_conn is not None:
+                    await self._lock_conn.close()
+                    self._lock_conn = None
+                await asyncio.sleep(1.0)
+            finally:
+                for w in workers:
+                    w.cancel()
 
     async def _acquire_writer_lock(self) -> None:
         while not self._stopping.is_set():
@@ -228,6 +245,7 @@ class AuditProcessor:
                     stream=stream,
                     messages=items,
                     store_bodies=self._config.store_bodies,
+                    epoch=self._epoch,
                 )
                 break
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

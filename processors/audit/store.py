@@ -41,7 +41,8 @@ CREATE INDEX IF NOT EXISTS audit_log_org_time ON audit_log (org_id, occurred_at)
 CREATE TABLE IF NOT EXISTS audit_chain (
     chain text PRIMARY KEY,
     n     bigint NOT NULL,
-    hash  bytea NOT NULL
+    hash  bytea NOT NULL,
+    epoch bigint NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     consumer   text NOT NULL,
@@ -63,6 +64,27 @@ CREATE INDEX IF NOT EXISTS audit_body_stored_at ON audit_body (stored_at);
 """
 
 CHAIN = "main"
+
+
+class Fenced(Exception):
+    """Another audit writer has claimed the chain since this one did."""
+
+
+async def claim_writer(pool: asyncpg.Pool[Any]) -> int:
+    """Become the chain's writer: bump and return its epoch.  Every append
+    carries the epoch it was claimed under; an append from an older epoch is
+    refused, so a writer that lost its lock without noticing (a dropped lock
+    connection) can never interleave with its successor."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO audit_chain (chain, n, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+            CHAIN,
+            GENESIS,
+        )
+        epoch = await conn.fetchval(
+            "UPDATE audit_chain SET epoch = epoch + 1 WHERE chain = $1 RETURNING epoch", CHAIN
+        )
+        return int(epoch)
 
 
 async def ensure_schema(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any]) -> None:
@@ -103,6 +125,7 @@ async def append(
     stream: str,
     messages: Sequence[tuple[int, bytes]],
     store_bodies: bool,
+    epoch: int | None = None,
 ) -> int:
     """Append the records for ``messages`` ((stream_seq, payload), in stream
     order) and move the checkpoint, in one transaction.  Messages at or below
@@ -110,15 +133,18 @@ async def append(
     Returns how many records were appended."""
     async with pool.acquire() as conn, conn.transaction():
         # The chain head row lock serialises every writer of the chain.
-        head = await conn.fetchrow("SELECT n, hash FROM audit_chain WHERE chain = $1 FOR UPDATE", CHAIN)
+        select = "SELECT n, hash, epoch FROM audit_chain WHERE chain = $1 FOR UPDATE"
+        head = await conn.fetchrow(select, CHAIN)
         if head is None:
             await conn.execute(
                 "INSERT INTO audit_chain (chain, n, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
                 CHAIN,
                 GENESIS,
             )
-            head = await conn.fetchrow("SELECT n, hash FROM audit_chain WHERE chain = $1 FOR UPDATE", CHAIN)
+            head = await conn.fetchrow(select, CHAIN)
         assert head is not None
+        if epoch is not None and int(head["epoch"]) != epoch:
+            raise Fenced(f"the chain was claimed by writer epoch {head['epoch']} (this writer: {epoch})")
         n, prev = int(head["n"]), bytes(head["hash"])
         done = await checkpoint(conn, consumer, stream)
         rows: list[tuple[Any, ...]] = []

@@ -333,3 +333,42 @@ async def test_failing_postgres_holds_the_batch_and_the_chain_stays_in_order(
     finally:
         await stop()
         await conn.close()
+
+
+async def test_a_fenced_writer_never_appends_and_the_chain_survives_a_takeover(
+    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+) -> None:
+    proc = AuditProcessor(js, pg_dsn, topology, registry=CollectorRegistry())
+    await proc.start()
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    try:
+        await _publish(nats_url, topology, tmp_path, _events(10))
+        async with asyncio.timeout(15):
+            await proc.wait_for(topology.traffic_stream, 10)
+        # A successor claims the chain (as after a lost lock connection):
+        # an append under the old epoch is refused, nothing is written.
+        successor = await store.claim_writer(pool)
+        msg = await js.get_msg(topology.traffic_stream, 10)
+        with pytest.raises(store.Fenced):
+            await store.append(
+                pool,
+                consumer="other",
+                stream=topology.traffic_stream,
+                messages=[(10, msg.data or b"")],
+                store_bodies=False,
+                epoch=successor - 1,
+            )
+        # The running instance is fenced on its next batch, stands by, takes
+        # the chain back (nobody else holds the lock) and resumes from its
+        # checkpoint: every event recorded once, the chain intact.
+        await _publish(nats_url, topology, tmp_path, _events(15))
+        async with asyncio.timeout(20):
+            await proc.wait_for(topology.traffic_stream, 25)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM audit_log") == 25
+            result = await verify(conn)
+            assert result.ok and result.checked == 25
+            assert await conn.fetchval("SELECT epoch FROM audit_chain") > successor
+    finally:
+        await proc.stop()
+        await pool.close()
