@@ -37,7 +37,7 @@ def error_from_detail(detail: w.ErrorDetail, status: int | None) -> CanonicalErr
 def normalise(status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
     try:
         parsed = msgspec.json.decode(body, type=w.ErrorBody)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return e.from_status("anthropic", status, None, headers)
     err = error_from_detail(parsed.error, status)
     err.retry_after_s = e.retry_after(headers)

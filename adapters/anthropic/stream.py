@@ -48,7 +48,7 @@ class AnthropicStreamDecoder:
     def _event(self, name: str, data: str, out: list[ChatChunk]) -> None:
         try:
             ev = _decode_event(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             if name in ("ping", ""):
                 return
             raise bad_upstream("anthropic", f"stream event {name!r} did not parse") from None

@@ -49,7 +49,7 @@ def normalise(status: int, body: bytes, headers: Mapping[str, str]) -> Canonical
         # Some paths put the type in the body as "__type" instead.
         try:
             kind = msgspec.json.decode(body, type=w.ErrorBody).type or ""
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             kind = ""
     if not kind:
         return e.from_status("bedrock", status, None, headers)

@@ -43,7 +43,7 @@ class BedrockStreamDecoder:
             raise StreamError(from_kind(code, None), list(out))
         try:
             payload = _decode(msg.payload) if msg.payload else w.StreamPayload()
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raise bad_upstream("bedrock", "stream event payload did not parse") from None
         if kind == "exception":
             exc = str(msg.headers.get(":exception-type", "InternalServerException"))

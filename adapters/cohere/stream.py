@@ -42,7 +42,7 @@ class CohereStreamDecoder:
             return
         try:
             ev = _decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raise bad_upstream("cohere", "stream event did not parse") from None
         f = self._chunks
         msg = ev.delta.message if ev.delta else None

@@ -33,7 +33,7 @@ def raw_usage(raw: bytes) -> DialectUsage | None:
     """The body's usage object, or None when absent or null."""
     try:
         return _decode(raw).usage
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
 
 

@@ -42,7 +42,7 @@ def from_detail(provider: str, detail: w.ErrorDetail, status: int | None) -> Can
 def normalise(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
     try:
         parsed = _decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return e.from_status(provider, status, None, headers)
     # streamGenerateContent without alt=sse answers errors as a JSON array.
     if isinstance(parsed, list):

@@ -53,7 +53,7 @@ class GeminiStreamDecoder:
     def _frame(self, data: str, out: list[ChatChunk]) -> None:
         try:
             frame = _decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raise bad_upstream(self._provider, "stream frame did not parse") from None
         if frame.error is not None:
             raise StreamError(from_detail(self._provider, frame.error, None), list(out))

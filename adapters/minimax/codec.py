@@ -71,7 +71,7 @@ class MiniMaxCodec(CompatCodec):
 def check_base_resp(body: bytes) -> None:
     try:
         env = _envelope(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return  # the OpenAI decoder reports unreadable bodies
     br = env.base_resp
     if br is None or br.status_code == 0:

@@ -54,7 +54,7 @@ def _auth_error(message: str) -> CodecError:
 def parse_service_account(raw: bytes | str) -> ServiceAccount:
     try:
         sa = msgspec.json.decode(raw, type=ServiceAccount)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
         # The message names the missing field only; never the key material.
         raise _auth_error(f"service account JSON is invalid ({e})") from None
     if sa.type != "service_account":
@@ -110,7 +110,7 @@ def token_request(sa: ServiceAccount, now: int, scope: str = SCOPE) -> WireReque
 def parse_token_response(body: bytes, now: float) -> AccessToken:
     try:
         parsed = msgspec.json.decode(body, type=_TokenResponse)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise _auth_error("token endpoint answered without an access_token") from None
     return AccessToken(token=parsed.access_token, expires_at=now + parsed.expires_in)
 

@@ -22,6 +22,11 @@ def _decoder(tp: type[T]) -> msgspec.json.Decoder[T]:
     return dec
 
 
+# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8
+# inside a JSON string; both are a body we cannot read.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+
+
 def decode_upstream(body: bytes | str, tp: type[T], provider: str) -> T:
     """A provider response body; a shape error is the provider's fault (502).
     msgspec's message names the path, never the body's text."""
@@ -29,6 +34,8 @@ def decode_upstream(body: bytes | str, tp: type[T], provider: str) -> T:
         return _decoder(tp).decode(body)
     except msgspec.DecodeError as e:
         raise bad_upstream(provider, f"response did not match the expected shape ({e})") from None
+    except UnicodeDecodeError:
+        raise bad_upstream(provider, "response is not valid UTF-8") from None
 
 
 def decode_inbound(body: bytes | str, tp: type[T], api: str) -> T:
@@ -37,6 +44,8 @@ def decode_inbound(body: bytes | str, tp: type[T], api: str) -> T:
         return _decoder(tp).decode(body)
     except msgspec.DecodeError as e:
         raise unsupported(api, f"invalid request body ({e})") from None
+    except UnicodeDecodeError:
+        raise unsupported(api, "invalid request body (not valid UTF-8)") from None
 
 
 def encode(value: Any) -> bytes:
@@ -55,7 +64,7 @@ def parse_arguments(arguments: str) -> Any:
         return {}
     try:
         value = msgspec.json.decode(arguments)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return {"_raw_arguments": arguments}
     return value
 
