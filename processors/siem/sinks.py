@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
+import logging
 import os
 import socket
 import ssl
@@ -21,12 +23,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import msgspec
+from aiohttp.abc import ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from processors.siem import formats
 from streams.config import ConfigError
 from streams.config_siem import ElasticSink, Sink, SplunkHecSink, SyslogSink, WebhookSink
 
 Record = dict[str, Any]
+log = logging.getLogger("nexus.siem")
 
 
 class SinkUnavailable(Exception):
@@ -42,6 +47,35 @@ class SinkClient(Protocol):
     async def send(self, records: Sequence[Record]) -> SendResult: ...
 
     async def close(self) -> None: ...
+
+
+# --- the SSRF guard at connect time -------------------------------------------
+
+
+def _refuse_private(host: str, addresses: Sequence[str]) -> None:
+    """The config check saw a host name; this sees what it resolves to now,
+    so a name re-pointed at an internal address (DNS rebinding) is refused
+    at every connect, not only at load."""
+    for addr in addresses:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            raise SinkUnavailable(
+                f"{host} resolves to a non-public address ({ip}); set allow_private_network: true "
+                "if that is intended"
+            )
+
+
+class _GuardedResolver(ThreadedResolver):
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await super().resolve(host, port, family)
+        try:
+            _refuse_private(host, [r["host"] for r in results])
+        except SinkUnavailable as exc:
+            log.warning("siem: %s", exc)
+            raise OSError(str(exc)) from None
+        return results
 
 
 # --- syslog -----------------------------------------------------------------
@@ -104,10 +138,11 @@ class SyslogClient:
             return
         await self._drop()
         s = self._sink
+        address = await self._resolve(socket.SOCK_STREAM)
         try:
             async with asyncio.timeout(s.timeout_s):
                 self._reader, self._writer = await asyncio.open_connection(
-                    s.host,
+                    address,
                     s.port,
                     ssl=self._ssl,
                     server_hostname=(s.tls_server_name or s.host) if self._ssl else None,
@@ -116,6 +151,20 @@ class SyslogClient:
             raise SinkUnavailable(f"cannot connect to {s.host}:{s.port}: {type(exc).__name__}") from None
         self._peer_closed = False
         self._watch = asyncio.create_task(self._watch_peer(self._reader))
+
+    async def _resolve(self, kind: socket.SocketKind) -> str:
+        """Resolve once, check, and connect to that very address (pinned)."""
+        s = self._sink
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(s.host, s.port, type=kind)
+        except OSError as exc:
+            raise SinkUnavailable(f"cannot resolve {s.host}: {type(exc).__name__}") from None
+        addresses = [str(i[4][0]) for i in infos]
+        if not addresses:
+            raise SinkUnavailable(f"cannot resolve {s.host}")
+        if not s.allow_private_network:
+            _refuse_private(s.host, addresses)
+        return addresses[0]
 
     async def _watch_peer(self, reader: asyncio.StreamReader) -> None:
         # A syslog receiver never talks back: any EOF or error means the
@@ -128,9 +177,10 @@ class SyslogClient:
     async def _send_udp(self, messages: Sequence[bytes]) -> SendResult:
         if self._udp is None or self._udp.is_closing():
             loop = asyncio.get_running_loop()
+            address = await self._resolve(socket.SOCK_DGRAM)
             try:
                 self._udp, _ = await loop.create_datagram_endpoint(
-                    asyncio.DatagramProtocol, remote_addr=(self._sink.host, self._sink.port)
+                    asyncio.DatagramProtocol, remote_addr=(address, self._sink.port)
                 )
             except OSError as exc:
                 raise SinkUnavailable(f"udp: {type(exc).__name__}") from None
@@ -190,7 +240,9 @@ class _HttpClient:
                 timeout=aiohttp.ClientTimeout(total=self._sink.timeout_s),
                 # Sinks are configured targets; never follow a redirect to
                 # somewhere the SSRF guard has not seen.
-                connector=aiohttp.TCPConnector(limit=4),
+                connector=aiohttp.TCPConnector(
+                    limit=4, resolver=None if self._sink.allow_private_network else _GuardedResolver()
+                ),
             )
         try:
             async with self._session.post(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -444,4 +446,48 @@ async def test_forwarder_restart_resumes_from_its_durable_consumer(
         assert (await start_siem(nats_url, topology, SiemConfig()))[0] is None
         assert hec.arrivals.ids == want and hec.arrivals.duplicates == 0
     finally:
+        await hec.stop()
+
+
+async def test_a_name_that_resolves_to_a_private_address_is_refused_at_connect(
+    js: nats.js.JetStreamContext, topology: Topology
+) -> None:
+    # The config check cannot see what a name will resolve to; the sinks
+    # check it at every connect.  This machine's own name resolves to
+    # loopback here, like a DNS name re-pointed at an internal address.
+    name = socket.gethostname()
+    if all(ipaddress.ip_address(a[4][0]).is_global for a in socket.getaddrinfo(name, None)):
+        pytest.skip("this machine's name resolves to a public address")
+    tcp, hec = SyslogServer("tcp"), HecServer(HEC_TOKEN)
+    await tcp.start()
+    await hec.start()
+    registry = CollectorRegistry()
+    cfg = SiemConfig(
+        sinks=(
+            SyslogSink(name="tcp", host=name, port=tcp.port, deliver="all", backoff_initial_s=0.1),
+            SplunkHecSink(
+                name="hec",
+                url=f"http://{name}:{hec.port}",
+                token_env="TEST_HEC_TOKEN",
+                deliver="all",
+                backoff_initial_s=0.1,
+            ),
+        )
+    )
+    forwarder = SiemForwarder(js, topology, cfg, env={"TEST_HEC_TOKEN": HEC_TOKEN}, registry=registry)
+    await forwarder.start()
+    try:
+        events, _ = _batch("g", 5)
+        await _publish(js, topology, events)
+        async with asyncio.timeout(10):
+            for sink in ("tcp", "hec"):
+                while not registry.get_sample_value(
+                    "nexus_siem_failures_total", {"sink": sink, "kind": "outage"}
+                ):
+                    await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert not tcp.arrivals.ids and not hec.arrivals.ids and hec.requests == 0
+    finally:
+        await forwarder.stop()
+        await tcp.stop()
         await hec.stop()
