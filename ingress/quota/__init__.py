@@ -4,6 +4,7 @@ Settlement happens in processors/quota from the usage events."""
 
 from ingress.quota.estimate import estimate_prompt_tokens, seed_tiktoken_cache
 from ingress.quota.gate import CounterState, QuotaDecision, QuotaGate, QuotaUnavailable, quota_headers
+from ingress.quota.stream import StreamMeter
 from ingress.quota.usage import KeyUsage, LimitUsage, key_usage
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "QuotaDecision",
     "QuotaGate",
     "QuotaUnavailable",
+    "StreamMeter",
     "estimate_prompt_tokens",
     "key_usage",
     "quota_headers",

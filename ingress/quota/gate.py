@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
+from prometheus_client import Counter as PromCounter
 
 from ingress.quota.estimate import estimate_prompt_tokens, output_budget
 from streams.config_quota import (
@@ -36,6 +37,8 @@ _HERE = Path(__file__).parent
 RESERVE_LUA = ROLLING_LUA + (_HERE / "reserve.lua").read_text()
 RELEASE_LUA = (_HERE / "release.lua").read_text()
 _PURGE_PER_CALL = 32  # expired reservations released per call (amortised)
+
+DECISIONS = PromCounter("nexus_quota_decisions_total", "quota checks by outcome", ["outcome", "code"])
 
 Outcome = Literal["admit", "reject"]
 
@@ -62,19 +65,59 @@ class CounterState(msgspec.Struct, frozen=True):
         return max(0.0, self.limit - self.spent - self.held)
 
 
-class QuotaDecision(msgspec.Struct):
-    outcome: Outcome
-    model: str  # the model to forward to (the downgrade target after a downgrade)
-    requested_model: str
-    reserved: bool = False  # a reservation is held: settled by the usage event or release()
-    error_code: str = ""  # QUOTA_EXCEEDED | RATE_LIMITED | QUOTA_MODEL_UNPRICED
-    message: str = ""
-    limit_id: str = ""  # the limit that decided a reject
-    retry_after_s: int | None = None
-    warnings: list[str] = []
-    counters: list[CounterState] = []
-    estimated_prompt_tokens: int = 0
-    reserved_output_tokens: int = 0
+class QuotaDecision:
+    """What the gateway acts on.  The per-counter view (``counters``,
+    ``warnings``, ``headers()``) is built only when asked for: most admitted
+    requests never need more than ``admitted`` and ``model``."""
+
+    __slots__ = (
+        "_amounts",
+        "_raw",
+        "_spec",
+        "_states",
+        "error_code",
+        "estimated_prompt_tokens",
+        "limit_id",
+        "message",
+        "model",
+        "outcome",
+        "output_cap",
+        "requested_model",
+        "reserved",
+        "reserved_output_tokens",
+        "retry_after_s",
+    )
+
+    def __init__(
+        self,
+        *,
+        outcome: Outcome,
+        model: str,
+        requested_model: str,
+        estimated_prompt_tokens: int = 0,
+        reserved_output_tokens: int = 0,
+    ) -> None:
+        self.outcome: Outcome = outcome
+        self.model = model  # the model to forward to (the target after a downgrade)
+        self.requested_model = requested_model
+        self.reserved = False  # a reservation is held: settled by the usage event or release()
+        self.error_code = ""  # QUOTA_EXCEEDED | RATE_LIMITED | QUOTA_MODEL_UNPRICED
+        self.message = ""
+        self.limit_id = ""  # the limit that decided a reject
+        self.retry_after_s: int | None = None
+        self.estimated_prompt_tokens = estimated_prompt_tokens
+        self.reserved_output_tokens = reserved_output_tokens
+        # Set when a hard (or downgrade) budget or a TPM limit applies:
+        # forward max_tokens no larger than this, and cut a stream off past
+        # it (ingress.quota.stream.StreamMeter), so usage stays in the hold.
+        self.output_cap: int | None = None
+        self._spec: Sequence[Counter] = ()
+        self._amounts: Sequence[int] = ()
+        self._raw: Sequence[Any] = ()
+        self._states: list[CounterState] | None = None
+
+    def __repr__(self) -> str:
+        return f"QuotaDecision({self.outcome}, model={self.model!r}, code={self.error_code!r})"
 
     @property
     def admitted(self) -> bool:
@@ -83,6 +126,42 @@ class QuotaDecision(msgspec.Struct):
     @property
     def downgraded(self) -> bool:
         return self.model != self.requested_model
+
+    @property
+    def counters(self) -> list[CounterState]:
+        if self._states is None:
+            states = []
+            for i, c in enumerate(self._spec):
+                lim = c.limit
+                states.append(
+                    CounterState(
+                        limit_id=lim.id,
+                        counter_id=c.cid,
+                        unit=lim.unit,
+                        action=lim.action,
+                        window_id=c.window_id,
+                        limit=lim.limit_display,
+                        spent=_to_unit(lim, int(self._raw[1 + 2 * i])),
+                        held=_to_unit(lim, int(self._raw[2 + 2 * i])),
+                        request=_to_unit(lim, self._amounts[i]),
+                        resets_at_ms=c.resets_at_ms,
+                    )
+                )
+            self._states = states
+        return self._states
+
+    @property
+    def warnings(self) -> list[str]:
+        """Soft, track-only and downgrade budgets at or past an alert
+        threshold or their limit, e.g. ``team-soft=85%``."""
+        out = []
+        for c, st in zip(self._spec, self.counters, strict=True):
+            if c.limit.action not in ("soft", "track", "downgrade") or st.limit <= 0:
+                continue
+            used = (st.spent + st.held + st.request) / st.limit
+            if used >= 1.0 or any(used >= t for t in c.limit.alert_at):
+                out.append(f"{c.limit.id}={used:.0%}")
+        return out
 
     def headers(self) -> dict[str, str]:
         return quota_headers(self)
@@ -147,6 +226,8 @@ class QuotaGate:
         self.clock = clock
         self._reserve = client.register_script(RESERVE_LUA)
         self._release = client.register_script(RELEASE_LUA)
+        self._metric: dict[tuple[str, str], Any] = {}
+        self._args: dict[int, tuple[Sequence[Counter], list[str], list[str]]] = {}
 
     @classmethod
     def from_snapshot(cls, client: Any, snapshot: ConfigSnapshot, key_prefix: str, **kw: Any) -> QuotaGate:
@@ -202,6 +283,14 @@ class QuotaGate:
             decision = await self._attempt(
                 request_id, down, requested, prompt_tokens, max_output_tokens, now, downgraded=True
             )
+        label = (
+            "downgrade" if decision.admitted and decision.downgraded else decision.outcome,
+            decision.error_code,
+        )
+        child = self._metric.get(label)
+        if child is None:
+            child = self._metric[label] = DECISIONS.labels(*label)
+        child.inc()
         return decision
 
     def _amount(self, lim: Limit, price: Price | None, prompt: int, out: int) -> int:
@@ -263,33 +352,17 @@ class QuotaGate:
             base.error_code = "DUPLICATE_REQUEST_ID"
             base.message = "this request id already holds a reservation"
             return base
-        states: list[CounterState] = []
-        over: list[int] = []
-        for i, c in enumerate(counters):
-            spent, held = int(raw[1 + 2 * i]), int(raw[2 + 2 * i])
-            lim = c.limit
-            states.append(
-                CounterState(
-                    limit_id=lim.id,
-                    counter_id=c.cid,
-                    unit=lim.unit,
-                    action=lim.action,
-                    window_id=c.window_id,
-                    limit=lim.limit_display,
-                    spent=_to_unit(lim, spent),
-                    held=_to_unit(lim, held),
-                    request=_to_unit(lim, amounts[i]),
-                    resets_at_ms=c.resets_at_ms,
-                )
-            )
-            if spent + held + amounts[i] > lim.limit:
-                over.append(i)
-        base.counters = states
-        base.warnings = self._warnings(counters, states)
+        base._spec, base._amounts, base._raw = counters, amounts, raw
         if status == 1:
             base.reserved = True
+            if any(enforced(c) and c.limit.unit != "requests" for c in counters):
+                base.output_cap = out
             return base
-        failing = [i for i in over if enforced(counters[i])]
+        failing = [
+            i
+            for i, c in enumerate(counters)
+            if enforced(c) and int(raw[1 + 2 * i]) + int(raw[2 + 2 * i]) + amounts[i] > c.limit.limit
+        ]
         hard = [i for i in failing if counters[i].limit.action == "hard"]
         if not hard and failing:
             # Only downgrade budgets are over: retry on the cheaper model.
@@ -310,17 +383,6 @@ class QuotaGate:
         base.message = f"{what} {first.limit.id!r} exhausted for this request"
         return base
 
-    def _warnings(self, counters: Sequence[Counter], states: Sequence[CounterState]) -> list[str]:
-        out = []
-        for c, st in zip(counters, states, strict=True):
-            if c.limit.action not in ("soft", "track", "downgrade") or st.limit <= 0:
-                continue
-            used = (st.spent + st.held + st.request) / st.limit
-            marks = [t for t in c.limit.alert_at if used >= t]
-            if used >= 1.0 or marks:
-                out.append(f"{c.limit.id}={used:.0%}")
-        return out
-
     async def _call(
         self,
         request_id: str,
@@ -333,20 +395,21 @@ class QuotaGate:
     ) -> list[Any]:
         keys = self.policy.keys
         ttl_ms = int(self.policy.config.reservation_ttl_s * 1000)
-        kv: list[str] = [keys.res_expiry, keys.reservation(request_id)]
-        packed = []
-        for c, amount in zip(counters, amounts, strict=True):
-            kv += (c.spent_key, c.held_key)
-            flags = (
-                1 if c.rolling else 0,
-                c.bucket,
-                c.nbuckets,
-                c.limit.limit,
-                amount,
-                1 if enforced(c) else 0,
-            )
-            packed.append("%d,%d,%d,%d,%d,%d;" % flags)  # noqa: UP031 - fastest for six ints
-        argv = [mode, now, now + ttl_ms, keys.res_prefix, request_id, _PURGE_PER_CALL, "".join(packed)]
+        # The policy hands out the same counters list for a subject all
+        # through one second: reuse the per-counter parts of the arguments.
+        hit = self._args.get(id(counters))
+        if hit is None or hit[0] is not counters:
+            if len(self._args) > 10_000:
+                self._args.clear()
+            kv_tail = [k for c in counters for k in (c.spent_key, c.held_key)]
+            heads = [f"{1 if c.rolling else 0},{c.bucket},{c.nbuckets},{c.limit.limit}," for c in counters]
+            hit = self._args[id(counters)] = (counters, kv_tail, heads)
+        kv = [keys.res_expiry, keys.reservation(request_id), *hit[1]]
+        packed = "".join(
+            f"{head}{amount},{1 if enforced(c) else 0};"
+            for head, amount, c in zip(hit[2], amounts, counters, strict=True)
+        )
+        argv = [mode, now, now + ttl_ms, keys.res_prefix, request_id, _PURGE_PER_CALL, packed]
         result: list[Any] = await self._reserve(keys=kv, args=argv)
         return result
 

@@ -70,7 +70,10 @@ if not ok then
 end
 
 -- Relative TTLs: "now" is the caller's clock (injected in tests), not the server's.
-local keep_ms = expire_at - now + 60000
+-- Holds and the record outlive the reservation's expiry with a wide margin:
+-- the purge above (run by any later call) is what releases them, and it
+-- needs the record to know what to give back.
+local keep_ms = 2 * (expire_at - now) + 60000
 for i = 1, n do
   local amount = spec[i][5]
   if amount > 0 then

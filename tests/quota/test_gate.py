@@ -167,3 +167,39 @@ quotas:
     big = await key_usage(gate, "k1", now_ms=T0)
     assert big is not None
     assert next(u for u in big.limits if u.id == "big-daily").reserved == pytest.approx(0.001)
+
+
+async def test_stream_is_cut_at_the_reserved_output(vk: Any, valkey_prefix: str) -> None:
+    from ingress.quota import StreamMeter
+
+    gate, _ = gate_for(vk, valkey_prefix, "quotas: {budgets: [{id: cap, unit: usd, limit: 1, window: day}]}")
+    d = await check(gate, "st1", out=50)
+    assert d.admitted and d.output_cap == 50
+    meter = StreamMeter(d.output_cap)
+    sent = 0
+    for _ in range(200):  # a provider that would stream on and on
+        if not meter.add(" word"):
+            break
+        sent += 1
+    assert 40 <= sent < 50 and meter.exhausted
+    # Soft or track-only budgets do not cap the output.
+    soft, _ = gate_for(
+        vk,
+        valkey_prefix + "s:",
+        "quotas: {budgets: [{id: s, unit: usd, limit: 1, window: day, action: soft}]}",
+    )
+    assert (await check(soft, "st2", out=50)).output_cap is None
+
+
+async def test_quota_store_down_fails_closed(valkey_prefix: str) -> None:
+    import valkey.asyncio as valkey
+
+    from ingress.quota import QuotaUnavailable
+
+    dead = valkey.Valkey.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    gate, _ = gate_for(
+        dead, valkey_prefix, "quotas: {budgets: [{id: cap, unit: usd, limit: 1, window: day}]}"
+    )
+    with pytest.raises(QuotaUnavailable):
+        await check(gate, "down")
+    await dead.aclose()
