@@ -483,3 +483,108 @@ def test_thought_signature_survives_the_round_trip_through_the_tool_call_id() ->
     ]
     streamed = fold(CODEC.stream_decoder(T).feed(b"data: " + wire + b"\n\n"))
     assert (streamed.choices[0].message.tool_calls or [])[0].id == call.id
+
+
+def test_native_request_decodes_to_canonical() -> None:
+    from adapters.gemini import ingress
+
+    got = ingress.decode_request(
+        fixture("gemini", "request_function_calling.json"), "gemini-2.5-flash", stream=True
+    )
+    assert plain(got) == {
+        "model": "gemini-2.5-flash",
+        "stream": True,
+        "max_tokens": 256,
+        "temperature": 0.2,
+        "nexus_ext": {"gemini": {"thinking_config": {"thinking_budget": 0}}},
+        "tool_choice": {"function": {"name": "schedule_meeting"}},
+        "tools": [
+            {
+                "function": {
+                    "name": "schedule_meeting",
+                    "description": "Schedules a meeting with specified attendees at a given time and date.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "attendees": {"type": "array", "items": {"type": "string"}},
+                            "date": {"type": "string"},
+                            "time": {"type": "string"},
+                            "topic": {"type": "string"},
+                        },
+                        "required": ["attendees", "date", "time", "topic"],
+                    },
+                }
+            }
+        ],
+        "messages": [
+            {"role": "system", "content": "You are a scheduling assistant."},
+            {
+                "role": "user",
+                "content": "Schedule a meeting with Bob and Alice for 03/27/2025 at 10:00 AM about the Q3 planning.",
+            },
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_1_0",
+                        "function": {
+                            "name": "schedule_meeting",
+                            "arguments": '{"attendees":["Bob","Alice"],"date":"2025-03-27","time":"10:00","topic":"Q3 planning"}',
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1_0", "content": '{"result":"ok"}'},
+        ],
+    }
+
+
+def test_native_request_round_trips_through_the_encoder() -> None:
+    from adapters.gemini import ingress
+
+    original = req(
+        Message(role="system", content="Be brief."),
+        Message(
+            role="user",
+            content=[
+                TextPart(text="Look"),
+                ImagePart(image_url=ImageURL(url="data:image/png;base64,iVBORw0KGgo=")),
+            ],
+        ),
+        Message(
+            role="assistant",
+            content="Calling.",
+            tool_calls=[
+                ToolCall(
+                    id="call_1_0",
+                    function=FunctionCall(name="schedule_meeting", arguments='{"attendees":["Bob"]}'),
+                )
+            ],
+        ),
+        Message(role="tool", tool_call_id="call_1_0", content='{"ok":true}'),
+        tools=[MEETING],
+        max_tokens=64,
+        temperature=0.1,
+        stop=["END"],
+        response_format=ResponseFormat(type="json_object"),
+    )
+    wire = CODEC.encode_chat(original, T)
+    back = ingress.decode_request(wire.body, "g")
+    assert plain(back.messages) == plain(original.messages)
+    assert (back.max_tokens, back.temperature, back.stop, plain(back.response_format)) == (
+        64,
+        0.1,
+        ["END"],
+        {"type": "json_object"},
+    )
+    assert plain(back.tools) == [
+        {"function": {**plain(MEETING.function), "parameters": MEETING_WIRE["parameters"]}}
+    ]
+
+
+def test_native_request_rejects_bad_bodies() -> None:
+    from adapters.gemini import ingress
+
+    with pytest.raises(CodecError) as exc:
+        ingress.decode_request(b'{"contents": "nope"}', "g")
+    assert exc.value.error.status == 400
