@@ -79,7 +79,7 @@ class RuleSet:
                 action = Verdict.parse(actions.get(rule.id, rule.action))
                 self.rules.append(CompiledRule(pack.id, rule, action, regexes, len(specs)))
                 for p in rule.patterns:
-                    specs.append(PatternSpec(p, caseless=rule.case_insensitive))
+                    specs.append(PatternSpec(p, caseless=rule.case_insensitive, ucp=False))
                     self._owner.append(len(self.rules) - 1)
         self.entity_names = sorted({e for r in self.rules for e in r.rule.entities})
         self._entities = entities

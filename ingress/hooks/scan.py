@@ -34,6 +34,9 @@ class PatternSpec:
     caseless: bool = False
     dotall: bool = False
     multiline: bool = False
+    # Unicode classes (\w, \d) as Python's ``regex`` has them; RE2's are
+    # ASCII, and Hyperscan refuses \b in UCP mode, so RE2 sets leave it off.
+    ucp: bool = True
 
 
 class Prefilter:
@@ -52,7 +55,7 @@ class Prefilter:
         if _hs is None or not patterns:
             self.always = frozenset(range(len(patterns)))
             return
-        base = _hs.HS_FLAG_UTF8 | _hs.HS_FLAG_UCP
+        base = _hs.HS_FLAG_UTF8
         if prefilter:
             base |= _hs.HS_FLAG_PREFILTER
         if not ends:
@@ -63,6 +66,8 @@ class Prefilter:
         always: set[int] = set()
         for i, p in enumerate(patterns):
             f = base
+            if p.ucp:
+                f |= _hs.HS_FLAG_UCP
             if p.caseless:
                 f |= _hs.HS_FLAG_CASELESS
             if p.dotall:
@@ -119,7 +124,13 @@ def _cached(patterns: tuple[PatternSpec, ...], prefilter: bool, ends: bool) -> P
 
 
 def windows(
-    ends: Sequence[int], width: int, text: str, *, lookahead: int = 256, after: int | None = None
+    ends: Sequence[int],
+    width: int,
+    text: str,
+    *,
+    lookahead: int = 256,
+    after: int | None = None,
+    no_space: bool = False,
 ) -> list[tuple[int, int]]:
     """Merge candidate ends into [pos, endpos) windows for the precise regex:
     a match ending at ``e`` starts at or after ``e - width``.  The window
@@ -130,6 +141,13 @@ def windows(
     out: list[tuple[int, int]] = []
     for e in ends:
         lo = max(0, e - width)
+        if no_space:
+            # A match that cannot contain whitespace starts after the last
+            # whitespace before its end: a much shorter window for patterns
+            # with an unbounded width (an email's local part).
+            ws = max(text.rfind(" ", lo, e), text.rfind("\n", lo, e), text.rfind("\t", lo, e))
+            if ws >= 0:
+                lo = ws + 1
         if after is not None:
             hi = min(n, e + after)
         else:

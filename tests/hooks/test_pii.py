@@ -142,3 +142,21 @@ def test_same_findings_as_presidio_analyzer(engine: RecognizerEngine) -> None:
         )
         mine = sorted((s.entity, s.start, s.end) for s in ours.analyze(text, 0.01))
         assert mine == theirs, text
+
+
+def test_no_space_entities_really_cannot_match_whitespace() -> None:
+    # The windowed scan starts such matches after the last whitespace; a
+    # pattern that could span a space would be cut short.
+    from ingress.hooks.pii import recognizers
+    from ingress.hooks.pii.engine import _NO_SPACE
+
+    for entity in _NO_SPACE:
+        for p in recognizers.PII_RECOGNIZERS[entity]().patterns:  # type: ignore[call-arg, attr-defined]
+            for construct in ("\\s", " ", "\\W", "[^", "\\D"):
+                assert construct not in p.regex, (entity, p.name, construct)
+
+
+def test_presidio_stays_offline() -> None:
+    import tldextract.tldextract as tld
+
+    assert tld.TLD_EXTRACTOR.suffix_list_urls == ()

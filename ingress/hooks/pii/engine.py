@@ -42,6 +42,23 @@ _PHONE_WIDTH = 32
 # to compile (Unicode \w in both halves of an address).  Each is a superset:
 # every true match contains a match of it, and ends at most at the next
 # whitespace after it (the window stretches there).
+# Entities whose patterns cannot match whitespace (checked against each
+# recognizer's regex by tests/hooks/test_pii.py).
+_NO_SPACE = frozenset(
+    {
+        "EMAIL_ADDRESS",
+        "IP_ADDRESS",
+        "AWS_ACCESS_KEY",
+        "AWS_SECRET_KEY",
+        "GITHUB_TOKEN",
+        "SLACK_TOKEN",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GOOGLE_API_KEY",
+        "STRIPE_SECRET_KEY",
+        "JWT",
+    }
+)
 _PRESIDIO_PREFILTER = {"Email (Medium)": r"[@]\w+(?:-+\w+)*\.\w"}
 
 Finder = Callable[[str, int, int], Iterator[Any]]
@@ -59,6 +76,7 @@ class _Pattern:
     phone: bool = False
     prefilter: str = ""  # the pre-scan expression when not ``expression``
     after: int | None = None  # window reach past a candidate, whitespace included
+    no_space: bool = False  # its matches never contain whitespace
 
 
 def _width(expression: str, flags: int) -> int:
@@ -147,6 +165,7 @@ class RecognizerEngine:
                         flags,
                         prefilter=prefilter,
                         after=getattr(recognizer, "AFTER", None),
+                        no_space=recognizer.supported_entities[0] in _NO_SPACE,
                     )
                 )
         for spec in custom:
@@ -189,7 +208,7 @@ class RecognizerEngine:
                     continue
                 width = len(text) if idx in self._prefilter.always else pat.width
                 seen: set[tuple[int, int]] = set()
-                for lo, hi in windows(ends, width, text, after=pat.after):
+                for lo, hi in windows(ends, width, text, after=pat.after, no_space=pat.no_space):
                     for m in pat.finditer(text, lo, hi):
                         span = m.span()
                         if span in seen or span[0] == span[1]:
