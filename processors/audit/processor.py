@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -290,7 +291,9 @@ class AuditProcessor:
                 self._pool, older_than_days=self._config.body_retention_days
             )
             spilled = await retention.purge_spill(
-                self._js, self._topology.spill_bucket, older_than_days=self._config.spill_retention_days
+                self._js,
+                self._topology.spill_bucket,
+                older_than=dt.timedelta(days=self._config.spill_retention_days),
             )
         except (OSError, asyncpg.PostgresError, nats.errors.Error) as exc:
             log.warning("audit: retention pass failed: %s", type(exc).__name__)

@@ -28,11 +28,11 @@ async def purge_bodies(pool: asyncpg.Pool[Any], *, older_than_days: int) -> int:
     return int(result.split()[-1])
 
 
-async def purge_spill(js: JetStreamContext, bucket: str, *, older_than_days: int) -> int:
-    """Delete spilled objects last written more than ``older_than_days`` ago.
-    Spilled objects are content-addressed, so a body written again by a
-    newer request has a fresh mtime and stays."""
-    if older_than_days <= 0:
+async def purge_spill(js: JetStreamContext, bucket: str, *, older_than: dt.timedelta) -> int:
+    """Delete spilled objects last written longer than ``older_than`` ago
+    (zero or less: keep everything).  Spilled objects are content-addressed,
+    so a body written again by a newer request has a fresh mtime and stays."""
+    if older_than <= dt.timedelta(0):
         return 0
     try:
         store = await js.object_store(bucket)
@@ -42,7 +42,7 @@ async def purge_spill(js: JetStreamContext, bucket: str, *, older_than_days: int
         infos = await store.list()
     except NotFoundError:  # an empty bucket
         return 0
-    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=older_than_days)
+    cutoff = dt.datetime.now(dt.UTC) - older_than
     purged = 0
     for info in infos:
         mtime = _parse_mtime(info.mtime)
@@ -50,7 +50,7 @@ async def purge_spill(js: JetStreamContext, bucket: str, *, older_than_days: int
             await store.delete(info.name)
             purged += 1
     if purged:
-        log.info("purged %d spilled bodies older than %d days from %s", purged, older_than_days, bucket)
+        log.info("purged %d spilled bodies older than %s from %s", purged, older_than, bucket)
     return purged
 
 

@@ -20,7 +20,7 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
-from processors.audit import AuditProcessor, start_audit, store, verify
+from processors.audit import AuditProcessor, retention, start_audit, store, verify
 from processors.audit.chain import GENESIS, build_record, chain_hash, verify_run
 from streams import codec
 from streams.config_siem import AuditConfig
@@ -372,3 +372,27 @@ async def test_a_fenced_writer_never_appends_and_the_chain_survives_a_takeover(
     finally:
         await proc.stop()
         await pool.close()
+
+
+async def test_purging_a_spilled_body_keeps_the_chain(
+    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+) -> None:
+    spill = SpillStore(js, topology.spill_bucket)
+    big = b"y" * 400_000
+    ref = await spill.put(big)
+    event = RequestReceived(request_id="big", body=Body(ref=ref, size=len(big)))
+    await _publish(nats_url, topology, tmp_path, [event])
+    await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 3)
+    await asyncio.sleep(1.1)
+    purged = await retention.purge_spill(js, topology.spill_bucket, older_than=dt.timedelta(seconds=1))
+    assert purged == 1
+    with pytest.raises(Exception):  # noqa: B017 - the object store's own "not found"
+        await spill.get(ref)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        content = await conn.fetchval("SELECT content::text FROM audit_log WHERE request_id = 'big'")
+        assert ref.sha256 in content  # the digest stays chained
+        result = await verify(conn)
+        assert result.ok and result.checked == 4
+    finally:
+        await conn.close()
