@@ -115,6 +115,21 @@ def _assistant_blocks(msg: Message) -> list[w.RequestBlock]:
     return out
 
 
+def _sampling(
+    req: ChatRequest, ext: dict[str, Any], thinking: w.ThinkingParam | None
+) -> tuple[float | None, float | None, int | None]:
+    """OpenAI's temperature runs 0-2, Anthropic's 0-1: clamp rather than
+    fail.  With thinking on Anthropic accepts no temperature or top_k and a
+    top_p of at least 0.95, so those are dropped or raised."""
+    temperature = None if req.temperature is None else min(req.temperature, 1.0)
+    top_p, top_k = req.top_p, ext.get("top_k")
+    if thinking is not None and thinking.type != "disabled":
+        temperature, top_k = None, None
+        if top_p is not None:
+            top_p = max(top_p, 0.95)
+    return temperature, top_p, top_k
+
+
 def _thinking_replayable(thinking: w.ThinkingParam | None, messages: list[w.MessageParam]) -> bool:
     """With thinking on, Anthropic requires the last assistant turn, when it
     called tools, to start with its signed thinking block.  If it cannot be
@@ -242,6 +257,18 @@ def build(req: ChatRequest, model: str) -> w.MessagesRequest:
         )
         system.append(STRUCTURED_OUTPUT_INSTRUCTION)
 
+    temperature, top_p, top_k = _sampling(req, ext, thinking)
+    if (
+        thinking is not None
+        and thinking.type != "disabled"
+        and tool_choice
+        and tool_choice.type in ("any", "tool")
+    ):
+        # Anthropic refuses forced tool use with thinking; let the model choose.
+        log.info("anthropic: tool_choice %s relaxed to auto because thinking is on", tool_choice.type)
+        tool_choice = w.ToolChoiceParam(
+            type="auto", disable_parallel_tool_use=tool_choice.disable_parallel_tool_use
+        )
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
     user_id = req.user or (req.metadata or {}).get("user_id")
     body = w.MessagesRequest(
@@ -249,9 +276,9 @@ def build(req: ChatRequest, model: str) -> w.MessagesRequest:
         max_tokens=max_tokens,
         messages=messages,
         system="\n\n".join(s for s in system if s) or None,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        top_k=ext.get("top_k"),
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
         stop_sequences=stop or None,
         stream=True if req.stream else None,
         tools=tools,

@@ -254,7 +254,6 @@ ENCODE_CASES = [
         {
             "model": "claude-sonnet-4-20250514",
             "max_tokens": 20000,
-            "top_k": 5,
             "thinking": {"type": "enabled", "budget_tokens": 10000},
             "system": "Give your final answer by calling the nexus_structured_output tool; its input is the answer.",
             "tools": [
@@ -628,3 +627,32 @@ def test_cache_control_marks_tools_system_and_the_last_user_turn() -> None:
         {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
         {"role": "user", "content": [{"type": "text", "text": "second", "cache_control": cc}]},
     ]
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        pytest.param(
+            req(Message(role="user", content="x"), max_tokens=5, temperature=1.7, top_p=0.5),
+            {"temperature": 1.0, "top_p": 0.5},
+            id="openai_temperature_range_clamped",
+        ),
+        pytest.param(
+            req(
+                Message(role="user", content="x"),
+                max_tokens=5000,
+                temperature=0.2,
+                top_p=0.5,
+                tools=[WEATHER],
+                tool_choice="required",
+                nexus_ext={"anthropic": {"thinking": {"type": "enabled", "budget_tokens": 1024}, "top_k": 3}},
+            ),
+            {"top_p": 0.95, "tool_choice": {"type": "auto"}},
+            id="thinking_drops_sampling_and_forcing",
+        ),
+    ],
+)
+def test_sampling_is_made_acceptable(request_: ChatRequest, expected: dict[str, Any]) -> None:
+    wire = body(CODEC.encode_chat(request_, T).body)
+    got = {k: wire[k] for k in ("temperature", "top_p", "top_k", "tool_choice") if k in wire}
+    assert got == expected
