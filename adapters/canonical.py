@@ -284,7 +284,9 @@ class ChatChunk(msgspec.Struct, omit_defaults=True):
 
 class EmbeddingRequest(msgspec.Struct, omit_defaults=True):
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    # str | list[str] | list[int] | list[list[int]]: msgspec cannot decode a
+    # union of several array types, so the items are checked by the codecs.
+    input: str | list[Any]
     encoding_format: str | None = None  # float | base64
     dimensions: int | None = None
     user: str | None = None

@@ -20,6 +20,7 @@ from aiohttp import web
 from ingress.gateway.middleware import gateway_middleware, stamp_headers
 from ingress.gateway.routes import add_routes
 from ingress.gateway.state import STATE, EventSink, GatewayState
+from ingress.gateway.targets import build_routes
 from ingress.upstream import UpstreamPool
 from streams.config import ConfigSnapshot
 from streams.events import Node
@@ -43,8 +44,14 @@ def create_app(
     cleanup).  ``env`` is where provider credentials are read from."""
     node = Node(kind="gateway", id=node_id or snapshot.config.gateway.node_id or default_node_id())
     app = web.Application(middlewares=[gateway_middleware])
+    environ = os.environ if env is None else env
     app[STATE] = GatewayState(
-        snapshot, publisher, node, UpstreamPool(snapshot.providers.values(), env), spill
+        snapshot,
+        publisher,
+        node,
+        UpstreamPool(snapshot.providers.values(), environ),
+        spill,
+        build_routes(snapshot, environ),
     )
     app.cleanup_ctx.append(_lifecycle)
     app.on_response_prepare.append(stamp_headers)

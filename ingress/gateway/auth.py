@@ -20,10 +20,17 @@ _INACTIVE = {
 }
 
 
-def presented_key(headers: CIMultiDictProxy[str]) -> str | None:
+def presented_key(headers: CIMultiDictProxy[str], native: str | None = None) -> str | None:
+    """The virtual key from ``x-nexus-virtual-key`` or ``Authorization:
+    Bearer``; a native route also accepts its SDK's own header (``native``,
+    e.g. ``x-api-key`` on /v1/messages).  ``?key=`` is never read."""
     key = headers.get("x-nexus-virtual-key")
     if key:
         return key.strip()
+    if native is not None:
+        key = headers.get(native)
+        if key:
+            return key.strip()
     auth = headers.get("Authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
@@ -32,8 +39,10 @@ def presented_key(headers: CIMultiDictProxy[str]) -> str | None:
     return None
 
 
-def authenticate(headers: CIMultiDictProxy[str], snapshot: ConfigSnapshot) -> VirtualKey:
-    key = presented_key(headers)
+def authenticate(
+    headers: CIMultiDictProxy[str], snapshot: ConfigSnapshot, native: str | None = None
+) -> VirtualKey:
+    key = presented_key(headers, native)
     if key is None:
         raise errors.missing_key()
     if not is_well_formed(key):

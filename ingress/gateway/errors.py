@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from adapters.canonical import CanonicalError
+from ingress.translate.grammar import Failure
 
 _encoder = msgspec.json.Encoder()
 
@@ -38,6 +39,9 @@ class GatewayError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+
+    def failure(self) -> Failure:
+        return Failure(self.status, self.type, self.code, self.message, self.param)
 
     def encode(self) -> bytes:
         return _encoder.encode(self.body())
@@ -142,7 +146,18 @@ def unsupported_provider(kind: str) -> GatewayError:
         400,
         "invalid_request_error",
         "no_compatible_provider",
-        f"The model's provider format {kind!r} is not served by this gateway yet.",
+        f"The model's provider format {kind!r} has no codec in this gateway.",
+        stage="route",
+    )
+
+
+def needs_native_responses(what: str) -> GatewayError:
+    return GatewayError(
+        400,
+        "invalid_request_error",
+        "feature_requires_native_responses_target",
+        f"{what} needs a provider that serves the Responses API natively; "
+        "this model's provider is reached through chat completions.",
         stage="route",
     )
 
@@ -191,6 +206,10 @@ _CANONICAL_TYPES = {
 
 
 def from_canonical(err: CanonicalError, *, stage: str = "upstream") -> GatewayError:
+    if err.code in ("invalid_request", "not_implemented", "no_compatible_provider") and err.status == 400:
+        # A request the codec cannot express for this provider: the caller's
+        # to fix, so an invalid_request_error with the codec's explanation.
+        return GatewayError(400, "invalid_request_error", err.code, err.message, stage=stage)
     return GatewayError(
         err.status,
         _CANONICAL_TYPES.get(err.code, "api_error"),

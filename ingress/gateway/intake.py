@@ -10,17 +10,14 @@ from typing import Any, Generic, TypeVar
 import msgspec
 from aiohttp import web
 
+from adapters.base import CodecError
 from ingress.gateway import errors, recording
 from ingress.gateway.auth import authenticate, may_use
 from ingress.gateway.body import read_body
 from ingress.gateway.state import CTX, STATE, GatewayState, RequestContext
+from ingress.gateway.targets import Route
 from ingress.upstream import Upstream
 from streams.config import Model
-
-# Providers served by the same-format passthrough (the caller's JSON with
-# only the model rewritten).  Other kinds need their codec on the request
-# path (translation), which this gateway does not do yet: they get a clear 400.
-OPENAI_FAMILY = frozenset({"openai"})
 
 T = TypeVar("T")
 
@@ -28,7 +25,7 @@ _any: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 class Admitted(Generic[T]):
-    __slots__ = ("body", "ctx", "model", "parsed", "state", "upstream")
+    __slots__ = ("body", "ctx", "model", "parsed", "raw", "route", "state", "upstream")
 
     def __init__(
         self,
@@ -38,6 +35,8 @@ class Admitted(Generic[T]):
         parsed: T,
         model: Model,
         upstream: Upstream,
+        route: Route,
+        raw: bytes,
     ) -> None:
         self.state = state
         self.ctx = ctx
@@ -45,6 +44,8 @@ class Admitted(Generic[T]):
         self.parsed = parsed  # the canonical request, for validation and accounting
         self.model = model
         self.upstream = upstream
+        self.route = route  # the codec and target that serve this model
+        self.raw = raw  # the caller's body as received
 
 
 def _param(exc: msgspec.ValidationError) -> str | None:
@@ -70,12 +71,16 @@ async def admit(
     kind: str,
     decode: Callable[[bytes], T],
     check: Callable[[T], None] | None = None,
+    key_header: str | None = None,
 ) -> Admitted[T]:
+    """``decode`` may raise msgspec.ValidationError or CodecError (both a
+    400 in the caller's grammar); ``key_header`` is a route's native
+    virtual-key carrier."""
     state = request.app[STATE]
     ctx = request[CTX]
     ctx.endpoint = endpoint
     snapshot = state.snapshot
-    key = authenticate(request.headers, snapshot)
+    key = authenticate(request.headers, snapshot, key_header)
     ctx.set_key(key)
     raw = await read_body(request, state.max_body_bytes)
     try:
@@ -99,6 +104,8 @@ async def admit(
         parsed = decode(raw)
     except msgspec.ValidationError as exc:
         raise errors.invalid_request(_message(exc), _param(exc)) from None
+    except CodecError as exc:
+        raise errors.from_canonical(exc.error, stage="validate") from None
     if check is not None:
         check(parsed)
 
@@ -111,6 +118,7 @@ async def admit(
     provider = snapshot.providers[model.provider]
     ctx.provider = provider.name
     ctx.provider_model = model.provider_model or model.name
-    if provider.kind not in OPENAI_FAMILY:
+    route = state.routes[model.name]
+    if route.codec is None:
         raise errors.unsupported_provider(provider.kind)
-    return Admitted(state, ctx, body, parsed, model, state.upstreams.get(provider.name))
+    return Admitted(state, ctx, body, parsed, model, state.upstreams.get(provider.name), route, raw)

@@ -15,6 +15,7 @@ from ingress.gateway import errors, recording
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.metrics import INFLIGHT, LATENCY, REQUESTS
 from ingress.gateway.state import CTX, STATE, GatewayState, RequestContext
+from ingress.translate.grammar import OPENAI_CHAT, Grammar
 from streams.events import uuid7
 
 log = logging.getLogger("nexus.gateway")
@@ -22,9 +23,14 @@ log = logging.getLogger("nexus.gateway")
 REQUEST_ID_HEADER = "x-nexus-request-id"
 
 
-def error_response(err: GatewayError) -> web.Response:
+def error_response(err: GatewayError, grammar: Grammar = OPENAI_CHAT) -> web.Response:
+    """The error in the caller's grammar (OpenAI's shape unless the route
+    speaks another, e.g. Anthropic's on /v1/messages)."""
     resp = web.Response(
-        status=err.status, body=err.encode(), content_type="application/json", headers=err.headers()
+        status=err.status,
+        body=grammar.error_body(err.failure()),
+        content_type="application/json",
+        headers=err.headers(),
     )
     if err.code == "request_too_large":
         resp.force_close()  # the rest of the body was never read
@@ -72,16 +78,16 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         resp = await handler(request)
     except GatewayError as exc:
         _record_failure(state, ctx, exc)
-        resp = error_response(exc)
+        resp = error_response(exc, ctx.grammar)
     except web.HTTPException as exc:
-        resp = error_response(_http_error(request, exc))
+        resp = error_response(_http_error(request, exc), ctx.grammar)
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
     except Exception:
         log.exception("unexpected error serving request %s", ctx.request_id)
         internal = errors.internal()
         _record_failure(state, ctx, internal)
-        resp = error_response(internal)
+        resp = error_response(internal, ctx.grammar)
     finally:
         if gated:
             state.inflight -= 1

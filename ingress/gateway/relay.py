@@ -22,6 +22,7 @@ from adapters.wirekit.fold import fold
 from ingress.gateway import errors, recording
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
+from ingress.gateway.pipeline import record_response
 from ingress.gateway.state import GatewayState, RequestContext
 from ingress.upstream import Upstream
 from streams.config import Model
@@ -142,8 +143,7 @@ async def relay_stream(
 
     if failure is None:
         recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft)
-        recording.usage_recorded(state, ctx, model, usage, estimated=estimated)
-        recording.completed(state, ctx, ttft_ms=caller_ttft)
+        record_response(state, ctx, model, usage, estimated=estimated, ttft_ms=caller_ttft)
         await out.write_eof()
         return out
 
@@ -163,9 +163,7 @@ async def relay_stream(
     recording.upstream_result(
         state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft, error_code=error_code
     )
-    recording.usage_recorded(state, ctx, model, usage, estimated=estimated)
-    recording.failed(state, ctx, gw_err)
-    ctx.outcome_status = gw_err.status
+    record_response(state, ctx, model, usage, estimated=estimated, failure=gw_err)
     return out
 
 

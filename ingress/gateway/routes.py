@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ingress.gateway.chat import chat_completions
+from ingress.gateway.chat import chat_completions, messages
 from ingress.gateway.embeddings import embeddings
 from ingress.gateway.models import list_models
 from ingress.gateway.ops import healthz, metrics
+from ingress.gateway.responses_api import responses
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)

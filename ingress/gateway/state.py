@@ -9,6 +9,8 @@ from typing import Protocol
 
 from aiohttp import web
 
+from ingress.gateway.targets import Route
+from ingress.translate.grammar import OPENAI_CHAT, Grammar
 from ingress.upstream import UpstreamPool
 from streams.config import ConfigSnapshot, VirtualKey
 from streams.events import Event, Node, Tenant
@@ -31,6 +33,7 @@ class GatewayState:
         "node",
         "publisher",
         "request_timeout_s",
+        "routes",
         "snapshot",
         "spill",
         "upstreams",
@@ -43,12 +46,14 @@ class GatewayState:
         node: Node,
         upstreams: UpstreamPool,
         spill: SpillStore | None,
+        routes: dict[str, Route] | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.publisher = publisher
         self.node = node
         self.upstreams = upstreams
         self.spill = spill
+        self.routes = routes or {}
         # Read once: nothing on the request path goes back to the config.
         gw = snapshot.config.gateway
         self.max_body_bytes = gw.max_body_bytes
@@ -63,6 +68,7 @@ class RequestContext:
 
     __slots__ = (
         "endpoint",
+        "grammar",
         "model",
         "outcome_status",
         "provider",
@@ -79,6 +85,7 @@ class RequestContext:
         self.started = time.perf_counter()
         self.tenant = Tenant()
         self.endpoint = ""
+        self.grammar: Grammar = OPENAI_CHAT  # the caller's format: errors are written in it
         self.requested_model = ""
         self.model = ""  # the resolved public model name (a metrics label: never caller-chosen text)
         self.provider = ""

@@ -97,7 +97,7 @@ def config_yaml(
             _provider("sim-400", sim, headers={"x-sim-fail-status": "400"}),
             _provider("sim-drop", sim, headers={"x-sim-drop-after": "3"}),
             _provider("sim-errframe", sim, headers={"x-sim-error-after": "2"}),
-            _provider("anthropic", "https://api.anthropic.com/v1", kind="anthropic"),
+            _provider("legacy", "https://legacy.example.com/v1", kind="palm"),  # no codec
             _provider("sim-hang", sim, read_timeout_s=0.3, headers={"x-sim-hang": "1"}),
             _provider("sim-short", sim, read_timeout_s=0.3),
             _provider("sim-cached", sim, headers={"x-sim-cached-tokens": "8", "x-sim-reasoning-tokens": "5"}),
@@ -118,7 +118,7 @@ def config_yaml(
             {"name": "picky", "provider": "sim-400"},
             {"name": "dropper", "provider": "sim-drop", "price": priced},
             {"name": "erring", "provider": "sim-errframe", "price": priced},
-            {"name": "claude", "provider": "anthropic"},
+            {"name": "claude", "provider": "legacy"},
             {"name": "sleepy", "provider": "sim-hang"},
             {
                 "name": "cached",

@@ -94,7 +94,7 @@ CASES = [
     ),
     pytest.param(
         Case(400, "no_compatible_provider", body={**CHAT, "model": "claude"}),
-        id="provider_needing_translation->400",
+        id="provider_without_codec->400",
     ),
     pytest.param(Case(404, "unknown_url", body=CHAT, path="/v1/nope"), id="unknown_route->404"),
     pytest.param(Case(405, "method_not_allowed", method="GET", key=None), id="wrong_method->405"),

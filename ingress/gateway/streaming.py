@@ -1,0 +1,236 @@
+"""Streams through a codec: the provider's stream is decoded into canonical
+chunks as bytes arrive and written in the caller's grammar (or, for a
+same-format call, forwarded as the provider sent it while the decoder reads
+along for accounting).  The chunks are folded into one response for the
+shared recording path.  A provider error mid-stream, a dropped connection or
+a timeout ends the stream with an error frame in the caller's grammar."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from adapters.base import CodecError, StreamDecoder, StreamError, WireRequest
+from adapters.canonical import CanonicalError, ChatChunk, ChatRequest
+from adapters.replicate.codec import stream_url
+from adapters.wirekit.fold import fold
+from ingress.gateway import errors, recording
+from ingress.gateway.errors import GatewayError
+from ingress.gateway.intake import Admitted
+from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
+from ingress.gateway.pipeline import event_usage, record_response
+from ingress.gateway.state import GatewayState, RequestContext
+from ingress.gateway.unary import Normalise, failed_attempt, guard
+from ingress.translate.grammar import StreamEncoder
+
+_DROPPED = CanonicalError(
+    code="upstream_error", message="The provider's stream ended unexpectedly.", status=502
+)
+_TIMED_OUT = CanonicalError(code="timeout", message="The provider's stream timed out.", status=504)
+_CLIENT_GONE = GatewayError(
+    499, "client_error", "client_closed", "The caller closed the connection.", stage="stream"
+)
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def _has_token(chunk: ChatChunk) -> bool:
+    for c in chunk.choices:
+        d = c.delta
+        if d.content or d.reasoning_content or d.tool_calls or d.refusal:
+            return True
+    return False
+
+
+async def _open(
+    state: GatewayState,
+    ctx: RequestContext,
+    a: Admitted[Any],
+    wire: WireRequest,
+    normalise: Normalise,
+    deadline: float,
+) -> aiohttp.ClientResponse:
+    """The provider's streaming response (status 200), or a GatewayError."""
+    upstream = a.upstream
+    sent = time.perf_counter()
+    try:
+        async with asyncio.timeout_at(deadline):
+            resp = await upstream.session.request(wire.method, wire.url, data=wire.body, headers=wire.headers)
+            if resp.status == 200 and a.route.kind == "replicate":
+                # Replicate streams in two steps: the prediction names its
+                # stream URL, which is then read as SSE.
+                created = await resp.read()
+                resp.release()
+                try:
+                    url = stream_url(created)
+                except CodecError as exc:
+                    failed_attempt(state, ctx, sent, 200, exc.error.code)
+                    raise errors.from_canonical(exc.error) from None
+                guard(upstream, url)
+                headers = {"accept": "text/event-stream", "cache-control": "no-store"}
+                if "authorization" in wire.headers:
+                    headers["authorization"] = wire.headers["authorization"]
+                resp = await upstream.session.get(url, headers=headers)
+    except TimeoutError:
+        failed_attempt(state, ctx, sent, 0, "timeout")
+        raise errors.upstream_timeout() from None
+    except aiohttp.ClientError:
+        failed_attempt(state, ctx, sent, 0, "upstream_unreachable")
+        raise errors.upstream_unreachable() from None
+    if resp.status != 200:
+        try:
+            payload = await resp.read()
+        finally:
+            resp.release()
+        err = normalise(resp.status, payload, resp.headers)
+        failed_attempt(state, ctx, sent, resp.status, err.code)
+        raise errors.from_canonical(err)
+    return resp
+
+
+class _Pump:
+    __slots__ = (
+        "chunks",
+        "decoder",
+        "encoder",
+        "first_token",
+        "first_token_upstream",
+        "forwarded_error",
+        "out",
+        "raw",
+    )
+
+    def __init__(
+        self, out: web.StreamResponse, decoder: StreamDecoder, encoder: StreamEncoder, raw: bool
+    ) -> None:
+        self.out = out
+        self.decoder = decoder
+        self.encoder = encoder
+        self.raw = raw  # forward the provider's bytes as they are (same-format call)
+        self.chunks: list[ChatChunk] = []
+        self.first_token: float | None = None
+        self.first_token_upstream: float | None = None
+        # A same-format stream already carried the provider's own error frame.
+        self.forwarded_error = False
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            await self.out.write(data)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            raise _ClientGone from None
+
+    async def take(self, new: list[ChatChunk], data: bytes) -> None:
+        token = any(_has_token(c) for c in new)
+        if token and self.first_token_upstream is None:
+            self.first_token_upstream = time.perf_counter()
+        self.chunks.extend(new)
+        if self.raw:
+            await self.write(data)
+        else:
+            await self.write(b"".join(self.encoder.feed(c) for c in new))
+        if token and self.first_token is None:
+            self.first_token = time.perf_counter()
+
+    async def run(self, resp: aiohttp.ClientResponse, deadline: float) -> CanonicalError | _ClientGone | None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for data in resp.content.iter_any():
+                    try:
+                        new = self.decoder.feed(data)
+                    except StreamError as exc:
+                        await self.take(exc.chunks, data)
+                        self.forwarded_error = self.raw
+                        return exc.error
+                    await self.take(new, data)
+                try:
+                    await self.take(self.decoder.close(), b"")
+                except StreamError as exc:
+                    await self.take(exc.chunks, b"")
+                    return exc.error
+        except _ClientGone as gone:
+            return gone
+        except TimeoutError:
+            return _TIMED_OUT
+        except aiohttp.ClientError:
+            return _DROPPED
+        except CodecError as exc:
+            return exc.error
+        if not any(c.finish_reason for ch in self.chunks for c in ch.choices):
+            return _DROPPED  # closed cleanly, but the provider never said it was done
+        return None
+
+
+async def stream_call(
+    request: web.Request,
+    a: Admitted[Any],
+    chat: ChatRequest | None,
+    wire: WireRequest,
+    decoder: StreamDecoder,
+    encoder: StreamEncoder,
+    normalise: Normalise,
+    *,
+    raw: bool = False,
+) -> web.StreamResponse:
+    state, ctx = a.state, a.ctx
+    sent = time.perf_counter()
+    deadline = asyncio.get_running_loop().time() + state.request_timeout_s
+    guard(a.upstream, wire.url)
+    resp = await _open(state, ctx, a, wire, normalise, deadline)
+    try:
+        out = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await out.prepare(request)
+        pump = _Pump(out, decoder, encoder, raw)
+        failure = await pump.run(resp, deadline)
+    finally:
+        resp.release()
+
+    upstream_ms = (time.perf_counter() - sent) * 1000
+    UPSTREAM.labels(ctx.provider).observe(upstream_ms / 1000)
+    upstream_ttft = (pump.first_token_upstream - sent) * 1000 if pump.first_token_upstream else None
+    caller_ttft = (pump.first_token - ctx.started) * 1000 if pump.first_token else None
+    if caller_ttft is not None:
+        TTFT.labels(ctx.model).observe(caller_ttft / 1000)
+    folded = fold(pump.chunks)
+    usage, estimated = event_usage(folded.usage, chat, folded)
+
+    if failure is None:
+        try:
+            await pump.write(encoder.finish() if not raw else b"")
+            await out.write_eof()
+        except (_ClientGone, ConnectionResetError):
+            pass
+        recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft)
+        record_response(state, ctx, a.model, usage, estimated=estimated, ttft_ms=caller_ttft)
+        return out
+
+    if isinstance(failure, CanonicalError):
+        UPSTREAM_ERRORS.labels(ctx.provider, failure.code).inc()
+        gw_err = errors.from_canonical(failure, stage="stream")
+        try:
+            if not pump.forwarded_error:
+                await pump.write(encoder.error(gw_err.failure()))
+            await out.write_eof()
+        except (_ClientGone, ConnectionResetError):
+            pass
+        error_code: str = failure.code
+    else:
+        gw_err, error_code = _CLIENT_GONE, ""
+    recording.upstream_result(
+        state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft, error_code=error_code
+    )
+    record_response(state, ctx, a.model, usage, estimated=estimated, failure=gw_err)
+    return out
