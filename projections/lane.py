@@ -38,6 +38,7 @@ ProgressFn = Callable[[str, int, int], None]  # (store name, last applied sequen
 # fetch against a vanished one just times out.
 _PROBE_AFTER_IDLE_S = 2.0
 _MAX_BACKOFF_S = 5.0
+_CATCH_UP_FETCH_S = 5.0
 
 
 class Lane:
@@ -155,12 +156,20 @@ class Lane:
     ) -> None:
         last = position
         idle_since = time.monotonic()
+        timeout = self._fetch_timeout_s
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(self._batch_size, timeout=self._fetch_timeout_s)
-                except nats.errors.TimeoutError:
+                    msgs = await sub.fetch(self._batch_size, timeout=timeout)
+                except TimeoutError:  # nats-py raises both its own and the builtin one
                     msgs = []
+                # Catching up (a full batch came back): let the next fetch
+                # take as long as reading a whole batch takes.  A fetch that
+                # times out half-read leaves its messages in flight and the
+                # next one asks for more; on a busy machine that piles up
+                # until the server cuts the connection as a slow consumer.
+                # Idle or trickling: the short timeout bounds row latency.
+                timeout = _CATCH_UP_FETCH_S if len(msgs) >= self._batch_size else self._fetch_timeout_s
                 if not msgs:
                     if out.empty():
                         metrics.LAG.labels(self._label).set(0)
