@@ -95,6 +95,33 @@ MAX_TOKENS_BY_FAMILY: tuple[tuple[str, int], ...] = (
 )
 
 
+# Families with extended thinking, and the budget an OpenAI-style
+# reasoning_effort asks for.  Anthropic's minimum budget is 1024.
+THINKING_FAMILIES = ("claude-3-7-sonnet", "claude-sonnet-4", "claude-opus-4", "claude-haiku-4")
+EFFORT_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
+MIN_THINKING_BUDGET = 1024
+
+
+def supports_thinking(model: str) -> bool:
+    name = model[model.find("claude") :] if "claude" in model else model
+    return name.startswith(THINKING_FAMILIES)
+
+
+def effort_thinking(effort: str | None, model: str, max_tokens: int | None) -> dict[str, object] | None:
+    """reasoning_effort (low | medium | high) as an Anthropic thinking
+    config, on models that think; the budget stays below a caller-set
+    max_tokens (which must exceed it), and is skipped if that leaves too
+    little."""
+    budget = EFFORT_BUDGET.get(effort or "")
+    if budget is None or not supports_thinking(model):
+        return None
+    if max_tokens is not None:
+        budget = min(budget, max_tokens - MIN_THINKING_BUDGET)
+        if budget < MIN_THINKING_BUDGET:
+            return None
+    return {"type": "enabled", "budget_tokens": budget}
+
+
 def default_max_tokens(model: str) -> int:
     # Bedrock ids look like "anthropic.claude-sonnet-4-...-v1:0" or
     # "us.anthropic.claude-..."; match on the claude part.

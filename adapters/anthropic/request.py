@@ -8,7 +8,7 @@ import msgspec
 
 from adapters.anthropic import caching
 from adapters.anthropic import wire as w
-from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL, default_max_tokens, log
+from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL, default_max_tokens, effort_thinking, log
 from adapters.canonical import (
     AudioPart,
     ChatRequest,
@@ -218,8 +218,8 @@ def _tool_choice(req: ChatRequest) -> w.ToolChoiceParam | None:
     return choice
 
 
-def _thinking(ext: dict[str, Any]) -> w.ThinkingParam | None:
-    raw = ext.get("thinking")
+def _thinking(ext: dict[str, Any], req: ChatRequest, model: str) -> w.ThinkingParam | None:
+    raw = ext.get("thinking") or effort_thinking(req.reasoning_effort, model, req.output_budget())
     if raw is None:
         return None
     try:
@@ -235,7 +235,7 @@ def build(req: ChatRequest, model: str) -> w.MessagesRequest:
     system, messages = _messages(req)
     tools = _tools(req)
     tool_choice = _tool_choice(req)
-    thinking = _thinking(ext)
+    thinking = _thinking(ext, req, model)
     if not _thinking_replayable(thinking, messages):
         log.warning("anthropic: thinking turned off: the tool-use turn lacks its signed thinking block")
         thinking = None

@@ -82,7 +82,7 @@ class BedrockCodec:
             url, accept = self.url(target, "converse-stream"), "application/vnd.amazon.eventstream"
         else:
             url, accept = self.url(target, "converse"), "application/json"
-        return self._signed(target, url, encode(request.build(request_)), accept)
+        return self._signed(target, url, encode(request.build(request_, target.provider_model)), accept)
 
     def decode_chat(self, body: bytes, target: Target) -> ChatResponse:
         return response.to_canonical(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL
+from adapters.anthropic.mapping import STRUCTURED_OUTPUT_TOOL, effort_thinking
 from adapters.anthropic.request import JSON_OBJECT_INSTRUCTION, STRUCTURED_OUTPUT_INSTRUCTION
 from adapters.bedrock import wire as w
 from adapters.bedrock.mapping import log
@@ -239,7 +239,7 @@ def _thinking_replayable(turns: list[w.BedrockMessage]) -> bool:
     return last.content[0].reasoning_content is not None
 
 
-def build(req: ChatRequest) -> w.ConverseRequest:
+def build(req: ChatRequest, model: str = "") -> w.ConverseRequest:
     if req.n is not None and req.n > 1:
         raise unsupported(P, "n > 1 is not supported by Bedrock Converse")
     ext = (req.nexus_ext or {}).get("bedrock", {})
@@ -261,9 +261,10 @@ def build(req: ChatRequest) -> w.ConverseRequest:
         stop_sequences=stop or None,
     )
     extra: dict[str, Any] = dict(ext.get("additional_model_request_fields") or {})
-    if "thinking" in ext and _thinking_replayable(turns):
-        extra["thinking"] = ext["thinking"]
-    elif "thinking" in ext:
+    thinking = ext.get("thinking") or effort_thinking(req.reasoning_effort, model, req.output_budget())
+    if thinking and _thinking_replayable(turns):
+        extra["thinking"] = thinking
+    elif thinking:
         log.warning("bedrock: thinking turned off: the tool-use turn lacks its signed reasoning block")
     if "top_k" in ext:
         extra["top_k"] = ext["top_k"]

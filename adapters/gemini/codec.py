@@ -59,7 +59,7 @@ class GeminiCodec:
 
     def encode_chat(self, request_: ChatRequest, target: Target) -> WireRequest:
         action = "streamGenerateContent?alt=sse" if request_.stream else "generateContent"
-        return self._wire(target, action, encode(request.build(request_)))
+        return self._wire(target, action, encode(request.build(request_, target.provider_model)))
 
     def decode_chat(self, body: bytes, target: Target) -> ChatResponse:
         return response.to_canonical(

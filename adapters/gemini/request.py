@@ -136,17 +136,32 @@ def _camel(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _thinking(ext: dict[str, Any]) -> w.ThinkingConfig | None:
+# reasoning_effort on models that think: Gemini 2.5 takes a token budget,
+# Gemini 3 a level.  includeThoughts so the reasoning comes back.
+EFFORT_BUDGET = {"low": 1024, "medium": 8192, "high": 24576}
+EFFORT_LEVEL = {"low": "low", "medium": "high", "high": "high"}
+
+
+def _effort(effort: str | None, model: str) -> w.ThinkingConfig | None:
+    name = model.rsplit("/", 1)[-1]
+    if effort in EFFORT_LEVEL and name.startswith("gemini-3"):
+        return w.ThinkingConfig(thinking_level=EFFORT_LEVEL[effort], include_thoughts=True)
+    if effort in EFFORT_BUDGET and name.startswith("gemini-2.5"):
+        return w.ThinkingConfig(thinking_budget=EFFORT_BUDGET[effort], include_thoughts=True)
+    return None
+
+
+def _thinking(ext: dict[str, Any], req: ChatRequest, model: str) -> w.ThinkingConfig | None:
     raw = ext.get("thinking_config", ext.get("thinkingConfig"))
     if raw is None:
-        return None
+        return _effort(req.reasoning_effort, model)
     try:
         return msgspec.convert(_camel(raw), w.ThinkingConfig)
     except (msgspec.ValidationError, AttributeError) as e:
         raise unsupported(P, f"nexus_ext.gemini.thinking_config is invalid ({e})") from None
 
 
-def build(req: ChatRequest) -> w.GenerateContentRequest:
+def build(req: ChatRequest, model: str = "") -> w.GenerateContentRequest:
     ext = (req.nexus_ext or {}).get("gemini", {})
     system, turns = contents(req)
     tools = None
@@ -183,7 +198,7 @@ def build(req: ChatRequest) -> w.GenerateContentRequest:
         response_schema=schema,
         response_logprobs=req.logprobs,
         logprobs=req.top_logprobs,
-        thinking_config=_thinking(ext),
+        thinking_config=_thinking(ext, req, model),
     )
     return w.GenerateContentRequest(
         contents=turns,

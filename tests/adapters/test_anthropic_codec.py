@@ -656,3 +656,29 @@ def test_sampling_is_made_acceptable(request_: ChatRequest, expected: dict[str, 
     wire = body(CODEC.encode_chat(request_, T).body)
     got = {k: wire[k] for k in ("temperature", "top_p", "top_k", "tool_choice") if k in wire}
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "effort", "max_tokens", "thinking"),
+    [
+        pytest.param(
+            "claude-sonnet-4-20250514", "high", None, {"type": "enabled", "budget_tokens": 16384}, id="high"
+        ),
+        pytest.param(
+            "claude-opus-4-1",
+            "medium",
+            3000,
+            {"type": "enabled", "budget_tokens": 1976},
+            id="budget_below_max_tokens",
+        ),
+        pytest.param("claude-opus-4-1", "medium", 1500, None, id="too_little_room"),
+        pytest.param("claude-3-5-haiku-20241022", "high", None, None, id="model_without_thinking"),
+        pytest.param("claude-sonnet-4-5", "minimal", None, None, id="minimal_is_no_thinking"),
+    ],
+)
+def test_reasoning_effort_becomes_thinking(
+    model: str, effort: str, max_tokens: int | None, thinking: Any
+) -> None:
+    r = req(Message(role="user", content="x"), reasoning_effort=effort, max_tokens=max_tokens)
+    wire = body(CODEC.encode_chat(r, target("anthropic", "", model)).body)
+    assert wire.get("thinking") == thinking

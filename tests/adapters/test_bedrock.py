@@ -620,3 +620,11 @@ def test_pdf_document_block() -> None:
         {"document": {"format": "pdf", "name": "Q3 report v2", "source": {"bytes": "JVBERi0x"}}},
         {"text": "Summarise"},
     ]
+
+
+def test_reasoning_effort_on_claude_becomes_thinking() -> None:
+    wire = body(CODEC.encode_chat(req(Message(role="user", content="x"), reasoning_effort="low"), T).body)
+    assert "additionalModelRequestFields" not in wire  # claude-3-5-sonnet does not think
+    t = target("bedrock", "", "us.anthropic.claude-sonnet-4-20250514-v1:0", region="us-east-1")
+    wire = body(CODEC.encode_chat(req(Message(role="user", content="x"), reasoning_effort="low"), t).body)
+    assert wire["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 1024}}

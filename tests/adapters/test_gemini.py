@@ -588,3 +588,24 @@ def test_native_request_rejects_bad_bodies() -> None:
     with pytest.raises(CodecError) as exc:
         ingress.decode_request(b'{"contents": "nope"}', "g")
     assert exc.value.error.status == 400
+
+
+@pytest.mark.parametrize(
+    ("model", "effort", "config"),
+    [
+        pytest.param(
+            "gemini-2.5-pro", "medium", {"thinkingBudget": 8192, "includeThoughts": True}, id="2.5_budget"
+        ),
+        pytest.param(
+            "gemini-3-pro-preview", "low", {"thinkingLevel": "low", "includeThoughts": True}, id="3_level"
+        ),
+        pytest.param("gemini-2.0-flash", "high", None, id="no_thinking_model"),
+    ],
+)
+def test_reasoning_effort_becomes_thinking_config(model: str, effort: str, config: Any) -> None:
+    wire = body(
+        CODEC.encode_chat(
+            req(Message(role="user", content="x"), reasoning_effort=effort), target("gemini", "", model)
+        ).body
+    )
+    assert wire.get("generationConfig", {}).get("thinkingConfig") == config
