@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
@@ -210,3 +211,33 @@ async def test_the_projector_rides_out_a_nats_restart(
         assert sum(int(r["total_tokens"]) for r in table) == sum(  # type: ignore[call-overload]
             ev.usage.total_tokens for i in range(100) for ev in ok_request(i) if hasattr(ev, "usage")
         ), name
+
+
+async def test_a_lost_postgres_connection_resumes_from_the_checkpoint(
+    js: JetStreamContext, topology: Topology, settings: ProjectorSettings
+) -> None:
+    assert settings.postgres_dsn
+    async with Projector(settings) as projector:
+        first = await publish(js, topology, [ev for i in range(30) for ev in ok_request(i)])
+        async with asyncio.timeout(5):
+            await projector.wait_for(first)
+        # what a Postgres restart or failover does to the worker's session
+        admin = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1
+        last = await publish(js, topology, [ev for i in range(30, 60) for ev in ok_request(i)])
+        async with asyncio.timeout(15):
+            await projector.wait_for(last)
+    rows = await _rows(settings)
+    for name, table in rows.items():
+        assert len(table) == 60, name
+    # the same facts in both (timestamps differ only in type: timestamptz vs UTC timestamp)
+    assert [(r["request_id"], r["total_tokens"], r["cost_usd"]) for r in rows["postgres"]] == [
+        (r["request_id"], r["total_tokens"], r["cost_usd"]) for r in rows["duckdb"]
+    ]
