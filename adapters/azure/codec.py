@@ -17,6 +17,34 @@ from adapters.wirekit.errors import unsupported
 
 DEFAULT_API_VERSION = "2024-10-21"  # the current GA data-plane version
 
+# Reasoning deployments (o-series, gpt-5) reject max_tokens and any
+# non-default sampling; a deployment name says nothing reliable about its
+# model, so options.reasoning decides, with the common names as a default.
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def is_reasoning(target: Target) -> bool:
+    flag = target.options.get("reasoning")
+    if flag is not None:
+        return bool(flag)
+    name = str(target.options.get("deployment") or target.provider_model).lower()
+    return name.startswith(REASONING_PREFIXES)
+
+
+def reasoning_rewrite(request: ChatRequest) -> ChatRequest:
+    budget = request.output_budget()
+    return msgspec.structs.replace(
+        request,
+        max_tokens=None,
+        max_completion_tokens=budget,
+        temperature=None,
+        top_p=None,
+        presence_penalty=None,
+        frequency_penalty=None,
+        logprobs=None,
+        top_logprobs=None,
+    )
+
 
 class AzureCodec:
     name = "azure"
@@ -63,6 +91,8 @@ class AzureCodec:
         # reasoning_content on input messages.
         for quirk in PLAIN[1:]:
             request = quirk.apply(request)
+        if is_reasoning(target):
+            request = reasoning_rewrite(request)
         wire = OPENAI.encode_chat(request, msgspec.structs.replace(target, api_key=None, base_url="x"))
         return self._rewrap(wire, target, "chat/completions")
 

@@ -336,3 +336,21 @@ def test_reasoning_content_on_input_messages(name: str, kept: bool) -> None:
 def test_azure_drops_input_reasoning() -> None:
     wire = AzureCodec().encode_chat(ChatRequest(model="x", messages=THOUGHTFUL), AZ)
     assert "reasoning_content" not in body(wire.body)["messages"][1]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "options", "expected"),
+    [
+        pytest.param("o3-mini-prod", {}, {"max_completion_tokens": 100}, id="o_series_by_name"),
+        pytest.param("chat-prod", {"reasoning": True}, {"max_completion_tokens": 100}, id="flagged"),
+        pytest.param("gpt-4o-prod", {}, {"max_tokens": 100, "temperature": 0.3}, id="plain_model_untouched"),
+    ],
+)
+def test_azure_reasoning_deployments(
+    deployment: str, options: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    t = target("azure", "https://r.openai.azure.com", deployment, **options)
+    wire = body(AzureCodec().encode_chat(req(max_tokens=100, temperature=0.3), t).body)
+    assert {
+        k: wire[k] for k in ("max_tokens", "max_completion_tokens", "temperature") if k in wire
+    } == expected
