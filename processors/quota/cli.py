@@ -59,6 +59,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"nexus quota: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # NATS / Valkey unreachable at start-up
+        print(f"nexus quota: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def replay_main(argv: list[str]) -> int:
@@ -82,8 +85,8 @@ def replay_main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"nexus replay quotas: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"nexus replay quotas: cannot reach a service: {exc}", file=sys.stderr)
+    except Exception as exc:  # NATS / Valkey unreachable: say so, no traceback
+        print(f"nexus replay quotas: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(
         f"replayed {report.events} usage events up to seq {report.last_seq}: "

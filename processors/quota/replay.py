@@ -61,7 +61,12 @@ async def replay_quotas(
     import valkey.asyncio as valkey
 
     started = time.monotonic()
-    nc = await connect(nats_url, name="nexus-quota-replay")
+
+    async def quiet(exc: Exception) -> None:
+        # A one-shot command: the failure is reported once, by the caller.
+        return None
+
+    nc = await connect(nats_url, name="nexus-quota-replay", max_reconnect_attempts=2, error_cb=quiet)
     client = valkey.Valkey.from_url(valkey_url)
     try:
         js = nc.jetstream()
