@@ -127,7 +127,7 @@ class SinkWorker:
         return await self._js.pull_subscribe_bind(durable, self._stream)
 
     async def run(self) -> None:
-        psub = None
+        psub = self._psub  # bound by start(), or bound here
         backoff = 0.2
         while psub is None and not self._stopping.is_set():
             try:
@@ -152,8 +152,19 @@ class SinkWorker:
             # Pending after the last message of the batch: the lag now.
             self._m.lag.labels(self.name).set(msgs[-1].metadata.num_pending)
 
+    def bound(self, psub: JetStreamContext.PullSubscription) -> None:
+        self._psub = psub
+
     def stop(self) -> None:
         self._stopping.set()
+
+    async def unsubscribe(self) -> None:
+        # The durable consumer stays (it holds the sink's position); only
+        # this process's subscription to it goes.
+        if self._psub is not None:
+            with contextlib.suppress(nats.errors.Error, ValueError):
+                await self._psub.unsubscribe()
+            self._psub = None
 
     async def release(self) -> None:
         """Give held messages back at once (a stop), so the next run, not
@@ -348,7 +359,7 @@ class SiemForwarder:
             worker = SinkWorker(self._js, self._topology, stream, sink, client, self._metrics)
             # Bind now, so events published after start() are seen even by a
             # sink that starts at "new".
-            await worker.subscribe()
+            worker.bound(await worker.subscribe())
             self._workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(), name=f"siem:{sink.name}:{stream}"))
 
@@ -365,6 +376,7 @@ class SiemForwarder:
                     await t
         for w in self._workers:
             await w.release()
+            await w.unsubscribe()
         for c in self._clients:
             await c.close()
         self._tasks.clear()
