@@ -98,6 +98,7 @@ class AnalyticsDuckDBStore(DuckDBStore):
         await super().close()
 
     async def reset(self) -> None:
+        self._stale_since = None  # nothing for the ticker to do while tables are swapped
         await self._run(lambda: drop_schema(self.conn))
         await super().reset()
         await self._run(lambda: ensure_schema(self.conn))

@@ -105,3 +105,26 @@ def test_export_errors_are_plain_sentences(
         held.close()
     assert busy.returncode == 1 and "open in another process" in busy.stderr
     assert "Traceback" not in busy.stderr
+
+
+def test_status_and_rebuild(projected_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(projected_db, db)
+    before = _db(
+        db, "SELECT count(*), sum(requests), sum(cost_usd), sum(latency_sum_ms) FROM analytics.rollup_minute"
+    )
+    assert nexus(["analytics", "--db", str(db), "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"requests: {before[1]} (" in out and "stale buckets: minute 0, hour 0, day 0" in out
+    # Wipe the rollups behind the store's back; --rebuild recomputes them from traffic_event.
+    conn = duckdb.connect(str(db))
+    try:
+        conn.execute("DELETE FROM analytics.rollup_minute")
+    finally:
+        conn.close()
+    assert nexus(["analytics", "--db", str(db), "refresh", "--rebuild"]) == 0
+    assert "rebuilt rollups" in capsys.readouterr().out
+    after = _db(
+        db, "SELECT count(*), sum(requests), sum(cost_usd), sum(latency_sum_ms) FROM analytics.rollup_minute"
+    )
+    assert after == before
