@@ -267,3 +267,36 @@ async def test_a_batch_settled_twice_counts_once_and_releases_its_reservation(
     assert await counter_value(vk, counter.spent_key) == 120  # actual usage, once
     assert await counter_value(vk, counter.held_key) == 0  # the 1000-token hold is gone
     assert await settler.position() == 41
+
+
+async def test_an_alert_marked_before_a_crash_is_published_once_on_restart(
+    nats_url: str, valkey_url: str, valkey_prefix: str, topology: Topology, vk: Any, js: Any
+) -> None:
+    from processors.quota.settle import Settler
+
+    cfg = config(
+        "quotas: {budgets: [{id: soft, unit: usd, limit: 0.001, window: day, action: soft,"
+        " alert_at: [0.5], match: {org: acme}}]}"
+    )
+    policy = QuotaPolicy(cfg, valkey_prefix)
+    # A processor that died right after its settle script: the crossing is
+    # marked and its alert pending in Valkey, but nothing was published.
+    dying = Settler(vk, policy)
+    ev = usage_event(request_id="x1", prompt=100, completion=50, cfg=cfg)  # $0.0006 of $0.001
+    assert (await dying.apply([(codec.encode(ev), 1)])).alerts == 1
+    assert await vk.hlen(policy.keys.pending_alerts) == 1
+    proc = await running(cfg, nats_url, valkey_url, topology, valkey_prefix)
+    try:
+        assert proc.settler is not None
+        assert await proc.settler.flush_alerts() == 0  # start-up already sent it
+    finally:
+        await proc.stop()
+    assert await vk.hlen(policy.keys.pending_alerts) == 0
+    info = await js.stream_info(topology.traffic_stream)
+    assert info.state.messages == 1
+    msg = await js.get_msg(topology.traffic_stream, info.state.last_seq)
+    alert = codec.decode(msg.data)
+    assert isinstance(alert, QuotaAlert) and alert.threshold == 0.5 and alert.request_id == "x1"
+    # Sent again (a crash between publish and forgetting it): JetStream drops it.
+    await publish(js, topology, alert, msg_id=alert.alert_key)
+    assert (await js.stream_info(topology.traffic_stream)).state.messages == 1
