@@ -11,6 +11,7 @@ import msgspec
 
 from adapters.base import Capability, StreamDecoder, Target, WireRequest
 from adapters.canonical import CanonicalError, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from adapters.compat.codec import GuardedStream
 from adapters.compat.table import PLAIN
 from adapters.openai import CODEC as OPENAI
 from adapters.wirekit.errors import unsupported
@@ -100,7 +101,8 @@ class AzureCodec:
         return OPENAI.decode_chat(body, target)
 
     def stream_decoder(self, target: Target) -> StreamDecoder:
-        return OPENAI.stream_decoder(target)
+        inner = OPENAI.stream_decoder(target)
+        return GuardedStream(inner, inner, self.name)
 
     def encode_embeddings(self, request: EmbeddingRequest, target: Target) -> WireRequest:
         wire = OPENAI.encode_embeddings(request, msgspec.structs.replace(target, api_key=None, base_url="x"))

@@ -5,11 +5,12 @@ back."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgspec
 
-from adapters.base import Capability, StreamDecoder, Target, WireRequest
+from adapters.base import Capability, StreamDecoder, StreamError, Target, WireRequest
 from adapters.canonical import (
     CanonicalError,
     ChatChunk,
@@ -21,7 +22,7 @@ from adapters.canonical import (
 from adapters.compat.table import CompatProvider
 from adapters.compat.usage import cached_tokens, dialect_cached, raw_usage, with_cached
 from adapters.openai import CODEC as OPENAI
-from adapters.wirekit.errors import not_served, unsupported
+from adapters.wirekit.errors import bad_upstream, not_served, unsupported
 from adapters.wirekit.sse import SSEEvent, SSEParser
 
 _body = msgspec.json.Decoder(dict)
@@ -78,7 +79,7 @@ class CompatCodec:
     def stream_decoder(self, target: Target) -> StreamDecoder:
         inner = OPENAI.stream_decoder(target)
         dialect = self.provider.usage_dialect
-        return _DialectStream(inner, dialect) if dialect else inner
+        return GuardedStream(_DialectStream(inner, dialect) if dialect else inner, inner, self.name)
 
     def encode_embeddings(self, request: EmbeddingRequest, target: Target) -> WireRequest:
         if Capability.EMBEDDINGS not in self.capabilities:
@@ -91,6 +92,37 @@ class CompatCodec:
     def normalise_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
         err = OPENAI.normalise_error(status, body, headers)
         return msgspec.structs.replace(err, message=f"{self.name}: {err.message}")
+
+
+class GuardedStream:
+    """The OpenAI stream decoder reports a mid-stream error frame on its
+    ``error`` attribute; every other codec raises StreamError, which is what
+    the translating stream path handles.  This makes OpenAI-family streams
+    behave the same, and turns invalid UTF-8 into a CodecError."""
+
+    def __init__(self, outer: StreamDecoder, inner: Any, provider: str) -> None:
+        self._outer = outer
+        self._inner = inner  # the OpenAIStreamDecoder, for its ``error``
+        self._provider = provider
+
+    def feed(self, data: bytes) -> list[ChatChunk]:
+        return self._checked(lambda: self._outer.feed(data))
+
+    def close(self) -> list[ChatChunk]:
+        return self._checked(self._outer.close)
+
+    def _checked(self, step: Callable[[], list[ChatChunk]]) -> list[ChatChunk]:
+        try:
+            chunks = step()
+        except UnicodeDecodeError:
+            raise bad_upstream(self._provider, "stream is not valid UTF-8") from None
+        err = getattr(self._inner, "error", None)
+        if err is not None:
+            self._inner.error = None
+            raise StreamError(
+                msgspec.structs.replace(err, message=f"{self._provider}: {err.message}"), chunks
+            )
+        return chunks
 
 
 class _DialectStream:

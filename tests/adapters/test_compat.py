@@ -354,3 +354,19 @@ def test_azure_reasoning_deployments(
     assert {
         k: wire[k] for k in ("max_tokens", "max_completion_tokens", "temperature") if k in wire
     } == expected
+
+
+def test_mid_stream_error_frames_raise_stream_error_like_every_codec() -> None:
+    from adapters.base import StreamError
+
+    data = (
+        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+        b'"delta":{"content":"partial"},"finish_reason":null}]}\n\n'
+        b'data: {"error":{"message":"upstream overloaded","type":"server_error"}}\n\n'
+    )
+    for c in (codec("deepseek"), codec("groq"), AzureCodec()):
+        dec = c.stream_decoder(target(c.name))
+        with pytest.raises(StreamError) as exc:
+            dec.feed(data)
+        assert exc.value.error.code == "upstream_error" and exc.value.error.message.startswith(f"{c.name}: ")
+        assert [ch.choices[0].delta.content for ch in exc.value.chunks] == ["partial"]
