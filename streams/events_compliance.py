@@ -41,7 +41,6 @@ class HookVerdict(Event, tag="hook.verdict"):
     elapsed_us: int = 0
     fail_mode: str = "open"
     mode: str = ""  # how the hook ran, e.g. pii "pattern" or "pattern+ner"
-    window: int = -1  # stream window index (chunked streams), -1 otherwise
 
 
 class StageDecision(Event, tag="hook.stage"):
