@@ -42,7 +42,7 @@ def _function(frame: str) -> str:
     return _LINE.sub(lambda m: f" ({m.group(1)})", frame.strip())
 
 
-def summarize(raw: str, top: int = 15) -> str:
+def summarize(raw: str, top: int = 20) -> str:
     """Self and inclusive share of samples per function, from py-spy's raw
     (collapsed stack) output."""
     self_c: Counter[str] = Counter()
@@ -64,8 +64,12 @@ def summarize(raw: str, top: int = 15) -> str:
         return "no samples"
     out = [f"{total} samples", "", "self time (where the CPU is):"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in self_c.most_common(top)]
-    out += ["", "inclusive time (what it is spent under):"]
-    out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in incl.most_common(top)]
+    out += ["", "inclusive time (what it is spent under; the entry-point chain left out):"]
+    # The frames every request runs under (runpy, the CLI, the event loop's
+    # run) share the top count and say nothing: drop that chain.
+    root = max(incl.values())
+    useful = [(f, c) for f, c in incl.most_common() if c < root]
+    out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in useful[:top]]
     return "\n".join(out)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from tests.benchmarks.harness import systems
 from tests.benchmarks.harness.figures import ScriptFigures, run_scripts
 from tests.benchmarks.harness.loadgen import REPO, Target, ensure_wrk, run_openloop, run_wrk
-from tests.benchmarks.harness.procs import CorePlan, Meter, Phase, Proc, settle
+from tests.benchmarks.harness.procs import CorePlan, Meter, Phase, Proc, set_nice, settle
 from tests.benchmarks.harness.profile import take_profile
 from tests.benchmarks.harness.report import (
     Row,
@@ -41,6 +41,7 @@ class Plan:
     figures: bool = True
     profile: bool = False
     connections: int = 64
+    nice: int = 0
     nexus_config_extra: dict[str, Any] | None = None
     out_dir: Path = REPO / "bench-results"
     command: str = ""
@@ -63,7 +64,7 @@ class Plan:
 
     def __post_init__(self) -> None:
         if self.quick:
-            self.wrk_s, self.wrk_warmup_s = 2.0, 1.0
+            self.wrk_s, self.wrk_warmup_s = 2.0, 0.0  # no warm-up pass
             self.open_s, self.open_warmup_s = 2.0, 0.5
             self.rates = (100,)
             self.realistic_rates = (100,)
@@ -164,16 +165,17 @@ def _drive(s: Session, running: systems.Running, upstream: str, peaks: dict[str,
                 stream = mode == "stream"
                 # warm-up pass (connections, JITs, caches), not recorded; a
                 # failure shows in the measured pass that follows
-                with contextlib.suppress(Exception):
-                    run_wrk(
-                        s.wrk,
-                        target,
-                        stream=stream,
-                        duration_s=plan.wrk_warmup_s,
-                        connections=plan.connections,
-                        cpus=s.cores.load,
-                        work_dir=s.work,
-                    )
+                if plan.wrk_warmup_s > 0:
+                    with contextlib.suppress(Exception):
+                        run_wrk(
+                            s.wrk,
+                            target,
+                            stream=stream,
+                            duration_s=plan.wrk_warmup_s,
+                            connections=plan.connections,
+                            cpus=s.cores.load,
+                            work_dir=s.work,
+                        )
                 row = Row(running.name, upstream, mode, f"peak (wrk c={plan.connections})", "wrk")
                 res = _measure(
                     s,
@@ -265,12 +267,14 @@ def run(plan: Plan) -> tuple[Path, Path, list[Row]]:
     started = dt.datetime.now(dt.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     cores = CorePlan.for_machine()
+    set_nice(plan.nice)
     machine = machine_info()
     work = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
     run_id = uuid.uuid4().hex[:12]
     wrk = ensure_wrk(allow_install=True)
     s = Session(plan, cores, work, run_id, wrk)
-    print(f"benchmark {stamp}: {cores.describe()}", flush=True)
+    nice = f"; nice {plan.nice}" if plan.nice else ""
+    print(f"benchmark {stamp}: {cores.describe()}{nice}", flush=True)
     print(f"work dir (configs, logs): {work}", flush=True)
     if wrk is None:
         s.notes.append("wrk is not installed and could not be installed: no peak (closed-loop) rows")
@@ -348,7 +352,8 @@ def _meta(
         "command": p.command,
         "quick": p.quick,
         "machine": machine,
-        "pinning": s.cores.describe(),
+        "pinning": s.cores.describe()
+        + (f"; every process the harness starts runs at nice {p.nice}" if p.nice else ""),
         "method": {
             "peak": f"wrk -t1 -c{p.connections} -d{p.wrk_s:g}s after a {p.wrk_warmup_s:g}s warm-up; "
             "RPS counts 2xx responses only; latency percentiles from wrk's own histogram",
