@@ -155,8 +155,8 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     row = conn.execute("SELECT value FROM analytics.meta WHERE key = 'schema_version'").fetchone()
     if row is not None and int(row[0]) != SCHEMA_VERSION:
         raise SchemaVersionError(
-            f"the analytics schema in this file is v{row[0]}, this Nexus writes v{SCHEMA_VERSION}: "
-            "rebuild it with `nexus replay duckdb`"
+            f"the analytics schema in this file is v{row[0]}, this Nexus writes v{SCHEMA_VERSION} "
+            "(the projector rebuilds it when it opens the file)"
         )
     for grain in GRAINS:
         conn.execute(_ROLLUP.format(grain=grain))

@@ -34,7 +34,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from projections.analytics import metrics
-from projections.analytics.rollups import Mark, add_outcomes, dirty_counts, lookup, refresh, stale_minutes
+from projections.analytics.rollups import (
+    Mark,
+    add_outcomes,
+    dirty_counts,
+    lookup,
+    rebuild,
+    refresh,
+    stale_minutes,
+)
 from projections.analytics.schema import GRAINS, SchemaVersionError, drop_schema, ensure_schema
 from projections.analytics.verdicts import fold_outcomes
 from projections.duck_store import DuckDBStore
@@ -82,6 +90,30 @@ class AnalyticsDuckDBStore(DuckDBStore):
             drop_schema(self.conn)
             self.conn.execute("DELETE FROM projection_checkpoint WHERE projection = ?", [PROJECTION])
             ensure_schema(self.conn)
+        self._adopt_existing_facts()
+
+    def _adopt_existing_facts(self) -> None:
+        """A file the base store filled without the rollups (or whose analytics
+        schema was just rebuilt): roll up what ``traffic_event`` holds now,
+        which covers traffic already aged out of the stream.  The rollup
+        checkpoint stays where it is, so the lane still re-reads what the
+        stream holds (compliance outcomes come only from events)."""
+        conn = self.conn
+        has_checkpoint = conn.execute(
+            "SELECT count(*) FROM projection_checkpoint WHERE projection = ?", [PROJECTION]
+        ).fetchall()[0][0]
+        has_rollups = conn.execute("SELECT count(*) FROM analytics.request_bucket").fetchall()[0][0]
+        has_facts = conn.execute("SELECT count(*) FROM main.traffic_event").fetchall()[0][0]
+        if has_checkpoint or has_rollups or not has_facts:
+            return
+        log.info("analytics: rolling up %d existing traffic_event rows", has_facts)
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            rebuild(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         ticker, self._ticker = self._ticker, None
