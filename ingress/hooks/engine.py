@@ -89,6 +89,20 @@ class ComplianceEngine:
             self._stages[spec.stage].append(hook)
         self.total_timeout_s = cfg.total_timeout_ms / 1000
 
+    @classmethod
+    async def create(
+        cls,
+        cfg: HooksConfig,
+        *,
+        valkey: Any = None,
+        key_prefix: str = "nexus:",
+        node_id: str = "",
+    ) -> ComplianceEngine:
+        """Build in a worker thread: compiling the pre-scans (and loading a
+        spaCy model when NER is configured) takes seconds, which must not
+        stall the event loop of a node that is already serving traffic."""
+        return await asyncio.to_thread(cls, cfg, valkey=valkey, key_prefix=key_prefix, node_id=node_id)
+
     @property
     def pattern_mode(self) -> str:
         return self._ctx.entities.mode

@@ -5,6 +5,8 @@ short-circuit, scoping, fail-open vs fail-closed, and the events."""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 
@@ -196,3 +198,24 @@ async def test_events_carry_where_not_what(make_engine) -> None:
     for e in events:
         back = msgspec.json.decode(msgspec.json.encode(e), type=AnyEvent)
         assert back == e
+
+
+async def test_engine_builds_off_the_event_loop() -> None:
+    from ingress.hooks import ComplianceEngine
+    from tests.hooks.conftest import hooks_config
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    engine = await ComplianceEngine.create(hooks_config(DEFAULT))
+    task.cancel()
+    out = await engine.evaluate_request(chat(f"card {CARD}"), CONN)
+    assert out.result.decision is Verdict.REDACT
+    assert ticks > 0  # the loop kept running while the engine was built
+    await engine.aclose()
