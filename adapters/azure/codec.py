@@ -11,7 +11,7 @@ import msgspec
 
 from adapters.base import Capability, StreamDecoder, Target, WireRequest
 from adapters.canonical import CanonicalError, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
-from adapters.compat.codec import GuardedStream
+from adapters.compat.codec import GuardedStream, utf8_guard
 from adapters.compat.table import PLAIN
 from adapters.openai import CODEC as OPENAI
 from adapters.wirekit.errors import unsupported
@@ -98,7 +98,7 @@ class AzureCodec:
         return self._rewrap(wire, target, "chat/completions")
 
     def decode_chat(self, body: bytes, target: Target) -> ChatResponse:
-        return OPENAI.decode_chat(body, target)
+        return utf8_guard(self.name, lambda: OPENAI.decode_chat(body, target))
 
     def stream_decoder(self, target: Target) -> StreamDecoder:
         inner = OPENAI.stream_decoder(target)
@@ -109,7 +109,7 @@ class AzureCodec:
         return self._rewrap(wire, target, "embeddings")
 
     def decode_embeddings(self, body: bytes, target: Target) -> EmbeddingResponse:
-        return OPENAI.decode_embeddings(body, target)
+        return utf8_guard(self.name, lambda: OPENAI.decode_embeddings(body, target))
 
     def normalise_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
         err = OPENAI.normalise_error(status, body, headers)

@@ -6,7 +6,7 @@ back."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -70,7 +70,7 @@ class CompatCodec:
         return wire
 
     def decode_chat(self, body: bytes, target: Target) -> ChatResponse:
-        resp = OPENAI.decode_chat(body, target)
+        resp = utf8_guard(self.name, lambda: OPENAI.decode_chat(body, target))
         dialect = self.provider.usage_dialect
         if dialect and resp.usage is not None:
             resp.usage = with_cached(resp.usage, cached_tokens(dialect, body))
@@ -87,11 +87,23 @@ class CompatCodec:
         return OPENAI.encode_embeddings(request, self._target(target))
 
     def decode_embeddings(self, body: bytes, target: Target) -> EmbeddingResponse:
-        return OPENAI.decode_embeddings(body, target)
+        return utf8_guard(self.name, lambda: OPENAI.decode_embeddings(body, target))
 
     def normalise_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError:
         err = OPENAI.normalise_error(status, body, headers)
         return msgspec.structs.replace(err, message=f"{self.name}: {err.message}")
+
+
+T = TypeVar("T")
+
+
+def utf8_guard(provider: str, decode: Callable[[], T]) -> T:
+    """The OpenAI decoders let msgspec's UnicodeDecodeError (invalid UTF-8
+    inside a JSON string) escape; here it is the unreadable body it is."""
+    try:
+        return decode()
+    except UnicodeDecodeError:
+        raise bad_upstream(provider, "response is not valid UTF-8") from None
 
 
 class GuardedStream:

@@ -370,3 +370,13 @@ def test_mid_stream_error_frames_raise_stream_error_like_every_codec() -> None:
             dec.feed(data)
         assert exc.value.error.code == "upstream_error" and exc.value.error.message.startswith(f"{c.name}: ")
         assert [ch.choices[0].delta.content for ch in exc.value.chunks] == ["partial"]
+
+
+def test_invalid_utf8_is_an_upstream_error_not_a_crash() -> None:
+    bad = b'{"id":"\xff","object":"chat.completion","choices":[]}'
+    for c in (codec("groq"), AzureCodec(), GLMCodec(), MiniMaxCodec()):
+        with pytest.raises(CodecError) as exc:
+            c.decode_chat(bad, target(c.name))
+        assert exc.value.error.code == "upstream_error"
+        with pytest.raises(CodecError):
+            c.stream_decoder(target(c.name)).feed(b'data: {"id":"\xff","choices":[]}\n\n')
