@@ -24,6 +24,7 @@ from ingress.hooks import emergency
 from ingress.hooks.builtin import HOOK_CLASSES, BaseHook, BuildContext, entities_needed
 from ingress.hooks.emergency import NO_BYPASS, Bypass
 from ingress.hooks.pii.engine import RecognizerEngine
+from ingress.hooks.streaming import StreamGuard
 from ingress.hooks.text import (
     TextView,
     apply_request_view,
@@ -328,7 +329,7 @@ class ComplianceEngine:
     def _needs_payload(self, stage: str) -> bool:
         return any(h.spec.type == "webhook-forward" for h in self._stages[stage])
 
-    def stream_guard(self, conn: Connection, *, bypass: Bypass = NO_BYPASS, mode: str | None = None) -> Any:
-        from ingress.hooks.streaming import StreamGuard
-
+    def stream_guard(
+        self, conn: Connection, *, bypass: Bypass = NO_BYPASS, mode: str | None = None
+    ) -> StreamGuard:
         return StreamGuard(self, conn, bypass=bypass, mode=mode or self.cfg.streaming.mode)

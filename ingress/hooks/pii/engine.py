@@ -232,7 +232,7 @@ class RecognizerEngine:
                             out.append(scored)
             out = _remove_duplicates([s for s in out if s.score >= min_score])
         self._cache[key] = out
-        if len(self._cache) > 16:
+        if len(self._cache) > 4:  # reuse is within one request (hook after hook)
             self._cache.popitem(last=False)
         return out
 
