@@ -609,3 +609,75 @@ def test_reasoning_effort_becomes_thinking_config(model: str, effort: str, confi
         ).body
     )
     assert wire.get("generationConfig", {}).get("thinkingConfig") == config
+
+
+def test_pydantic_style_schema_is_inlined_for_gemini() -> None:
+    # What the OpenAI SDK sends for `response_format=Order` with a nested
+    # Pydantic model and an Optional field.
+    pydantic_schema = {
+        "$defs": {
+            "Item": {
+                "properties": {
+                    "sku": {"title": "Sku", "type": "string"},
+                    "qty": {"title": "Qty", "type": "integer"},
+                },
+                "required": ["sku", "qty"],
+                "title": "Item",
+                "type": "object",
+                "additionalProperties": False,
+            }
+        },
+        "properties": {
+            "items": {"items": {"$ref": "#/$defs/Item"}, "title": "Items", "type": "array"},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Note"},
+        },
+        "required": ["items", "note"],
+        "title": "Order",
+        "type": "object",
+        "additionalProperties": False,
+    }
+    rf = ResponseFormat(
+        type="json_schema", json_schema=JSONSchemaSpec(name="Order", schema=pydantic_schema, strict=True)
+    )
+    wire = body(CODEC.encode_chat(req(Message(role="user", content="order"), response_format=rf), T).body)
+    assert wire["generationConfig"]["responseSchema"] == {
+        "properties": {
+            "items": {
+                "items": {
+                    "properties": {
+                        "sku": {"title": "Sku", "type": "string"},
+                        "qty": {"title": "Qty", "type": "integer"},
+                    },
+                    "required": ["sku", "qty"],
+                    "title": "Item",
+                    "type": "object",
+                },
+                "title": "Items",
+                "type": "array",
+            },
+            "note": {"title": "Note", "type": "string", "nullable": True},
+        },
+        "required": ["items", "note"],
+        "title": "Order",
+        "type": "object",
+    }
+
+
+def test_self_referencing_schema_stops_inlining() -> None:
+    tree = {
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}}},
+            }
+        },
+        "$ref": "#/$defs/Node",
+    }
+    from adapters.gemini.schema import to_gemini_schema
+
+    out = to_gemini_schema(tree)
+    depth = 0
+    while "properties" in out:
+        out = out["properties"]["kids"]["items"]
+        depth += 1
+    assert depth == 8 and out == {"type": "object"}
