@@ -46,7 +46,8 @@ async def verify(conn: asyncpg.Connection[Any], *, from_n: int = 1, to_n: int | 
     head = await conn.fetchrow("SELECT n, hash FROM audit_chain WHERE chain = $1", store.CHAIN)
     head_n = int(head["n"]) if head else 0
     head_hash = bytes(head["hash"]) if head else GENESIS
-    end = head_n if to_n is None else to_n
+    # The chain head is authoritative for how many records exist.
+    end = head_n if to_n is None else min(to_n, head_n)
 
     def result(checked: int, brk: Break | None, bodies: int = 0) -> VerifyResult:
         return VerifyResult(from_n, from_n + checked - 1, checked, head_n, brk, bodies)
