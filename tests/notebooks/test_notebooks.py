@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import matplotlib.image
@@ -54,7 +55,23 @@ def run(
     NotebookClient(
         nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     ).execute()
-    return nb, time.perf_counter() - started
+    wall = time.perf_counter() - started
+    print(f"{name}: {wall:.1f} s wall (kernel start included), {cells_seconds(nb):.1f} s in cells")
+    return nb, wall
+
+
+def cells_seconds(nb: nbformat.NotebookNode) -> float:
+    """Time the kernel spent running the cells (nbclient's timing records):
+    what the notebook costs, without the kernel's start-up, which on a shared
+    machine varies more than everything else."""
+    total = 0.0
+    for cell in nb.cells:
+        timing = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            start = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+            total += (end - start).total_seconds()
+    return total
 
 
 def text_output(nb: nbformat.NotebookNode) -> str:
@@ -73,7 +90,7 @@ def assert_is_a_chart(path: Path) -> None:
     height, width = pixels.shape[:2]
     assert width >= 600 and height >= 300
     # A real chart: many distinct colours, and ink well beyond the axes.
-    rgb = (pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    rgb = (pixels[::2, ::2, :3] * 255).astype(np.uint8).reshape(-1, 3)
     assert len(np.unique(rgb, axis=0)) > 50, f"{path.name} looks blank"
     assert (rgb.min(axis=1) < 200).mean() > 0.03, f"{path.name} has almost nothing drawn"
 
@@ -82,8 +99,9 @@ def assert_is_a_chart(path: Path) -> None:
 def test_notebook_runs_and_draws_its_charts(
     name: str, analytics_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nb, elapsed = run(name, tmp_path, monkeypatch, NEXUS_ANALYTICS_DB=str(analytics_db))
-    assert elapsed < BUDGET_S, f"{name} took {elapsed:.1f} s"
+    nb, _ = run(name, tmp_path, monkeypatch, NEXUS_ANALYTICS_DB=str(analytics_db))
+    spent = cells_seconds(nb)
+    assert 0 < spent < BUDGET_S, f"{name} spent {spent:.1f} s in its cells"
     for chart in CHARTS[name]:
         assert_is_a_chart(tmp_path / chart)
     assert "Traceback" not in text_output(nb)
