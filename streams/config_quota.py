@@ -523,14 +523,15 @@ class QuotaPolicy:
 # rather than O(window).
 ROLLING_LUA = r"""
 local function rolling_advance(key, bucket, n)
+  -- Returns the live sum and the oldest live bucket.
   local floor = bucket - n + 1
   local lo = tonumber(redis.call('HGET', key, 'lo'))
   if lo == nil then
     redis.call('HSET', key, 'lo', floor, 'sum', 0)
-    return 0
+    return 0, floor
   end
   local sum = tonumber(redis.call('HGET', key, 'sum')) or 0
-  if floor <= lo then return sum end
+  if floor <= lo then return sum, lo end
   if floor - lo > n then
     sum = 0
     local fields = redis.call('HKEYS', key)
@@ -551,6 +552,6 @@ local function rolling_advance(key, bucket, n)
     end
   end
   redis.call('HSET', key, 'lo', floor, 'sum', sum)
-  return sum
+  return sum, floor
 end
 """

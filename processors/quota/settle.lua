@@ -14,6 +14,7 @@
 local batch = cjson.decode(ARGV[3])
 local pos = tonumber(redis.call('GET', KEYS[2])) or 0
 local applied, dups, alerts = 0, 0, 0
+local touched = {}
 
 for _, ev in ipairs(batch) do
   if redis.call('ZSCORE', KEYS[3], ev.id) then
@@ -34,8 +35,8 @@ for _, ev in ipairs(batch) do
     for _, op in ipairs(ev.ops) do
       local v
       if op.r == 1 then
-        v = rolling_advance(op.k, op.b, op.n)
-        local lo = tonumber(redis.call('HGET', op.k, 'lo'))
+        local lo
+        v, lo = rolling_advance(op.k, op.b, op.n)
         if op.b >= lo and op.a ~= 0 then
           redis.call('HINCRBY', op.k, op.b, op.a)
           v = redis.call('HINCRBY', op.k, 'sum', op.a)
@@ -43,7 +44,11 @@ for _, ev in ipairs(batch) do
       else
         v = redis.call('INCRBY', op.k, op.a)
       end
-      redis.call('PEXPIRE', op.k, op.x)
+      -- One TTL refresh per key per batch is enough.
+      if not touched[op.k] then
+        redis.call('PEXPIRE', op.k, op.x)
+        touched[op.k] = true
+      end
       for _, th in ipairs(op.t) do
         if v >= th[2] and redis.call('HSETNX', op.ak, tostring(th[1]), ev.id) == 1 then
           redis.call('PEXPIRE', op.ak, op.x)
