@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import msgspec
 
+from adapters.base import StreamError
 from adapters.canonical import ChatChunk
 from adapters.cohere import wire as w
 from adapters.cohere.mapping import finish_reason, log, usage
 from adapters.wirekit.chunks import ChunkFactory
-from adapters.wirekit.errors import bad_upstream
+from adapters.wirekit.errors import bad_upstream, make
 from adapters.wirekit.sse import SSEParser
 
 _decode = msgspec.json.Decoder(w.StreamEvent).decode
@@ -68,6 +69,12 @@ class CohereStreamDecoder:
             if known is not None and args:
                 out.append(f.tool_args(known, args))
         elif ev.type == "message-end" and ev.delta is not None:
+            if ev.delta.finish_reason == "ERROR":
+                # Cohere ends a failed generation with finish_reason ERROR:
+                # the caller must get an error frame, not a normal finish.
+                raise StreamError(
+                    make("upstream_error", "cohere: the generation failed mid-stream"), list(out)
+                )
             out.append(f.finish(finish_reason(ev.delta.finish_reason) or "stop"))
             u = usage(ev.delta.usage)
             if u is not None:

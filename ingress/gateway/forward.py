@@ -83,6 +83,8 @@ async def serve_chat(
     recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms)
     usage, estimated = event_usage(response.usage, chat, response)
     record_response(state, ctx, a.model, usage, estimated=estimated)
+    if not response.id:  # Bedrock's Converse names none; clients expect one
+        response.id = "nexus-" + ctx.request_id
     body = payload if same else grammar.encode_response(response, shown)
     return web.Response(body=body, content_type="application/json")
 

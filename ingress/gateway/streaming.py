@@ -24,7 +24,7 @@ from ingress.gateway.intake import Admitted
 from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
 from ingress.gateway.pipeline import event_usage, record_response
 from ingress.gateway.state import GatewayState, RequestContext
-from ingress.gateway.unary import Normalise, failed_attempt, guard
+from ingress.gateway.unary import Normalise, as_sent, failed_attempt, guard
 from ingress.translate.grammar import StreamEncoder
 
 _DROPPED = CanonicalError(
@@ -61,8 +61,10 @@ async def _open(
     sent = time.perf_counter()
     try:
         async with asyncio.timeout_at(deadline):
-            resp = await upstream.session.request(wire.method, wire.url, data=wire.body, headers=wire.headers)
-            if resp.status == 200 and a.route.kind == "replicate":
+            resp = await upstream.session.request(
+                wire.method, as_sent(wire.url), data=wire.body, headers=wire.headers
+            )
+            if 200 <= resp.status < 300 and a.route.kind == "replicate":
                 # Replicate streams in two steps: the prediction names its
                 # stream URL, which is then read as SSE.
                 created = await resp.read()
@@ -99,6 +101,7 @@ class _Pump:
         "chunks",
         "decoder",
         "encoder",
+        "fallback_id",
         "first_token",
         "first_token_upstream",
         "forwarded_error",
@@ -113,6 +116,7 @@ class _Pump:
         self.decoder = decoder
         self.encoder = encoder
         self.raw = raw  # forward the provider's bytes as they are (same-format call)
+        self.fallback_id = ""
         self.chunks: list[ChatChunk] = []
         self.first_token: float | None = None
         self.first_token_upstream: float | None = None
@@ -128,6 +132,9 @@ class _Pump:
             raise _ClientGone from None
 
     async def take(self, new: list[ChatChunk], data: bytes) -> None:
+        for c in new:
+            if not c.id:  # Bedrock and Replicate streams name none; clients expect one
+                c.id = self.fallback_id
         token = any(_has_token(c) for c in new)
         if token and self.first_token_upstream is None:
             self.first_token_upstream = time.perf_counter()
@@ -194,6 +201,7 @@ async def stream_call(
         )
         await out.prepare(request)
         pump = _Pump(out, decoder, encoder, raw)
+        pump.fallback_id = "nexus-" + ctx.request_id
         failure = await pump.run(resp, deadline)
     finally:
         resp.release()

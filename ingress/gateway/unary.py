@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 
 import aiohttp
+from yarl import URL
 
 from adapters.base import CodecError, WireRequest
 from adapters.canonical import CanonicalError
@@ -19,6 +20,14 @@ from ingress.upstream import Upstream
 from streams.config import ConfigError, check_outbound_url
 
 Normalise = Callable[[int, bytes, Mapping[str, str]], CanonicalError]
+
+
+def as_sent(url: str) -> URL:
+    """The URL exactly as the codec encoded it.  yarl would otherwise
+    re-normalise the path (a Bedrock model id's ``%3A`` back to ``:``),
+    and a SigV4 signature computed over the encoded path would no longer
+    match what the provider sees."""
+    return URL(url, encoded=True)
 
 
 def guard(upstream: Upstream, url: str) -> None:
@@ -39,13 +48,15 @@ def guard(upstream: Upstream, url: str) -> None:
 async def exchange(
     state: GatewayState, ctx: RequestContext, upstream: Upstream, wire: WireRequest, normalise: Normalise
 ) -> tuple[bytes, float]:
-    """(body, upstream_ms) of a 200; anything else raises a GatewayError
+    """(body, upstream_ms) of a 2xx; anything else raises a GatewayError
     after recording the failed attempt."""
     sent = time.perf_counter()
     try:
         async with (
             asyncio.timeout(state.request_timeout_s),
-            upstream.session.request(wire.method, wire.url, data=wire.body, headers=wire.headers) as resp,
+            upstream.session.request(
+                wire.method, as_sent(wire.url), data=wire.body, headers=wire.headers
+            ) as resp,
         ):
             payload = await resp.read()
             status = resp.status
@@ -58,7 +69,7 @@ async def exchange(
         raise errors.upstream_unreachable() from None
     upstream_ms = (time.perf_counter() - sent) * 1000
     UPSTREAM.labels(ctx.provider).observe(upstream_ms / 1000)
-    if status != 200:
+    if not 200 <= status < 300:  # Replicate answers 201 Created
         err = normalise(status, payload, headers)
         UPSTREAM_ERRORS.labels(ctx.provider, err.code).inc()
         recording.upstream_result(state, ctx, status=status, upstream_ms=upstream_ms, error_code=err.code)
