@@ -20,7 +20,7 @@ from streams.topology import Topology
 from tests.analytics.pipeline import caught_up, settings_for
 from tests.analytics.traffic import generate, publish
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 async def _follow(nats_url: str, topology: Topology, db: Path, store: Store) -> int:

@@ -22,7 +22,7 @@ from streams.topology import Topology
 from tests.analytics.pipeline import caught_up, settings_for
 from tests.analytics.traffic import DAY_MS, generate, publish
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TABLES = [f"analytics.rollup_{g}" for g in GRAINS] + ["analytics.requests"]
 

@@ -95,6 +95,7 @@ def assert_is_a_chart(path: Path) -> None:
     assert (rgb.min(axis=1) < 200).mean() > 0.03, f"{path.name} has almost nothing drawn"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CHARTS))
 def test_notebook_runs_and_draws_its_charts(
     name: str, analytics_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
