@@ -7,7 +7,8 @@ imports it:
 * ``hook.verdict`` (one per hook per stage): counted by the verdict the
   pipeline applied (``effective``: approve / redact / block); a hook that
   errored or timed out (raw ``verdict`` error / timeout) is also counted in
-  ``verdict_error``; ``spans`` are the findings.
+  ``verdict_error``; ``spans`` are the findings.  A ``skipped`` hook did not
+  run and is not counted.
 * ``hook.stage`` (one per stage): the request is ``blocked`` when an
   enforced stage decision is ``block`` and ``redacted`` when one redacted.
 """
@@ -58,6 +59,8 @@ def apply(outcome: Outcome, event: object) -> bool:
     tag = _tag(event)
     if tag == VERDICT_TAG:
         raw = _text(event, "verdict")
+        if raw == "skipped":  # the hook did not run (bypass, not applicable)
+            return True
         effective = _text(event, "effective") or raw
         if effective == "block":
             outcome.verdict_block += 1

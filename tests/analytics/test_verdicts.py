@@ -44,6 +44,14 @@ SPAN = SpanFound(entity="EMAIL_ADDRESS", start=0, end=5)
             id="timeout->fail-closed",
         ),
         pytest.param(
+            [
+                HookVerdict(request_id="r", verdict="skipped"),
+                StageDecision(request_id="r", decision="bypassed"),
+            ],
+            Outcome(),
+            id="skipped-is-not-a-verdict",
+        ),
+        pytest.param(
             [StageDecision(request_id="r", decision="block", enforced=False)],
             Outcome(),
             id="audit-only-block-is-not-blocked",
