@@ -156,8 +156,9 @@ class SyslogClient:
         """Resolve once, check, and connect to that very address (pinned)."""
         s = self._sink
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(s.host, s.port, type=kind)
-        except OSError as exc:
+            async with asyncio.timeout(s.timeout_s):
+                infos = await asyncio.get_running_loop().getaddrinfo(s.host, s.port, type=kind)
+        except (OSError, TimeoutError) as exc:
             raise SinkUnavailable(f"cannot resolve {s.host}: {type(exc).__name__}") from None
         addresses = [str(i[4][0]) for i in infos]
         if not addresses:
