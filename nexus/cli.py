@@ -6,13 +6,22 @@ from __future__ import annotations
 import importlib
 import sys
 
+# `nexus <command> <sub>` routed to another owner than `nexus <command>`:
+# `nexus replay quotas` rebuilds counters, the rest of `replay` projections.
+SUBCOMMANDS: dict[tuple[str, str], str] = {
+    ("replay", "quotas"): "processors.quota.cli:replay_main",
+}
+
 # command -> (module:function, one-line help).  The function takes argv
 # (without the command) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("nexus.up:main", "start a working single-node Nexus (embedded NATS, Postgres, Valkey)"),
     "gateway": ("ingress.gateway.cli:main", "run the gateway alone against configured services"),
     "project": ("projections.cli:project_main", "run the projection worker"),
-    "replay": ("projections.cli:replay_main", "drop and rebuild projections from the streams"),
+    "replay": (
+        "projections.cli:replay_main",
+        "drop and rebuild projections from the streams (`nexus replay quotas`: quota counters)",
+    ),
     "analytics": ("projections.analytics.cli:main", "DuckDB rollups: Parquet export, refresh, status"),
     "sim": ("nexus.sim.cli:main", "run the simulated LLM provider"),
     "keys": ("nexus.keys_cmd:main", "create virtual keys and HMAC secrets"),
@@ -40,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     if entry is None:
         print(f"nexus: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module, func = entry[0].split(":")
-    result = getattr(importlib.import_module(module), func)(args[1:])
+    target, rest = entry[0], args[1:]
+    if len(args) > 1 and (args[0], args[1]) in SUBCOMMANDS:
+        target, rest = SUBCOMMANDS[(args[0], args[1])], args[2:]
+    module, func = target.split(":")
+    result = getattr(importlib.import_module(module), func)(rest)
     return int(result or 0)
 
 
