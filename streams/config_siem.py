@@ -4,6 +4,38 @@ each with its own filters, retry policy and body policy).
 
 Credentials are never in the file: a sink names the environment variable
 that holds its token.  Every sink target goes through the SSRF guard.
+
+An example (``tests/siem/test_records_and_config.py`` loads it)::
+
+    audit:
+      body_retention_days: 30       # stored bodies; the chain keeps their digests
+      spill_retention_days: 30
+    siem:
+      sinks:
+        - kind: syslog              # RFC 5424, octet-counted over TLS
+          name: soc
+          host: siem.example.com
+          port: 6514
+          transport: tls            # tcp | tls | udp
+          format: cef               # json | cef (the MSG part)
+          filter: {event_types: ["request.failed", "hook.*"], verdicts: [block]}
+        - kind: splunk_hec
+          name: splunk
+          url: https://splunk.example.com:8088
+          token_env: NEXUS_SPLUNK_HEC_TOKEN
+          filter: {statuses: ["5xx", "429"], orgs: [acme]}
+        - kind: elastic
+          name: elastic
+          url: https://es.example.com:9200
+          index: nexus-events
+          api_key_env: NEXUS_ELASTIC_API_KEY
+        - kind: webhook
+          name: hook
+          url: https://hooks.example.com/nexus
+          signing_secret_env: NEXUS_WEBHOOK_SECRET   # X-Nexus-Signature: sha256=<hmac>
+          include_bodies: false     # bodies leave only when a sink says so
+          max_attempts: 5           # rejections before the dead-letter subject
+          deliver: new              # where a new sink starts: new | all
 """
 
 from __future__ import annotations

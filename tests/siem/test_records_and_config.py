@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import textwrap
 
 import pytest
 
@@ -120,6 +121,16 @@ siem:
     assert cfg.audit.body_retention_days == 7
     assert [s.name for s in cfg.siem.sinks] == ["soc", "splunk"]
     assert cfg.siem.sinks[1].include_bodies is True
+
+
+def test_the_documented_example_loads() -> None:
+    import streams.config_siem
+
+    doc = streams.config_siem.__doc__ or ""
+    example = textwrap.dedent(doc.split("::", 1)[1])
+    cfg = parse_config("orgs: [{id: acme}]\n" + example)
+    assert [s.name for s in cfg.siem.sinks] == ["soc", "splunk", "elastic", "hook"]
+    assert cfg.siem.sinks[0].filter.verdicts == ("block",)
 
 
 def test_record_has_no_secret_and_bodies_only_by_policy() -> None:
