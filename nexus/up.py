@@ -126,6 +126,15 @@ async def run(config_path: Path, data: Path, *, with_sim: bool, ready: asyncio.E
 
         _projector, projector_stop = await start_projector(ep, topology)
         stack.on_stop("projector", projector_stop)
+
+        from processors.audit import start_audit
+        from processors.siem import start_siem
+
+        cfg = snapshot.config
+        _audit, audit_stop = await start_audit(ep["nats_url"], ep["postgres_dsn"], topology, cfg.audit)
+        stack.on_stop("audit", audit_stop)
+        _siem, siem_stop = await start_siem(ep["nats_url"], topology, cfg.siem)
+        stack.on_stop("siem", siem_stop)
         gateway_url, gateway_stop = await start_gateway(snapshot, ep, topology, data)
         stack.on_stop("gateway", gateway_stop)
         ep["gateway_url"] = gateway_url
