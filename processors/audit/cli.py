@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 import sys
 
 import asyncpg
+from prometheus_client import start_http_server
 
+from processors.audit import retention
 from processors.audit.processor import AuditProcessor
 from processors.audit.verify import verify
 from streams.config import ConfigError, NexusConfig, parse_config
@@ -38,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("--config", default=os.environ.get("NEXUS_CONFIG"), help="nexus config file")
         r.add_argument("--nats", default=os.environ.get("NEXUS_NATS_URL", "nats://127.0.0.1:4222"))
         r.add_argument("--prefix", default=os.environ.get("NEXUS_STREAM_PREFIX", "NEXUS"))
+        if name == "run":
+            r.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics here")
     return p
 
 
@@ -58,25 +63,42 @@ async def _verify(dsn: str, from_n: int, to_n: int | None) -> int:
     return 0 if result.ok else 1
 
 
-async def _run(args: argparse.Namespace, *, once: bool) -> int:
-    cfg = _load(args.config)
+async def _purge(args: argparse.Namespace, cfg: NexusConfig) -> int:
+    # Retention only: no consumer, no writer claim (that would fence the
+    # running processor).
+    topology = Topology(prefix=args.prefix)
+    nc = await connect(args.nats, name="nexus-audit-purge")
+    pool = await asyncpg.create_pool(args.dsn, min_size=1, max_size=2)
+    try:
+        bodies = await retention.purge_bodies(pool, older_than_days=cfg.audit.body_retention_days)
+        spilled = await retention.purge_spill(
+            nc.jetstream(),
+            topology.spill_bucket,
+            older_than=dt.timedelta(days=cfg.audit.spill_retention_days),
+        )
+    finally:
+        await pool.close()
+        with contextlib.suppress(Exception):
+            await nc.close()
+    print(f"purged {bodies} stored bodies and {spilled} spilled objects")
+    return 0
+
+
+async def _run(args: argparse.Namespace, cfg: NexusConfig) -> int:
     topology = Topology(prefix=args.prefix)
     nc = await connect(args.nats, name="nexus-audit")
     try:
         js = nc.jetstream()
         await ensure_streams(js, topology)
         proc = AuditProcessor(js, args.dsn, topology, config=cfg.audit)
-        if once:
-            await proc.start()
-            bodies, spilled = await proc.purge()
-            await proc.stop()
-            print(f"purged {bodies} stored bodies and {spilled} spilled objects")
-            return 0
         await proc.start()
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr="127.0.0.1")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        print(f"nexus audit: recording {', '.join(s.name for s in topology.streams())}", flush=True)
         await stop.wait()
         await proc.stop()
         return 0
@@ -93,7 +115,10 @@ def main(argv: list[str]) -> int:
     try:
         if args.cmd == "verify":
             return asyncio.run(_verify(args.dsn, args.from_n, args.to_n))
-        return asyncio.run(_run(args, once=args.cmd == "purge"))
+        cfg = _load(args.config)
+        if args.cmd == "purge":
+            return asyncio.run(_purge(args, cfg))
+        return asyncio.run(_run(args, cfg))
     except ConfigError as exc:
         print(f"nexus audit: {exc}", file=sys.stderr)
     except (OSError, asyncpg.PostgresError) as exc:

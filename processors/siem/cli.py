@@ -50,7 +50,9 @@ async def _run(args: argparse.Namespace, cfg: NexusConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"nexus siem: forwarding to {', '.join(s.name for s in cfg.siem.sinks if s.enabled)}")
+        print(
+            f"nexus siem: forwarding to {', '.join(s.name for s in cfg.siem.sinks if s.enabled)}", flush=True
+        )
         await stop.wait()
         await forwarder.stop()
         return 0

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import datetime as dt
 import io
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -411,3 +412,48 @@ async def test_purging_a_spilled_body_keeps_the_chain(
         assert result.ok and result.checked == 4
     finally:
         await conn.close()
+
+
+async def test_nexus_audit_run_process_records_and_stops_cleanly(
+    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nexus.cli",
+        "audit",
+        "run",
+        "--dsn",
+        pg_dsn,
+        "--nats",
+        nats_url,
+        "--prefix",
+        topology.prefix,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            line = await proc.stdout.readline()
+        assert b"recording" in line and topology.traffic_stream.encode() in line, line
+        await _publish(nats_url, topology, tmp_path, _events(12))
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            async with asyncio.timeout(20):
+                while await conn.fetchval("SELECT count(*) FROM audit_log") < 12:
+                    await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    code, out = await _cli("verify", "--dsn", pg_dsn)
+    assert code == 0 and "records 1-12" in out, out
+    code, out = await _cli("purge", "--dsn", pg_dsn, "--nats", nats_url, "--prefix", topology.prefix)
+    assert code == 0 and "purged 0 stored bodies and 0 spilled objects" in out, out
