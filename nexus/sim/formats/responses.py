@@ -215,6 +215,16 @@ async def create(request: web.Request) -> web.StreamResponse:
                     item={**item, "status": "in_progress", "content": []},
                 )
             )
+            part = {"type": "output_text", "text": "", "annotations": []}
+            await out.write(
+                event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            )
 
             def delta(i: int, p: str, item: dict[str, Any] = item, index: int = index) -> bytes:
                 return event(
@@ -234,6 +244,15 @@ async def create(request: web.Request) -> web.StreamResponse:
                     output_index=index,
                     content_index=0,
                     text=a.text,
+                )
+            )
+            await out.write(
+                event(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part={**part, "text": a.text},
                 )
             )
         else:
