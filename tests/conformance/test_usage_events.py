@@ -7,6 +7,7 @@ its own wire format and the caller saw."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,7 +44,7 @@ async def wired(
     await publisher.start()
     stack = await start_stack(sink=publisher)
     ep = {"nats_url": nats_url, "postgres_dsn": pg_dsn, "duckdb_path": str(tmp_path / "analytics.duckdb")}
-    projector, stop = await start_projector(ep, topology)
+    _projector, stop = await start_projector(ep, topology)
     yield stack, pg_dsn
     await stop()
     await stack.close()
@@ -70,8 +71,6 @@ async def _call(
         usage: dict[str, Any] = {}
         async for line in r.content:
             if line.startswith(b"data: {") and b'"usage"' in line:
-                import json
-
                 usage = json.loads(line[6:])["usage"] or usage
         return rid, usage
 
@@ -93,8 +92,9 @@ async def test_usage_from_every_provider_lands_in_events_and_traffic_event(wired
             rows = {
                 r["request_id"]: r
                 for r in await conn.fetch(
-                    "SELECT request_id, provider, prompt_tokens, completion_tokens, total_tokens, cached_tokens, "
-                    "reasoning_tokens, cost_usd, status FROM traffic_event WHERE status IS NOT NULL"
+                    "SELECT request_id, provider, prompt_tokens, completion_tokens, total_tokens, "
+                    "cached_tokens, reasoning_tokens, cost_usd, status FROM traffic_event "
+                    "WHERE status IS NOT NULL"
                 )
             }
             if all(rid in rows for rid in seen) or time.monotonic() > deadline:
