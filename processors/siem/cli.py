@@ -1,6 +1,7 @@
 """``nexus siem``: run the SIEM forwarder for the sinks of a config file.
 
     nexus siem --config FILE [--nats URL] [--prefix NEXUS] [--metrics-port N]
+    nexus siem dlq --config FILE [--sink NAME] [--replay] [--nats URL] [--prefix NEXUS]
 
 Exit codes: 0 stopped by a signal, 2 bad config or a service error.
 """
@@ -16,7 +17,9 @@ import sys
 
 from prometheus_client import start_http_server
 
+from processors.siem.dlq import list_dead_letters, replay_dead_letters
 from processors.siem.forwarder import SiemForwarder
+from processors.siem.sinks import client_for
 from streams.config import ConfigError, NexusConfig, parse_config
 from streams.jetstream import connect, ensure_streams
 from streams.topology import Topology
@@ -61,7 +64,70 @@ async def _run(args: argparse.Namespace, cfg: NexusConfig) -> int:
             await nc.close()
 
 
+def _dlq_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nexus siem dlq", description="list or replay dead-lettered records")
+    p.add_argument(
+        "--config", default=os.environ.get("NEXUS_CONFIG"), help="config file with a siem: section"
+    )
+    p.add_argument("--nats", default=os.environ.get("NEXUS_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--prefix", default=os.environ.get("NEXUS_STREAM_PREFIX", "NEXUS"))
+    p.add_argument("--sink", default=None, help="only this sink")
+    p.add_argument("--replay", action="store_true", help="send them again; delivered ones are removed")
+    return p
+
+
+async def _dlq(args: argparse.Namespace, cfg: NexusConfig) -> int:
+    topology = Topology(prefix=args.prefix)
+    sinks = {s.name: s for s in cfg.siem.sinks}
+    if args.sink is not None and args.sink not in sinks:
+        print(f"nexus siem dlq: no sink named {args.sink!r} in the config", file=sys.stderr)
+        return 2
+    nc = await connect(args.nats, name="nexus-siem-dlq")
+    try:
+        js = nc.jetstream()
+        if not args.replay:
+            for dl in await list_dead_letters(js, topology, args.sink):
+                print(
+                    f"{dl.dlq_seq}\t{dl.sink}\t{dl.stream}:{dl.stream_seq}\tevent {dl.event_id}\t"
+                    f"attempts {dl.attempts}\t{dl.reason}"
+                )
+            return 0
+        status = 0
+        for name in (
+            [args.sink] if args.sink else sorted({d.sink for d in await list_dead_letters(js, topology)})
+        ):
+            sink = sinks.get(name)
+            if sink is None:
+                print(f"{name}: not in the config; skipped", file=sys.stderr)
+                continue
+            client = client_for(sink, os.environ)
+            try:
+                delivered, refused = await replay_dead_letters(js, topology, sink, client)
+            finally:
+                await client.close()
+            print(f"{name}: {delivered} delivered and removed, {refused} still refused")
+            status = status or (1 if refused else 0)
+        return status
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["dlq"]:
+        dargs = _dlq_parser().parse_args(argv[1:])
+        if not dargs.config:
+            print("nexus siem dlq: --config (or NEXUS_CONFIG) is required", file=sys.stderr)
+            return 2
+        try:
+            with open(dargs.config, "rb") as f:
+                dcfg = parse_config(f.read(), source=dargs.config)
+            return asyncio.run(_dlq(dargs, dcfg))
+        except ConfigError as exc:
+            print(f"nexus siem dlq: {exc}", file=sys.stderr)
+        except OSError as exc:
+            print(f"nexus siem dlq: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     if not args.config:
         print("nexus siem: --config (or NEXUS_CONFIG) is required", file=sys.stderr)

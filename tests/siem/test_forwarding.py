@@ -24,6 +24,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from processors.siem import SiemForwarder, dlq_stream, start_siem
+from processors.siem import cli as siem_cli
+from processors.siem.dlq import list_dead_letters
 from streams import codec
 from streams.config_siem import SiemConfig, SinkFilter, SplunkHecSink, SyslogSink
 from streams.events import Body, Node, RequestCompleted, RequestFailed, RequestReceived, Tenant
@@ -317,7 +319,11 @@ async def test_every_selected_event_once_across_a_30s_outage(
 
 
 async def test_rejected_record_is_dead_lettered_after_max_attempts(
-    js: nats.js.JetStreamContext, topology: Topology
+    js: nats.js.JetStreamContext,
+    topology: Topology,
+    nats_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hec = HecServer(HEC_TOKEN)
     await hec.start()
@@ -360,6 +366,20 @@ async def test_rejected_record_is_dead_lettered_after_max_attempts(
         assert hec.arrivals.duplicates == 0
         rejected = registry.get_sample_value("nexus_siem_failures_total", {"sink": "hec", "kind": "rejected"})
         assert rejected == 3
+        # The operator lists the dead letters, fixes the cause, replays.
+        [dl] = await list_dead_letters(js, topology, "hec")
+        assert dl.event_id == poison and dl.attempts == 3 and dl.stream == topology.traffic_stream
+        hec.reject_ids = set()
+        cfg_file = tmp_path / "nexus.yaml"
+        cfg_file.write_text(
+            f"siem: {{sinks: [{{kind: splunk_hec, name: hec, url: 'http://127.0.0.1:{hec.port}/',"
+            " token_env: TEST_HEC_TOKEN, allow_private_network: true}]}\n"
+        )
+        monkeypatch.setenv("TEST_HEC_TOKEN", HEC_TOKEN)
+        args = ["dlq", "--config", str(cfg_file), "--nats", nats_url, "--prefix", topology.prefix]
+        assert await asyncio.to_thread(siem_cli.main, [*args, "--replay"]) == 0
+        assert poison in hec.arrivals.ids
+        assert await list_dead_letters(js, topology) == []
     finally:
         await forwarder.stop()
         await hec.stop()
