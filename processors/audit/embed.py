@@ -1,5 +1,6 @@
 """Start the audit processor inside another process (``nexus up``): it owns
-its NATS connection and returns the processor and an async stop."""
+its NATS connection and returns the processor and an async stop.  With
+``audit.enabled: false`` nothing starts and the stop is a no-op."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from streams.topology import Topology
 Stopper = Callable[[], Awaitable[None]]
 
 
+async def _nothing() -> None:
+    return None
+
+
 async def start_audit(
     nats_url: str,
     postgres_dsn: str,
@@ -22,7 +27,9 @@ async def start_audit(
     config: AuditConfig | None = None,
     *,
     registry: CollectorRegistry | None = None,
-) -> tuple[AuditProcessor, Stopper]:
+) -> tuple[AuditProcessor | None, Stopper]:
+    if config is not None and not config.enabled:
+        return None, _nothing
     nc = await connect(nats_url, name="nexus-audit")
     js = nc.jetstream()
     await ensure_streams(js, topology)

@@ -325,7 +325,9 @@ async def test_failing_postgres_holds_the_batch_and_the_chain_stays_in_order(
 ) -> None:
     registry = CollectorRegistry()
     # Started the way `nexus up` embeds it.
+    assert (await start_audit(nats_url, pg_dsn, topology, AuditConfig(enabled=False)))[0] is None
     proc, stop = await start_audit(nats_url, pg_dsn, topology, registry=registry)
+    assert proc is not None
     conn = await asyncpg.connect(pg_dsn)
     try:
         await _publish(nats_url, topology, tmp_path, _events(20))
