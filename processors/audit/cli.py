@@ -85,6 +85,9 @@ async def _purge(args: argparse.Namespace, cfg: NexusConfig) -> int:
 
 
 async def _run(args: argparse.Namespace, cfg: NexusConfig) -> int:
+    if not cfg.audit.enabled:
+        print("nexus audit: disabled by the config (audit.enabled: false)")
+        return 0
     topology = Topology(prefix=args.prefix)
     nc = await connect(args.nats, name="nexus-audit")
     try:
