@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -67,6 +66,7 @@ class Publisher:
         self._backoff = retry_backoff_s
         self._connect_kwargs = connect_kwargs or {}
         self._buf: deque[Row] = deque()
+        self._inflight = 0  # popped from the buffer, not yet acknowledged or outboxed
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -119,7 +119,7 @@ class Publisher:
             return False
 
     async def _wait_idle(self) -> None:
-        while self._buf or self._outboxed:
+        while self._buf or self._outboxed or self._inflight:
             self._idle.clear()
             self._wake.set()
             await self._idle.wait()
@@ -182,6 +182,8 @@ class Publisher:
         self._wake.set()
 
     async def _on_disconnect(self) -> None:
+        if self._closing:
+            return
         log.warning("NATS disconnected; events go to the outbox until it returns")
 
     # --- the flusher ------------------------------------------------------
@@ -215,12 +217,16 @@ class Publisher:
                         return
                 continue
             batch = [self._buf.popleft() for _ in range(min(self._batch_max, len(self._buf)))]
-            sent = await self._publish(batch)
-            if sent < len(batch):
-                rows = batch[sent:] + list(self._buf)
-                self._buf.clear()
-                await asyncio.to_thread(self._outbox.append, rows)
-                self._count_outboxed(len(rows))
+            self._inflight = len(batch)
+            try:
+                sent = await self._publish(batch)
+                if sent < len(batch):
+                    rows = batch[sent:] + list(self._buf)
+                    self._buf.clear()
+                    await asyncio.to_thread(self._outbox.append, rows)
+                    self._count_outboxed(len(rows))
+            finally:
+                self._inflight = 0
         BUFFER_DEPTH.set(0)
         self._idle.set()
 
@@ -233,20 +239,24 @@ class Publisher:
         futures: list[asyncio.Future[Any]] = []
         try:
             for subject, msg_id, data in rows:
-                fut = await js.publish_async(
-                    subject, data, headers={"Nats-Msg-Id": msg_id}, wait_stall=self._ack_timeout
-                )
+                # wait_stall=None: with a timeout nats-py wraps the semaphore in
+                # wait_for, which yields to the loop after every message, and its
+                # flusher then makes one socket write per message.  A batch never
+                # exceeds the client's pending-ack limit, and unacknowledged
+                # futures are cancelled below, so the semaphore cannot starve.
+                fut = await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id}, wait_stall=None)
                 futures.append(fut)
         except Exception as exc:
             log.warning("publish failed (%s)", type(exc).__name__)
         acked = 0
-        deadline = time.monotonic() + self._ack_timeout
-        for fut in futures:
-            try:
-                await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
-            except Exception:
-                break
-            acked += 1
+        if futures:
+            # One wait for the whole batch (a wait_for per future costs a
+            # timer handle each); then count the in-order acknowledged prefix.
+            await asyncio.wait(futures, timeout=self._ack_timeout)
+            for fut in futures:
+                if not fut.done() or fut.cancelled() or fut.exception() is not None:
+                    break
+                acked += 1
         for fut in futures[acked:]:
             fut.cancel()
         EVENTS_PUBLISHED.inc(acked)
