@@ -37,7 +37,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     pass
 
 
-class Price(_Strict, kw_only=True):
+class Price(_Strict, kw_only=True, frozen=True):
     """USD per million tokens.  ``cached_input`` / ``cache_write`` /
     ``reasoning`` default to the input / input / output price when absent."""
 
@@ -48,14 +48,14 @@ class Price(_Strict, kw_only=True):
     reasoning: float | None = None
 
 
-class Org(_Strict, kw_only=True):
+class Org(_Strict, kw_only=True, frozen=True):
     id: str
     name: str = ""
     timezone: str = "UTC"
     parent: str | None = None
 
 
-class Project(_Strict, kw_only=True):
+class Project(_Strict, kw_only=True, frozen=True):
     id: str
     org: str
     name: str = ""
@@ -64,7 +64,7 @@ class Project(_Strict, kw_only=True):
 KeyStatus = Literal["active", "pending", "expired", "rejected", "revoked"]
 
 
-class VirtualKey(_Strict, kw_only=True):
+class VirtualKey(_Strict, kw_only=True, frozen=True):
     id: str
     # hex HMAC-SHA256 of the full key under the auth secret; the key itself
     # is never stored.  ``nexus keys new`` prints a key and its hash.
@@ -80,7 +80,7 @@ class VirtualKey(_Strict, kw_only=True):
     description: str = ""
 
 
-class Provider(_Strict, kw_only=True):
+class Provider(_Strict, kw_only=True, frozen=True):
     name: str
     kind: str = "openai"  # the codec: openai, anthropic, gemini, ...
     base_url: str
@@ -96,7 +96,7 @@ class Provider(_Strict, kw_only=True):
     options: Mapping[str, Any] = {}
 
 
-class Model(_Strict, kw_only=True):
+class Model(_Strict, kw_only=True, frozen=True):
     name: str
     provider: str
     provider_model: str = ""
@@ -107,7 +107,7 @@ class Model(_Strict, kw_only=True):
     max_output_tokens: int = 0
 
 
-class Auth(_Strict, kw_only=True):
+class Auth(_Strict, kw_only=True, frozen=True):
     # The HMAC secret for virtual-key hashes: read from this environment
     # variable; ``secret`` (a literal) exists only for the shipped demo.
     secret_env: str = "NEXUS_KEY_HMAC_SECRET"
@@ -115,7 +115,7 @@ class Auth(_Strict, kw_only=True):
     admin_token_env: str = "NEXUS_ADMIN_TOKEN"
 
 
-class Gateway(_Strict, kw_only=True):
+class Gateway(_Strict, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 3050
     max_body_bytes: int = 8 * 1024 * 1024
@@ -126,14 +126,14 @@ class Gateway(_Strict, kw_only=True):
     node_id: str = ""
 
 
-class ProjectionsConfig(_Strict, kw_only=True):
+class ProjectionsConfig(_Strict, kw_only=True, frozen=True):
     # The DuckDB file for analysts ("" = ~/.nexus/analytics.duckdb).  The
     # Postgres DSN carries a password, so it comes from NEXUS_POSTGRES_DSN only.
     duckdb_path: str = ""
     batch_size: int = 5000
 
 
-class NexusConfig(_Strict, kw_only=True):
+class NexusConfig(_Strict, kw_only=True, frozen=True):
     version: int = 1
     auth: Auth = Auth()
     gateway: Gateway = Gateway()
@@ -144,8 +144,8 @@ class NexusConfig(_Strict, kw_only=True):
     models: tuple[Model, ...] = ()
     audit: AuditConfig = AuditConfig()
     siem: SiemConfig = SiemConfig()
-    quotas: QuotaConfig = QuotaConfig()
     hooks: HooksConfig = HooksConfig()
+    quotas: QuotaConfig = QuotaConfig()
     projections: ProjectionsConfig = ProjectionsConfig()
 
 
@@ -310,8 +310,8 @@ def _validate(cfg: NexusConfig) -> None:
         raise ConfigError("gateway.port: must be 1-65535")
     validate_audit(cfg.audit)
     validate_siem(cfg.siem, known_orgs=orgs)
-    validate_quotas(cfg)
     validate_hooks(cfg.hooks, orgs=orgs, projects=projects, keys=key_ids)
+    validate_quotas(cfg)
 
 
 def _format_msgspec_error(exc: msgspec.ValidationError) -> str:
