@@ -77,18 +77,16 @@ async def test_anthropic_sdk_messages_tool_use_and_result(stack: Stack, provider
         ev = usage_of(stack, raw.headers["x-nexus-request-id"])
         assert ev.provider == provider and ev.usage.completion_tokens == first.usage.output_tokens
 
+        turns: Any = [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21 degrees"}],
+            },
+        ]
         second = await client.messages.create(
-            model=chat_model(provider),
-            max_tokens=512,
-            tools=[WEATHER_ANTHROPIC],
-            messages=[
-                {"role": "user", "content": "What is the weather in Paris?"},
-                {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-                {
-                    "role": "user",
-                    "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21 degrees"}],
-                },
-            ],
+            model=chat_model(provider), max_tokens=512, tools=[WEATHER_ANTHROPIC], messages=turns
         )
     assert second.stop_reason == "end_turn"
     text = "".join(b.text for b in second.content if b.type == "text")
@@ -202,8 +200,9 @@ async def test_openai_sdk_chat_tool_calls_and_streaming(stack: Stack, provider: 
             tools=[WEATHER_OPENAI],
         ) as helper:
             final = await helper.get_final_completion()
-    streamed = final.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert json.loads(streamed.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    calls = final.choices[0].message.tool_calls
+    assert calls is not None
+    assert json.loads(calls[0].function.arguments) == {"city": "Paris"}
 
 
 @pytest.mark.parametrize("provider", OPENAI_SERVED_BY)
