@@ -38,7 +38,10 @@ ProgressFn = Callable[[str, int, int], None]  # (store name, last applied sequen
 # fetch against a vanished one just times out.
 _PROBE_AFTER_IDLE_S = 2.0
 _MAX_BACKOFF_S = 5.0
-_CATCH_UP_FETCH_S = 5.0
+# Long enough to read a whole chunk on a busy machine, short enough that
+# the first message after a burst still lands well within a second.
+_CATCH_UP_FETCH_S = 0.5
+_FETCH_CHUNK = 1000
 
 
 class Lane:
@@ -60,6 +63,7 @@ class Lane:
         self.last_error = ""
         self._changed = asyncio.Condition()
         self._label = store.name
+        self._writer_idle = True
         self._skipped = {
             reason: metrics.EVENTS_SKIPPED.labels(self._label, reason)
             for reason in ("undecodable", "unknown_type")
@@ -132,7 +136,9 @@ class Lane:
         fetcher = asyncio.create_task(self._fetch_loop(sub, name, position, batches))
         try:
             while True:
+                self._writer_idle = True
                 batch = await batches.get()
+                self._writer_idle = False
                 if isinstance(batch, BaseException):
                     raise batch
                 await self._write(batch)
@@ -154,38 +160,61 @@ class Lane:
         position: int,
         out: asyncio.Queue[_Batch | BaseException],
     ) -> None:
-        last = position
-        idle_since = time.monotonic()
-        timeout = self._fetch_timeout_s
         try:
-            while True:
-                try:
-                    msgs = await sub.fetch(self._batch_size, timeout=timeout)
-                except TimeoutError:  # nats-py raises both its own and the builtin one
-                    msgs = []
-                # Catching up (a full batch came back): let the next fetch
-                # take as long as reading a whole batch takes.  A fetch that
-                # times out half-read leaves its messages in flight and the
-                # next one asks for more; on a busy machine that piles up
-                # until the server cuts the connection as a slow consumer.
-                # Idle or trickling: the short timeout bounds row latency.
-                timeout = _CATCH_UP_FETCH_S if len(msgs) >= self._batch_size else self._fetch_timeout_s
-                if not msgs:
-                    if out.empty():
-                        metrics.LAG.labels(self._label).set(0)
-                    if time.monotonic() - idle_since > _PROBE_AFTER_IDLE_S:
-                        await self._js.consumer_info(self.stream, name)  # NotFoundError -> re-create
-                        idle_since = time.monotonic()
-                    continue
-                idle_since = time.monotonic()
-                batch = self._decode(msgs, last)
-                if batch is not None:
-                    last = batch.last_seq
-                    await out.put(batch)
+            await self._fill(sub, name, position, out)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await out.put(exc)
+
+    async def _fill(
+        self,
+        sub: JetStreamContext.PullSubscription,
+        name: str,
+        position: int,
+        out: asyncio.Queue[_Batch | BaseException],
+    ) -> None:
+        last = position
+        idle_since = time.monotonic()
+        timeout = self._fetch_timeout_s
+        # Fetch in chunks of at most _FETCH_CHUNK messages and gather chunks
+        # into one write batch: a small pull request bounds what the server
+        # holds for us while this process is busy, a big write batch
+        # amortises the transaction.
+        chunk = min(self._batch_size, _FETCH_CHUNK)
+        pending: _Batch | None = None
+        while True:
+            try:
+                msgs = await sub.fetch(chunk, timeout=timeout)
+            except TimeoutError:  # nats-py raises both its own and the builtin one
+                msgs = []
+            full = len(msgs) >= chunk
+            # Catching up (a full chunk came back): the next fetch may take as
+            # long as reading a whole chunk takes -- a fetch that times out
+            # half-read leaves its messages in flight while the next one asks
+            # for more, which on a busy machine piles up until the server
+            # cuts the connection as a slow consumer.  Idle or trickling: the
+            # short timeout bounds how long a row waits.
+            timeout = _CATCH_UP_FETCH_S if full else self._fetch_timeout_s
+            if msgs:
+                idle_since = time.monotonic()
+                decoded = self._decode(msgs, last)
+                if decoded is not None:
+                    last = decoded.last_seq
+                    pending = decoded if pending is None else pending.extend(decoded)
+            # Hand over when the chunk was the last one available, the batch
+            # is big enough, or the writer waits for work anyway.
+            if pending is not None and (
+                not full or pending.messages >= self._batch_size or self._writer_idle
+            ):
+                await out.put(pending)
+                pending = None
+            if not msgs:
+                if out.empty():
+                    metrics.LAG.labels(self._label).set(0)
+                if time.monotonic() - idle_since > _PROBE_AFTER_IDLE_S:
+                    await self._js.consumer_info(self.stream, name)  # NotFoundError -> re-create
+                    idle_since = time.monotonic()
 
     def _decode(self, msgs: list[Msg], after: int) -> _Batch | None:
         items: list[Item] = []
@@ -228,6 +257,13 @@ class _Batch:
     last_seq: int
     messages: int
     pending: int  # messages left in the stream after this batch
+
+    def extend(self, more: _Batch) -> _Batch:
+        self.items.extend(more.items)
+        self.last_seq = more.last_seq
+        self.messages += more.messages
+        self.pending = more.pending
+        return self
 
 
 def _seq_and_pending(msg: Msg) -> tuple[int, int]:
