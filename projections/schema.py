@@ -110,8 +110,19 @@ def _select_expr(col: Column, dialect: Dialect) -> str:
     return f"u.{col.name}"
 
 
-def _set_clause(col: Column) -> str:
+def _set_clause(col: Column, dialect: Dialect) -> str:
     n = col.name
+    if col.rule is Rule.UNION:
+        # Both sides are sorted, distinct, comma-joined labels or NULL
+        # (never ""): their union in the same form.
+        both = f"concat_ws(',', EXCLUDED.{n}, t.{n})"
+        if dialect == "postgres":
+            # Identifiers come from COLUMNS only.
+            distinct = f"SELECT DISTINCT x FROM unnest(string_to_array({both}, ',')) AS x"  # noqa: S608
+            labels = f"array_to_string(ARRAY({distinct} WHERE x <> '' ORDER BY x), ',')"
+        else:
+            labels = f"array_to_string(list_sort(list_distinct(string_split({both}, ','))), ',')"
+        return f"{n} = NULLIF({labels}, '')"
     if col.rule is Rule.SET:
         return f"{n} = COALESCE(EXCLUDED.{n}, t.{n})"
     if col.rule is Rule.MIN:
@@ -126,7 +137,7 @@ def upsert_sql(dialect: Dialect) -> str:
     array per column (unnest): one round trip, no per-row statements."""
     names = ", ".join(c.name for c in COLUMNS)
     select = ", ".join(_select_expr(c, dialect) for c in COLUMNS)
-    updates = ",\n    ".join(_set_clause(c) for c in COLUMNS if c.name != "request_id")
+    updates = ",\n    ".join(_set_clause(c, dialect) for c in COLUMNS if c.name != "request_id")
     if dialect == "postgres":
         args = ", ".join(f"${i}::{_PG_ARRAY[c.kind]}" for i, c in enumerate(COLUMNS, 1))
         source = f"unnest({args}) AS u({names})"

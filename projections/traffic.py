@@ -12,6 +12,8 @@ order and redelivery irrelevant:
 * ``RANKED`` -- several event types speak about the column (the provider is
   named by every upstream attempt, by the usage record and by the outcome);
   the delta with the highest rank wins, the rank column keeps the maximum.
+* ``UNION`` -- a set of labels (comma-joined, sorted): several events add to
+  it (the compliance tags of each hook stage).
 
 Adding a column: a numbered migration for each store, a ``Column`` here and a
 line in the event's ``delta`` function.  ``tests/projections`` checks that the
@@ -33,6 +35,7 @@ from streams.events import (
     UpstreamResult,
     UsageRecorded,
 )
+from streams.events_compliance import StageDecision
 
 PROJECTION = "traffic_event"
 TABLE = "traffic_event"
@@ -43,6 +46,7 @@ class Rule(enum.Enum):
     MIN = "min"
     MAX = "max"
     RANKED = "ranked"
+    UNION = "union"
 
 
 class Kind(enum.Enum):
@@ -127,6 +131,19 @@ COLUMNS: tuple[Column, ...] = (
     Column("priced", _B),
     Column("usage_estimated", _B),
     Column("config_version", _T),
+    # Compliance (one StageDecision per hook stage; migration 0002).
+    Column("passthrough_flags", _T),
+    Column("connection_hook_decision", _T),
+    Column("request_hook_decision", _T),
+    Column("request_hook_blocking_rule", _T),
+    Column("request_hook_reason_code", _T),
+    Column("request_hook_us", _I),
+    Column("response_hook_decision", _T),
+    Column("response_hook_blocking_rule", _T),
+    Column("response_hook_reason_code", _T),
+    Column("response_hook_us", _I),
+    Column("response_hook_mode", _T),
+    Column("compliance_tags", _T, Rule.UNION),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -162,6 +179,7 @@ def _received(e: RequestReceived) -> Row:
         "client_ip": e.client_ip,
         "user_agent": e.user_agent,
         "request_bytes": e.body.size if e.body is not None else None,
+        "passthrough_flags": ",".join(e.passthrough_flags) or None,
     }
 
 
@@ -242,12 +260,39 @@ def _failed(e: RequestFailed) -> Row:
     return _route(row, e.provider, e.provider_model, _ROUTE_FAILED)
 
 
+def _labels(values: Iterable[str]) -> str | None:
+    """A UNION column's value: sorted, distinct, comma-joined; None for none
+    (never "", which the SQL side would read as one empty label)."""
+    found = sorted({v.replace(",", ";") for v in values if v})
+    return ",".join(found) or None
+
+
+def _stage(e: StageDecision) -> Row:
+    row: Row = {
+        "request_id": e.request_id,
+        "first_seen_at": e.occurred_at_ms,
+        "compliance_tags": _labels(e.tags),
+    }
+    if e.stage == "connection":
+        row["connection_hook_decision"] = e.decision
+    elif e.stage in ("request", "response"):
+        p = e.stage
+        row[f"{p}_hook_decision"] = e.decision
+        row[f"{p}_hook_blocking_rule"] = e.blocking_rule
+        row[f"{p}_hook_reason_code"] = e.reason_code
+        row[f"{p}_hook_us"] = e.hooks_us
+        if p == "response":
+            row["response_hook_mode"] = e.streaming_mode
+    return row
+
+
 _DELTAS: dict[type, Callable[[Any], Row]] = {
     RequestReceived: _received,
     UpstreamResult: _upstream,
     UsageRecorded: _usage,
     RequestCompleted: _completed,
     RequestFailed: _failed,
+    StageDecision: _stage,
 }
 
 
@@ -265,8 +310,8 @@ def delta(event: object) -> Row | None:
 
 # name -> (rule, index of its rank column in RANK_COLUMNS or -1): merge runs
 # for most events of a batch, so it works from plain tuples.
-_SET, _MIN, _MAX, _RANKED = 0, 1, 2, 3
-_CODE = {Rule.SET: _SET, Rule.MIN: _MIN, Rule.MAX: _MAX, Rule.RANKED: _RANKED}
+_SET, _MIN, _MAX, _RANKED, _UNION = 0, 1, 2, 3, 4
+_CODE = {Rule.SET: _SET, Rule.MIN: _MIN, Rule.MAX: _MAX, Rule.RANKED: _RANKED, Rule.UNION: _UNION}
 _MERGE: dict[str, tuple[int, str]] = {c.name: (_CODE[c.rule], c.rank) for c in COLUMNS}
 
 
@@ -282,6 +327,10 @@ def merge(old: Row, new: Row) -> Row:
         elif code == _RANKED:
             if (new.get(rank) or 0) > old_ranks[rank]:
                 old[name] = value
+        elif code == _UNION:
+            if value:
+                cur = old.get(name)
+                old[name] = _labels((*(cur.split(",") if cur else ()), *value.split(",")))
         elif value is not None:
             cur = old.get(name)
             if cur is None:

@@ -285,6 +285,17 @@ class PassthroughRule(_Strict, kw_only=True, frozen=True):
     set_by: str = ""
 
 
+class CaptureConfig(_Strict, frozen=True):
+    """Body capture on traffic events: request bodies on RequestReceived,
+    response bodies on UpstreamResult (the redacted form when a redaction
+    fired).  Sizes are always recorded; the bodies only where allowed."""
+
+    requests: bool = True
+    responses: bool = True
+    # Orgs whose bodies are never captured (their policy, e.g. no retention).
+    off_for_orgs: tuple[str, ...] = ()
+
+
 class HooksConfig(_Strict, frozen=True):
     enabled: bool = True
     total_timeout_ms: float = 15000.0
@@ -292,6 +303,7 @@ class HooksConfig(_Strict, frozen=True):
     streaming: StreamingConfig = StreamingConfig()
     kill_switch: KillSwitch = KillSwitch()
     passthrough: tuple[PassthroughRule, ...] = ()
+    capture: CaptureConfig = CaptureConfig()
 
 
 # --- conversion and validation ------------------------------------------------------
@@ -487,6 +499,10 @@ def validate_hooks(
                     raise _error(f"{where}.{field}[{j}]: unknown {field[:-1]} {value!r}")
         settings = hook_settings(spec, f"{where}.settings")
         _validate_settings(spec, settings, where, known_orgs)
+    if known_orgs is not None:
+        for j, org in enumerate(cfg.capture.off_for_orgs):
+            if org not in known_orgs:
+                raise _error(f"hooks.capture.off_for_orgs[{j}]: unknown org {org!r}")
     s = cfg.streaming
     if s.window_chars < 16 or s.holdback_chars < 0 or s.holdback_chars >= s.window_chars * 4:
         raise _error(

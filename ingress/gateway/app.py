@@ -14,9 +14,11 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from aiohttp import web
 
+from ingress.gateway.compliance import build_engine, wants_engine
 from ingress.gateway.middleware import gateway_middleware, stamp_headers
 from ingress.gateway.routes import add_routes
 from ingress.gateway.state import STATE, EventSink, GatewayState
@@ -38,10 +40,18 @@ def create_app(
     node_id: str | None = None,
     spill: SpillStore | None = None,
     env: Mapping[str, str] | None = None,
+    valkey: Any = None,
+    valkey_prefix: str = "nexus:",
 ) -> web.Application:
     """The gateway app.  The caller owns ``publisher`` (start/close it);
     the app owns its upstream sessions (created on startup, closed on
-    cleanup).  ``env`` is where provider credentials are read from."""
+    cleanup).  ``env`` is where provider credentials are read from.
+
+    The compliance engine of the snapshot's ``hooks`` is built on startup
+    (off the event loop).  Hooks that keep state in Valkey (the rate
+    limiter) use ``valkey`` (a ``valkey.asyncio`` client the caller owns),
+    else a client the app opens from ``NEXUS_VALKEY_URL`` in ``env``; the
+    other hooks need none."""
     node = Node(kind="gateway", id=node_id or snapshot.config.gateway.node_id or default_node_id())
     app = web.Application(middlewares=[gateway_middleware])
     environ = os.environ if env is None else env
@@ -53,19 +63,51 @@ def create_app(
         spill,
         build_routes(snapshot, environ),
     )
+    app[_SETUP] = _Setup(valkey, valkey_prefix, environ.get("NEXUS_VALKEY_URL", ""))
     app.cleanup_ctx.append(_lifecycle)
     app.on_response_prepare.append(stamp_headers)
     add_routes(app)
     return app
 
 
+class _Setup:
+    __slots__ = ("valkey", "valkey_prefix", "valkey_url")
+
+    def __init__(self, valkey: Any, valkey_prefix: str, valkey_url: str) -> None:
+        self.valkey = valkey
+        self.valkey_prefix = valkey_prefix
+        self.valkey_url = valkey_url
+
+
+_SETUP = web.AppKey("nexus_gateway_setup", _Setup)
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
+    setup = app[_SETUP]
+    owned_valkey: Any = None
+    if wants_engine(state.snapshot.config.hooks):
+        from ingress.hooks import BreakGlassLatch
+
+        valkey = setup.valkey
+        if valkey is None and setup.valkey_url:
+            import valkey.asyncio as avalkey
+
+            valkey = owned_valkey = avalkey.from_url(setup.valkey_url)  # type: ignore[no-untyped-call]
+        state.valkey = valkey
+        state.break_glass = BreakGlassLatch(state.node.id)
+        state.compliance = await build_engine(
+            state.snapshot, valkey=valkey, key_prefix=setup.valkey_prefix, node_id=state.node.id
+        )
     await state.upstreams.start()
     yield
     if state.background:
         await asyncio.gather(*state.background, return_exceptions=True)
     await state.upstreams.close()
+    if state.compliance is not None:
+        await state.compliance.aclose()
+    if owned_valkey is not None:
+        await owned_valkey.aclose()
 
 
 class GatewayServer:

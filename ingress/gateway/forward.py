@@ -21,9 +21,10 @@ from aiohttp import web
 from adapters.base import CodecError, WireRequest
 from adapters.canonical import ChatRequest
 from adapters.openai.codec import decode_chat, prepare_chat_body
-from ingress.gateway import errors, recording
+from ingress.gateway import errors
+from ingress.gateway.compliance import stream_enforced
 from ingress.gateway.intake import Admitted
-from ingress.gateway.pipeline import check_request, event_usage, record_response
+from ingress.gateway.pipeline import check_request, event_usage, record_response, screen_response
 from ingress.gateway.relay import relay_stream
 from ingress.gateway.streaming import stream_call
 from ingress.gateway.unary import exchange, guard, unreadable
@@ -46,18 +47,23 @@ def _same_format(grammar: Grammar, kind: str) -> bool:
 async def serve_chat(
     request: web.Request, a: Admitted[Any], chat: ChatRequest, grammar: Grammar
 ) -> web.StreamResponse:
-    await check_request(a, chat)
+    chat = await check_request(a, chat) or chat
     route, state, ctx = a.route, a.state, a.ctx
     codec = route.codec
     assert codec is not None  # admit refused providers without a codec
-    if grammar is OPENAI_CHAT and route.kind == "openai":
+    rc = ctx.compliance
+    # The caller's own bytes go out only when no hook rewrote the request;
+    # a stream the response hooks read goes through the codec.
+    redacted = rc is not None and rc.request_redacted
+    screened_stream = ctx.stream and rc is not None and rc.response_hooks
+    if grammar is OPENAI_CHAT and route.kind == "openai" and not redacted and not screened_stream:
         return await _openai_passthrough(request, a, chat)
 
     try:
         wire = codec.encode_chat(chat, route.target)
     except CodecError as exc:
         raise errors.from_canonical(exc.error, stage="route") from None
-    same = _same_format(grammar, route.kind)
+    same = _same_format(grammar, route.kind) and not redacted
     if same:
         wire = msgspec.structs.replace(wire, body=with_model(a.body, ctx.provider_model))
     shown = ctx.requested_model
@@ -71,7 +77,7 @@ async def serve_chat(
             codec.stream_decoder(route.target),
             grammar.stream_encoder(shown, include_usage),
             codec.normalise_error,
-            raw=same,
+            raw=same and not stream_enforced(state, rc),
         )
 
     guard(a.upstream, wire.url)
@@ -80,12 +86,12 @@ async def serve_chat(
         response = codec.decode_chat(payload, route.target)
     except CodecError as exc:
         raise unreadable(state, ctx, upstream_ms, exc) from None
-    recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms)
+    response, rewritten = await screen_response(a, response, payload, upstream_ms)
     usage, estimated = event_usage(response.usage, chat, response)
     record_response(state, ctx, a.model, usage, estimated=estimated)
     if not response.id:  # Bedrock's Converse names none; clients expect one
         response.id = "nexus-" + ctx.request_id
-    body = payload if same else grammar.encode_response(response, shown)
+    body = payload if same and not rewritten else grammar.encode_response(response, shown)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -110,7 +116,11 @@ async def _openai_passthrough(
         response = decode_chat(payload)
     except CodecError as exc:
         raise unreadable(state, ctx, upstream_ms, exc) from None
-    recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms)
+    response, rewritten = await screen_response(a, response, payload, upstream_ms)
     usage, estimated = event_usage(response.usage, chat, response)
     record_response(state, ctx, a.model, usage, estimated=estimated)
+    if rewritten:
+        return web.Response(
+            body=OPENAI_CHAT.encode_response(response, ctx.requested_model), content_type="application/json"
+        )
     return web.Response(body=payload, content_type="application/json")

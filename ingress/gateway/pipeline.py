@@ -15,21 +15,68 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from adapters.canonical import ChatRequest, ChatResponse
 from adapters.canonical import Usage as CanonicalUsage
 from adapters.openai.codec import to_event_usage
-from ingress.gateway import recording
+from ingress.gateway import compliance, recording
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
 from ingress.gateway.state import GatewayState, RequestContext
 from streams.config import Model
 from streams.events import Usage
 
+_encoder = msgspec.json.Encoder()
 
-async def check_request(admitted: Admitted[Any], chat: ChatRequest | None) -> None:
+
+async def check_request(admitted: Admitted[Any], chat: ChatRequest | None) -> ChatRequest | None:
     """Request-stage checks.  ``chat`` is the canonical request (None for
-    embeddings and for Responses calls that only a native target can read)."""
-    return None
+    embeddings and for Responses calls that only a native target can read).
+    Returns what to forward: ``chat`` itself, or its redacted copy when a
+    compliance hook redacted something (``ctx.compliance.request_redacted``);
+    raises the caller's 403 (429 for a rate limit) on a block."""
+    state, ctx = admitted.state, admitted.ctx
+    rc = compliance.begin(state, ctx, admitted.route.kind)
+    if rc is None:
+        recording.flush_received(state, ctx)
+        return chat
+    try:
+        forwarded = await compliance.request_stage(state, ctx, rc, chat, len(admitted.raw))
+    finally:
+        # Recorded whatever the stage decided (a block is audited too); the
+        # body is the redacted request when a redaction fired.
+        redacted = rc.request_redacted
+        recording.flush_received(
+            state, ctx, body=_encoder.encode(forwarded) if redacted else None, redacted=redacted
+        )
+    return forwarded
+
+
+async def screen_response(
+    a: Admitted[Any], response: ChatResponse, payload: bytes, upstream_ms: float
+) -> tuple[ChatResponse, bool]:
+    """A unary answer's response stage, then its UpstreamResult (with the
+    body: the redacted one when a redaction fired).  Returns (response to
+    send, redacted); raises the caller's 403 on a block."""
+    state, ctx = a.state, a.ctx
+    rc = ctx.compliance
+    if rc is None:
+        recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms, body=payload)
+        return response, False
+    screened, result = await compliance.response_stage(state, ctx, rc, response)
+    redacted = result.redacted and not result.blocked
+    recording.upstream_result(
+        state,
+        ctx,
+        status=200,
+        upstream_ms=upstream_ms,
+        body=_encoder.encode(screened) if redacted else payload,
+        redacted=redacted,
+    )
+    if result.blocked:
+        raise compliance.blocked(result)
+    return screened, redacted
 
 
 def event_usage(

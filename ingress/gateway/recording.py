@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import msgspec
 from aiohttp import web
 
 from adapters.canonical import ChatRequest, ChatResponse
@@ -29,28 +30,60 @@ log = logging.getLogger("nexus.gateway")
 
 
 def received(state: GatewayState, ctx: RequestContext, request: web.Request, raw: bytes) -> None:
-    body: Body
-    if len(raw) <= INLINE_BODY_LIMIT:
-        body = Body(inline=raw, size=len(raw))
-    elif state.spill is not None:
-        body, _ = body_of(raw)
-        _spill(state, raw)
-    else:
-        body = Body(size=len(raw))  # too big to inline and nowhere to spill it
-    state.publisher.emit(
-        RequestReceived(
-            request_id=ctx.request_id,
-            node=state.node,
-            tenant=ctx.tenant,
-            endpoint=ctx.endpoint,
-            path=request.path,
-            requested_model=ctx.requested_model,
-            stream=ctx.stream,
-            client_ip=request.remote or "",
-            user_agent=request.headers.get("User-Agent", "")[:256],
-            body=body,
-        )
+    ctx.client_ip = request.remote or ""
+    event = RequestReceived(
+        request_id=ctx.request_id,
+        node=state.node,
+        tenant=ctx.tenant,
+        endpoint=ctx.endpoint,
+        path=request.path,
+        requested_model=ctx.requested_model,
+        stream=ctx.stream,
+        client_ip=ctx.client_ip,
+        user_agent=request.headers.get("User-Agent", "")[:256],
     )
+    # With a hook pipeline the event waits for the request stage: what is
+    # recorded is the redacted body when a redaction fired, and the bypass
+    # flags in force.  Whatever the request does next flushes it first
+    # (its occurred_at is still the moment it was received).
+    ctx.pending_received = (event, raw)
+    if state.compliance is None:
+        flush_received(state, ctx)
+
+
+def flush_received(
+    state: GatewayState, ctx: RequestContext, *, body: bytes | None = None, redacted: bool = False
+) -> None:
+    pending = ctx.pending_received
+    if pending is None:
+        return
+    ctx.pending_received = None
+    event, raw = pending
+    rc = ctx.compliance
+    replace: dict[str, object] = {
+        "body": capture(state, ctx, raw if body is None else body, redacted=redacted, response=False)
+    }
+    if rc is not None and rc.bypass.any:
+        replace["passthrough_flags"] = rc.bypass.flags
+        replace["passthrough_reason"] = rc.bypass.reason
+    state.publisher.emit(msgspec.structs.replace(event, **replace))
+
+
+def capture(state: GatewayState, ctx: RequestContext, data: bytes, *, redacted: bool, response: bool) -> Body:
+    """The Body an event carries: inline up to the limit, else a reference
+    to the spill store; the size only where the org's policy turns capture
+    off (or a big body has nowhere to go)."""
+    policy = state.snapshot.config.hooks.capture
+    allowed = policy.responses if response else policy.requests
+    if not allowed or ctx.tenant.org_id in policy.off_for_orgs:
+        return Body(size=len(data), redacted=redacted)
+    if len(data) <= INLINE_BODY_LIMIT:
+        return Body(inline=data, size=len(data), redacted=redacted)
+    if state.spill is None:
+        return Body(size=len(data), redacted=redacted)  # too big to inline and nowhere to spill it
+    body, _ = body_of(data, redacted=redacted)
+    _spill(state, data)
+    return body
 
 
 def _spill(state: GatewayState, raw: bytes) -> None:
@@ -76,7 +109,10 @@ def upstream_result(
     upstream_ms: float,
     ttft_ms: float | None = None,
     error_code: str = "",
+    body: bytes | None = None,
+    redacted: bool = False,
 ) -> None:
+    flush_received(state, ctx)
     state.publisher.emit(
         UpstreamResult(
             request_id=ctx.request_id,
@@ -88,6 +124,7 @@ def upstream_result(
             upstream_ms=upstream_ms,
             ttft_ms=ttft_ms,
             error_code=error_code,
+            body=None if body is None else capture(state, ctx, body, redacted=redacted, response=True),
         )
     )
 
@@ -109,6 +146,7 @@ def estimate_usage(request: ChatRequest, response: ChatResponse | None) -> Usage
 def usage_recorded(
     state: GatewayState, ctx: RequestContext, model: Model, usage: Usage, *, estimated: bool
 ) -> None:
+    flush_received(state, ctx)
     cost = cost_usd(model.price, usage)
     state.publisher.emit(
         UsageRecorded(
@@ -128,6 +166,7 @@ def usage_recorded(
 
 
 def completed(state: GatewayState, ctx: RequestContext, *, ttft_ms: float | None = None) -> None:
+    flush_received(state, ctx)
     state.publisher.emit(
         RequestCompleted(
             request_id=ctx.request_id,
@@ -143,6 +182,7 @@ def completed(state: GatewayState, ctx: RequestContext, *, ttft_ms: float | None
 
 
 def failed(state: GatewayState, ctx: RequestContext, err: GatewayError) -> None:
+    flush_received(state, ctx)
     state.publisher.emit(
         RequestFailed(
             request_id=ctx.request_id,

@@ -19,7 +19,7 @@ from adapters.openai.codec import OpenAIStreamDecoder, to_event_usage
 from adapters.openai.errors import normalise_error
 from adapters.openai.sse import SSEEvent
 from adapters.wirekit.fold import fold
-from ingress.gateway import errors, recording
+from ingress.gateway import compliance, errors, recording
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
 from ingress.gateway.pipeline import record_response
@@ -140,9 +140,16 @@ async def relay_stream(
     estimated = usage is None
     if usage is None:
         usage = recording.estimate_usage(chat, folded)
+    # Relayed as is, so no response hook reads this stream: the stage is
+    # recorded (bypassed or approved with no hooks run) for the audit.
+    if ctx.compliance is not None:
+        await compliance.stream_summary(state, ctx, ctx.compliance)
+    captured = compliance.stream_body(folded)
 
     if failure is None:
-        recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft)
+        recording.upstream_result(
+            state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft, body=captured
+        )
         record_response(state, ctx, model, usage, estimated=estimated, ttft_ms=caller_ttft)
         await out.write_eof()
         return out
@@ -161,7 +168,13 @@ async def relay_stream(
         gw_err = _CLIENT_GONE
         error_code = ""  # the provider did nothing wrong
     recording.upstream_result(
-        state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft, error_code=error_code
+        state,
+        ctx,
+        status=200,
+        upstream_ms=upstream_ms,
+        ttft_ms=upstream_ttft,
+        error_code=error_code,
+        body=captured,
     )
     record_response(state, ctx, model, usage, estimated=estimated, failure=gw_err)
     return out

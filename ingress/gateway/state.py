@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -13,8 +13,14 @@ from ingress.gateway.targets import Route
 from ingress.translate.grammar import OPENAI_CHAT, Grammar
 from ingress.upstream import UpstreamPool
 from streams.config import ConfigSnapshot, VirtualKey
-from streams.events import Event, Node, Tenant
+from streams.events import Event, Node, RequestReceived, Tenant
 from streams.spill import SpillStore
+
+if TYPE_CHECKING:
+    # Typing only: importing the engine loads presidio (seconds), which a
+    # gateway without hooks never pays.
+    from ingress.gateway.compliance import RequestCompliance
+    from ingress.hooks import BreakGlassLatch, ComplianceEngine
 
 
 class EventSink(Protocol):
@@ -27,6 +33,8 @@ class EventSink(Protocol):
 class GatewayState:
     __slots__ = (
         "background",
+        "break_glass",
+        "compliance",
         "inflight",
         "max_body_bytes",
         "max_inflight",
@@ -37,6 +45,7 @@ class GatewayState:
         "snapshot",
         "spill",
         "upstreams",
+        "valkey",
     )
 
     def __init__(
@@ -61,16 +70,25 @@ class GatewayState:
         self.request_timeout_s = gw.request_timeout_s
         self.inflight = 0
         self.background: set[asyncio.Task[None]] = set()
+        # The compliance engine of this snapshot (None: no hook configured)
+        # and what it needs: a Valkey client (rate limiter) and this node's
+        # break-glass latch.  Set by the app's start-up.
+        self.compliance: ComplianceEngine | None = None
+        self.valkey: Any = None
+        self.break_glass: BreakGlassLatch | None = None
 
 
 class RequestContext:
     """What one request accumulates as it goes; events and metrics read it."""
 
     __slots__ = (
+        "client_ip",
+        "compliance",
         "endpoint",
         "grammar",
         "model",
         "outcome_status",
+        "pending_received",
         "provider",
         "provider_model",
         "request_id",
@@ -92,6 +110,11 @@ class RequestContext:
         self.provider_model = ""
         self.stream = False
         self.outcome_status = 0  # set when the HTTP status is not the outcome (a failed stream)
+        # Compliance: the request's stage state, and its RequestReceived held
+        # back until the request stage decided what body to record.
+        self.compliance: RequestCompliance | None = None
+        self.client_ip = ""
+        self.pending_received: tuple[RequestReceived, bytes] | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

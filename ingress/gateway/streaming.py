@@ -18,7 +18,8 @@ from adapters.base import CodecError, StreamDecoder, StreamError, WireRequest
 from adapters.canonical import CanonicalError, ChatChunk, ChatRequest
 from adapters.replicate.codec import stream_url
 from adapters.wirekit.fold import fold
-from ingress.gateway import errors, recording
+from ingress.gateway import compliance, errors, recording
+from ingress.gateway.compliance import RequestCompliance, StreamBlocked
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
 from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
@@ -107,6 +108,8 @@ class _Pump:
         "forwarded_error",
         "out",
         "raw",
+        "screen",
+        "state",
     )
 
     def __init__(
@@ -122,6 +125,9 @@ class _Pump:
         self.first_token_upstream: float | None = None
         # A same-format stream already carried the provider's own error frame.
         self.forwarded_error = False
+        # The response-stage guard (compliance), when hooks read this stream.
+        self.screen: RequestCompliance | None = None
+        self.state: GatewayState | None = None
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -138,6 +144,17 @@ class _Pump:
         token = any(_has_token(c) for c in new)
         if token and self.first_token_upstream is None:
             self.first_token_upstream = time.perf_counter()
+        if self.screen is not None and self.state is not None:
+            for n, chunk in enumerate(new):
+                try:
+                    await compliance.screen_chunks(self.state, self.screen, [chunk])
+                except StreamBlocked:
+                    # What the guard released before the block still goes
+                    # out, then the error frame.
+                    self.chunks.extend(new[:n])
+                    if not self.raw:
+                        await self.write(b"".join(self.encoder.feed(c) for c in new[:n]))
+                    raise
         self.chunks.extend(new)
         if self.raw:
             await self.write(data)
@@ -146,7 +163,9 @@ class _Pump:
         if token and self.first_token is None:
             self.first_token = time.perf_counter()
 
-    async def run(self, resp: aiohttp.ClientResponse, deadline: float) -> CanonicalError | _ClientGone | None:
+    async def run(
+        self, resp: aiohttp.ClientResponse, deadline: float
+    ) -> CanonicalError | GatewayError | _ClientGone | None:
         try:
             async with asyncio.timeout_at(deadline):
                 async for data in resp.content.iter_any():
@@ -164,6 +183,8 @@ class _Pump:
                     return exc.error
         except _ClientGone as gone:
             return gone
+        except StreamBlocked as block:
+            return block.error
         except TimeoutError:
             return _TIMED_OUT
         except aiohttp.ClientError:
@@ -190,6 +211,7 @@ async def stream_call(
     sent = time.perf_counter()
     deadline = asyncio.get_running_loop().time() + state.request_timeout_s
     guard(a.upstream, wire.url)
+    rc = ctx.compliance
     resp = await _open(state, ctx, a, wire, normalise, deadline)
     try:
         out = web.StreamResponse(
@@ -202,6 +224,8 @@ async def stream_call(
         await out.prepare(request)
         pump = _Pump(out, decoder, encoder, raw)
         pump.fallback_id = "nexus-" + ctx.request_id
+        if rc is not None and rc.response_hooks:
+            pump.screen, pump.state = rc, state
         failure = await pump.run(resp, deadline)
     finally:
         resp.release()
@@ -214,6 +238,9 @@ async def stream_call(
         TTFT.labels(ctx.model).observe(caller_ttft / 1000)
     folded = fold(pump.chunks)
     usage, estimated = event_usage(folded.usage, chat, folded)
+    screened = await compliance.stream_summary(state, ctx, rc) if rc is not None else None
+    captured = compliance.stream_body(folded)
+    redacted = screened is not None and screened.redacted
 
     if failure is None:
         try:
@@ -221,24 +248,43 @@ async def stream_call(
             await out.write_eof()
         except (_ClientGone, ConnectionResetError):
             pass
-        recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft)
+        recording.upstream_result(
+            state,
+            ctx,
+            status=200,
+            upstream_ms=upstream_ms,
+            ttft_ms=upstream_ttft,
+            body=captured,
+            redacted=redacted,
+        )
         record_response(state, ctx, a.model, usage, estimated=estimated, ttft_ms=caller_ttft)
         return out
 
-    if isinstance(failure, CanonicalError):
-        UPSTREAM_ERRORS.labels(ctx.provider, failure.code).inc()
-        gw_err = errors.from_canonical(failure, stage="stream")
+    if isinstance(failure, CanonicalError | GatewayError):
+        if isinstance(failure, CanonicalError):
+            UPSTREAM_ERRORS.labels(ctx.provider, failure.code).inc()
+            gw_err = errors.from_canonical(failure, stage="stream")
+            error_code: str = failure.code
+        else:
+            # A compliance block: the provider did nothing wrong.
+            gw_err, error_code = failure, ""
         try:
             if not pump.forwarded_error:
                 await pump.write(encoder.error(gw_err.failure()))
             await out.write_eof()
         except (_ClientGone, ConnectionResetError):
             pass
-        error_code: str = failure.code
     else:
         gw_err, error_code = _CLIENT_GONE, ""
     recording.upstream_result(
-        state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft, error_code=error_code
+        state,
+        ctx,
+        status=200,
+        upstream_ms=upstream_ms,
+        ttft_ms=upstream_ttft,
+        error_code=error_code,
+        body=captured,
+        redacted=redacted,
     )
     record_response(state, ctx, a.model, usage, estimated=estimated, failure=gw_err)
     return out
