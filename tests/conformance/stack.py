@@ -41,6 +41,12 @@ PROVIDERS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "cohere": ("command-a-reasoning-08-2025", "embed-v4.0", {}),
     "replicate": ("meta/meta-llama-3-8b-instruct", None, {}),
     "voyage": ("", "voyage-3.5", {}),
+    # Claude on Vertex AI: the Vertex codec's rawPredict path, Anthropic bodies.
+    "vertex-claude": (
+        "claude-sonnet-4-5@20250929",
+        None,
+        {"project": "sim-project", "location": "us-central1", "publisher": "anthropic"},
+    ),
     "minimax": ("MiniMax-M2", None, {}),
     "glm": ("glm-4.6", "embedding-3", {}),
     "deepseek": ("deepseek-chat", None, {}),
@@ -53,6 +59,21 @@ PROVIDERS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "xai": ("grok-4", None, {}),
     "huggingface": ("meta-llama/Llama-3.1-8B-Instruct", None, {}),
 }
+
+
+# Providers configured twice with different options: name -> codec kind.
+VARIANTS = {"vertex-claude": "vertex"}
+
+
+def kind_of(provider: str) -> str:
+    return VARIANTS.get(provider, provider)
+
+
+def capabilities(provider: str) -> frozenset[Capability]:
+    """What the provider claims (Claude on Vertex: Claude's, not Gemini's)."""
+    if provider == "vertex-claude":
+        return CODECS["vertex"].capabilities & CODECS["anthropic"].capabilities
+    return CODECS[provider].capabilities
 
 
 def base_url(root: str, kind: str) -> str:
@@ -75,18 +96,19 @@ def config_yaml(root: str, key: str) -> bytes:
     providers = []
     models: list[dict[str, Any]] = []
     for name, (chat, embed, options) in PROVIDERS.items():
-        assert name in CODECS, name
+        kind = kind_of(name)
+        assert kind in CODECS, name
         providers.append(
             {
                 "name": name,
-                "kind": name,
-                "base_url": base_url(root, name),
+                "kind": kind,
+                "base_url": base_url(root, kind),
                 "allow_private_network": True,
                 "api_key_env": "SIM_AWS" if name == "bedrock" else "SIM_KEY",
                 "options": options,
             }
         )
-        caps = CODECS[name].capabilities
+        caps = capabilities(name)
         price = {"input": 1.0, "output": 2.0, "cached_input": 0.5}
         if chat:
             models.append(

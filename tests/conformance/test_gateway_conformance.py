@@ -15,9 +15,8 @@ import aiohttp
 import pytest
 
 from adapters.base import Capability
-from adapters.registry import CODECS
 from streams.events import UsageRecorded
-from tests.conformance.stack import PROVIDERS, Stack, chat_model, embed_model
+from tests.conformance.stack import PROVIDERS, Stack, capabilities, chat_model, embed_model
 
 PIXEL = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGA"
@@ -48,12 +47,13 @@ ROUTE = {
     "cohere": "/cohere/v2/",
     "replicate": "/replicate/v1/",
     "voyage": "/voyage/v1/embeddings",
+    "vertex-claude": "/vertex/v1/projects/sim-project/locations/us-central1/publishers/anthropic/models/",
 }
 
 
 # Providers whose usage does not split reasoning tokens out (Anthropic and
 # Claude on Bedrock count thinking in output_tokens; Cohere in output_tokens).
-NO_REASONING_COUNT = {"anthropic", "bedrock", "cohere"}
+NO_REASONING_COUNT = {"anthropic", "bedrock", "cohere", "vertex-claude"}
 
 
 def route_of(provider: str) -> str:
@@ -62,14 +62,15 @@ def route_of(provider: str) -> str:
 
 def claims(capability: str) -> list[Any]:
     out = []
-    for name, codec in sorted(CODECS.items()):
+    for name in sorted(PROVIDERS):
         chat, embed, _ = PROVIDERS[name]
+        claimed = capabilities(name)
         if capability == "errors":
             ok = True
         elif capability == "embeddings":
-            ok = Capability.EMBEDDINGS in codec.capabilities and embed is not None
+            ok = Capability.EMBEDDINGS in claimed and embed is not None
         else:
-            ok = Capability(capability) in codec.capabilities and bool(chat)
+            ok = Capability(capability) in claimed and bool(chat)
         if ok:
             out.append(pytest.param(name, id=f"{capability}->{name}"))
     return out
@@ -315,7 +316,7 @@ async def case_errors(stack: Stack, provider: str) -> None:
         body["input"] = "sim:fail=500"
     status, resp, _ = await post(stack, path, body)
     assert status == 502 and resp["error"]["code"] == "upstream_error", resp
-    if chat_name and Capability.STREAM in CODECS[provider].capabilities:
+    if chat_name and Capability.STREAM in capabilities(provider):
         body = chat(provider, stream=True)
         body["messages"][0]["content"] = "sim:error_after=2 tell me"
         status, text, rid = await post(stack, path, body)

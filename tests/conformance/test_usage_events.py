@@ -18,11 +18,10 @@ import asyncpg
 import pytest
 
 from adapters.base import Capability
-from adapters.registry import CODECS
 from nexus.wiring import start_projector
 from streams.publisher import Publisher
 from streams.topology import Topology
-from tests.conformance.stack import PROVIDERS, Stack, chat_model, start_stack
+from tests.conformance.stack import PROVIDERS, Stack, capabilities, chat_model, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +29,7 @@ CACHED, REASONING = 6, 4
 # Providers whose wire usage has no cache-read field at all.
 NO_CACHE_FIELD = {"replicate"}
 # Providers that count thinking inside output tokens, never apart.
-NO_REASONING_FIELD = {"anthropic", "bedrock", "cohere", "replicate"}
+NO_REASONING_FIELD = {"anthropic", "bedrock", "cohere", "replicate", "vertex-claude"}
 CHAT = [p for p, (chat, _, _) in PROVIDERS.items() if chat]
 
 
@@ -80,7 +79,7 @@ async def test_usage_from_every_provider_lands_in_events_and_traffic_event(wired
     seen: dict[str, tuple[str, bool, dict[str, Any]]] = {}
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {stack.key}"}) as http:
         for provider in CHAT:
-            modes = [False, True] if Capability.STREAM in CODECS[provider].capabilities else [False]
+            modes = [False, True] if Capability.STREAM in capabilities(provider) else [False]
             for stream in modes:
                 rid, usage = await _call(http, stack, provider, stream)
                 seen[rid] = (provider, stream, usage)

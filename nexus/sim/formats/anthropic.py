@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from nexus.sim import core
+from nexus.sim.behaviour import Behaviour
 from nexus.sim.formats import common
 
 _encoder = msgspec.json.Encoder()
@@ -257,6 +258,35 @@ async def messages(request: web.Request) -> web.StreamResponse:
     raw, b = admitted
     if not request.headers.get("anthropic-version"):
         return error(400, "anthropic-version: header is required")
+    return await _serve(request, raw, b)
+
+
+_any: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+VERTEX_VERSION = "vertex-2023-10-16"
+
+
+async def vertex_raw_predict(request: web.Request, model: str, stream: bool) -> web.StreamResponse:
+    """Claude on Vertex AI (publishers/anthropic ... :rawPredict and
+    :streamRawPredict): the Messages body with ``anthropic_version`` in it
+    and the model in the URL, not the body; bearer (OAuth2) auth."""
+    admitted = await common.admit(request, error, common.bearer)
+    if isinstance(admitted, web.Response):
+        return admitted
+    raw, b = admitted
+    try:
+        body = _any.decode(raw)
+    except msgspec.DecodeError as exc:
+        return error(400, str(exc))
+    if not isinstance(body, dict) or body.pop("anthropic_version", None) != VERTEX_VERSION:
+        return error(400, f"anthropic_version must be {VERTEX_VERSION!r} in the body")
+    if "model" in body:
+        return error(400, "model: Extra inputs are not permitted (the model is in the URL)")
+    if bool(body.get("stream")) != stream:
+        return error(400, "stream must be true on streamRawPredict and absent on rawPredict")
+    return await _serve(request, _encoder.encode({**body, "model": model}), b)
+
+
+async def _serve(request: web.Request, raw: bytes, b: Behaviour) -> web.StreamResponse:
     try:
         req = _decode(raw)
         ask = _ask(req)

@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 
 from nexus.sim import core, text
-from nexus.sim.formats import common
+from nexus.sim.formats import anthropic, common
 from nexus.sim.state import SIM_STATE
 
 _encoder = msgspec.json.Encoder()
@@ -423,8 +423,11 @@ async def gemini_model_action(request: web.Request) -> web.StreamResponse:
 
 async def vertex_model_action(request: web.Request) -> web.StreamResponse:
     model, verb = _split(request.match_info["action"])
-    if request.match_info["publisher"] != "google":
-        return error(404, "this sim serves publishers/google models only")
+    publisher = request.match_info["publisher"]
+    if publisher == "anthropic" and verb in ("rawPredict", "streamRawPredict"):
+        return await anthropic.vertex_raw_predict(request, model, verb == "streamRawPredict")
+    if publisher != "google":
+        return error(404, "this sim serves publishers/google and publishers/anthropic models only")
     if verb == "generateContent":
         return await _generate_handler(request, model, False, True)
     if verb == "streamGenerateContent":
