@@ -273,6 +273,14 @@ WRONG = [
         id="cohere-embed-without-input_type",
     ),
     pytest.param(
+        "/cohere/v2/embed",
+        {"model": "e", "texts": ["x"], "input_type": "search_document"},
+        BEARER,
+        400,
+        "embedding_types",
+        id="cohere-embed-without-embedding_types",
+    ),
+    pytest.param(
         "/voyage/v1/embeddings",
         {"model": "v", "input": ["x"], "dimensions": 8},
         BEARER,

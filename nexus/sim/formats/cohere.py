@@ -113,10 +113,11 @@ class ChatRequest(_Strict):
 class EmbedRequest(_Strict):
     model: str
     input_type: Literal["search_document", "search_query", "classification", "clustering", "image"]
+    # Required in v2 (https://docs.cohere.com/docs/migrating-v1-to-v2#embed).
+    embedding_types: list[Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]]
     texts: list[str] | None = None
     images: list[str] | None = None
     inputs: list[Any] | None = None
-    embedding_types: list[Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]] | None = None
     output_dimension: int | None = None
     truncate: Literal["NONE", "START", "END"] | None = None
     max_tokens: int | None = None
