@@ -1,9 +1,9 @@
 """Anthropic's Messages API (POST /anthropic/v1/messages), per
 https://docs.anthropic.com/en/api/messages and /en/api/messages-streaming:
 x-api-key and anthropic-version required; unknown fields, a missing
-max_tokens, a non-alternating or non-user-first conversation, tool_result
-blocks without a matching tool_use, and malformed image sources are 400s,
-as the real API answers.  Streams are named SSE events (message_start,
+max_tokens, tool_result blocks without a matching tool_use, thinking
+budgets out of range and malformed image sources are 400s, as the real API
+answers (consecutive same-role turns are accepted: the API merges them).  Streams are named SSE events (message_start,
 content_block_*, message_delta, message_stop); errors are
 ``{"type":"error","error":{type,message}}``, mid-stream too."""
 
@@ -156,8 +156,8 @@ _decode = msgspec.json.Decoder(Request).decode
 
 
 def _ask(req: Request) -> core.Ask:
-    if not req.messages or req.messages[0].role != "user":
-        raise common.Rejected(400, "messages: the first message must use the user role")
+    if not req.messages:
+        raise common.Rejected(400, "messages: at least one message is required")
     if req.max_tokens < 1:
         raise common.Rejected(400, "max_tokens: must be at least 1")
     texts: list[str] = []
@@ -168,9 +168,9 @@ def _ask(req: Request) -> core.Ask:
     images = 0
     tool_ids: set[str] = set()
     last_is_result = False
-    for i, m in enumerate(req.messages):
-        if i and m.role == req.messages[i - 1].role:
-            raise common.Rejected(400, "messages: roles must alternate between user and assistant")
+    # Consecutive same-role turns are allowed (the API combines them), and
+    # a final assistant turn is a prefill.
+    for m in req.messages:
         blocks = [TextBlock(text=m.content)] if isinstance(m.content, str) else m.content
         parts: list[str] = []
         last_is_result = False
