@@ -20,7 +20,7 @@ import pytest
 import valkey.asyncio as avalkey
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
-from ingress.gateway.state import EventSink
+from ingress.gateway.state import STATE, EventSink
 from nexus.sim import SimServer, SimSettings, start_sim
 from nexus.sim.text import completion_words
 from streams.config import ConfigSnapshot, parse_config
@@ -151,6 +151,10 @@ class HooksStack:
     @property
     def root(self) -> str:
         return self.gateway.url.removesuffix("/v1")
+
+    def background(self) -> int:
+        """Background tasks of the gateway still running (body spills)."""
+        return len(self.gateway.runner.app[STATE].background)
 
     def received(self) -> list[Any]:
         """The bodies the simulated provider received, oldest first."""
