@@ -88,7 +88,7 @@ async def _stream(js: JetStreamContext, topology: Topology) -> list[Event]:
     out: list[Event] = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         msg = await js.get_msg(topology.traffic_stream, seq)
-        out.append(codec.decode(msg.data))
+        out.append(codec.decode(msg.data or b""))
     return out
 
 
