@@ -357,7 +357,8 @@ def _meta(
         "method": {
             "peak": f"wrk -t1 -c{p.connections} -d{p.wrk_s:g}s after a {p.wrk_warmup_s:g}s warm-up; "
             "RPS counts 2xx responses only; latency percentiles from wrk's own histogram",
-            "fixed rate": "open-loop client (aiohttp on uvloop, own process) at "
+            "fixed rate": "open-loop client (its own process: raw asyncio HTTP/1.1 on uvloop, "
+            "keep-alive pool of 256) at "
             f"{', '.join(map(str, p.rates))}/s for {p.open_s:g}s after {p.open_warmup_s:g}s "
             "at the same rate; "
             "latency and TTFT from each request's scheduled send time (no coordinated omission); "
