@@ -121,4 +121,6 @@ async def admit(
     route = state.routes[model.name]
     if route.codec is None:
         raise errors.unsupported_provider(provider.kind)
-    return Admitted(state, ctx, body, parsed, model, state.upstreams.get(provider.name), route, raw)
+    upstream = state.upstreams.get(provider.name)
+    await route.refresh(upstream.session, state.request_timeout_s)
+    return Admitted(state, ctx, body, parsed, model, upstream, route, raw)

@@ -1,25 +1,48 @@
 """Where each model's requests go: its provider's codec and the codec
 ``Target`` (base URL, provider model id, credential, options), built once at
 start-up from the config snapshot so the hot path never reads the config or
-the environment."""
+the environment (a Vertex service account's access token is minted on
+first use and refreshed before it expires: ``ingress.gateway.credentials``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import aiohttp
+import msgspec
+
 from adapters.base import Codec, Target
 from adapters.registry import CODECS
+from ingress.gateway.credentials import VertexServiceAccount
 from streams.config import ConfigSnapshot, Model, Provider
 
 
 class Route:
-    __slots__ = ("codec", "model", "provider", "target")
+    __slots__ = ("codec", "minted", "model", "provider", "target")
 
-    def __init__(self, model: Model, provider: Provider, codec: Codec | None, target: Target) -> None:
+    def __init__(
+        self,
+        model: Model,
+        provider: Provider,
+        codec: Codec | None,
+        target: Target,
+        minted: VertexServiceAccount | None = None,
+    ) -> None:
         self.model = model
         self.provider = provider
         self.codec = codec  # None: no codec for this provider kind (a clear 400 on use)
+        # The target always holds the current credential; a minted one is
+        # swapped in by ``refresh`` when the cached token changes.
         self.target = target
+        self.minted = minted
+
+    async def refresh(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        """Make sure a minted credential (Vertex service account) is fresh."""
+        if self.minted is None:
+            return
+        token = await self.minted.token(session, timeout_s)
+        if token != self.target.api_key:
+            self.target = msgspec.structs.replace(self.target, api_key=token)
 
     @property
     def kind(self) -> str:
@@ -34,9 +57,15 @@ class Route:
 
 def build_routes(snapshot: ConfigSnapshot, env: Mapping[str, str]) -> dict[str, Route]:
     routes: dict[str, Route] = {}
+    minted: dict[str, VertexServiceAccount | None] = {}
     for model in snapshot.config.models:
         provider = snapshot.providers[model.provider]
         api_key = env.get(provider.api_key_env) if provider.api_key_env else None
+        if provider.name not in minted:
+            minted[provider.name] = VertexServiceAccount.of(provider, api_key)
+        account = minted[provider.name]
+        if account is not None:
+            api_key = None  # the JSON is not a token: one is minted on first use
         target = Target(
             provider=provider.kind,
             base_url=provider.base_url,
@@ -45,5 +74,5 @@ def build_routes(snapshot: ConfigSnapshot, env: Mapping[str, str]) -> dict[str, 
             headers=dict(provider.headers),
             options=dict(provider.options),
         )
-        routes[model.name] = Route(model, provider, CODECS.get(provider.kind), target)
+        routes[model.name] = Route(model, provider, CODECS.get(provider.kind), target, account)
     return routes

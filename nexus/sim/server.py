@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import msgspec
 from aiohttp import web
 
@@ -41,7 +43,10 @@ def create_sim_app(settings: SimSettings | None = None) -> web.Application:
 class SimServer:
     """A running sim: ``url`` is the OpenAI-style base URL (ending in /v1)."""
 
-    def __init__(self, runner: web.AppRunner, app: web.Application, host: str, port: int) -> None:
+    def __init__(
+        self, runner: web.AppRunner, app: web.Application, host: str, port: int, scheme: str = "http"
+    ) -> None:
+        self.scheme = scheme
         self.runner = runner
         self.app = app
         self.host = host
@@ -49,7 +54,7 @@ class SimServer:
 
     @property
     def root(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -64,18 +69,23 @@ class SimServer:
 
 
 async def start_sim(
-    settings: SimSettings | None = None, *, host: str = "127.0.0.1", port: int = 0
+    settings: SimSettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> SimServer:
-    """Start the sim on the running loop; ``port=0`` picks a free port."""
+    """Start the sim on the running loop; ``port=0`` picks a free port;
+    ``ssl_context`` serves HTTPS (Vertex token endpoints must be https)."""
     app = create_sim_app(settings)
     # Cancelling handlers on disconnect lets a "hang" request end when the
     # caller gives up, so shutdown never waits on it.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     server = site._server
     assert server is not None
     sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else port
-    return SimServer(runner, app, host, int(bound))
+    return SimServer(runner, app, host, int(bound), scheme="https" if ssl_context else "http")

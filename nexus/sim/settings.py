@@ -21,3 +21,6 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True):
     record_limit: int = 100  # how many request bodies /_sim/requests keeps
     models: tuple[str, ...] = ("sim-small", "sim-large", "sim-embed")
     embedding_dimensions: int = 256
+    # Vertex AI service accounts: the PEM public key the token endpoint
+    # (/vertex/token) checks JWT assertions against (None: no endpoint).
+    google_public_key_pem: str | None = None

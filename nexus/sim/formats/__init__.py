@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from nexus.sim.formats import anthropic, bedrock, cohere, gemini, openai, replicate, voyage
+from nexus.sim.formats import anthropic, bedrock, cohere, gemini, google_oauth, openai, replicate, voyage
 
 FORMATS: dict[str, Callable[[web.Application], None]] = {
     "openai": openai.register,
@@ -23,4 +23,5 @@ FORMATS: dict[str, Callable[[web.Application], None]] = {
     "cohere": cohere.register,
     "replicate": replicate.register,
     "voyage": voyage.register,
+    "google_oauth": google_oauth.register,  # service-account tokens for /vertex
 }

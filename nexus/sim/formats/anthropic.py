@@ -3,8 +3,9 @@ https://docs.anthropic.com/en/api/messages and /en/api/messages-streaming:
 x-api-key and anthropic-version required; unknown fields, a missing
 max_tokens, tool_result blocks without a matching tool_use, thinking
 budgets out of range and malformed image sources are 400s, as the real API
-answers (consecutive same-role turns are accepted: the API merges them).  Streams are named SSE events (message_start,
-content_block_*, message_delta, message_stop); errors are
+answers (consecutive same-role turns are accepted: the API merges them).
+Streams are named SSE events (message_start, content_block_*,
+message_delta, message_stop); errors are
 ``{"type":"error","error":{type,message}}``, mid-stream too."""
 
 from __future__ import annotations

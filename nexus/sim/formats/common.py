@@ -62,7 +62,8 @@ async def admit(
     presented = credential(headers)
     if presented is None:
         return error(401, "No credential was presented.")
-    if compare and state.settings.api_key is not None and presented != state.settings.api_key:
+    known = presented == state.settings.api_key or presented in state.minted_tokens
+    if compare and state.settings.api_key is not None and not known:
         return error(401, "The credential is not valid.")
     try:
         behaviour = resolve(state.settings, headers, state.next_request_number())
