@@ -122,10 +122,12 @@ async def run(config_path: Path, data: Path, *, with_sim: bool, ready: asyncio.E
             stack.on_stop("sim", sim.close)
             ep["sim_url"] = sim.url
 
-        from nexus.wiring import start_gateway, start_projector
+        from nexus.wiring import start_gateway, start_projector, start_quota_processor
 
         _projector, projector_stop = await start_projector(ep, topology)
         stack.on_stop("projector", projector_stop)
+        _quota, quota_stop = await start_quota_processor(snapshot, ep, topology)
+        stack.on_stop("quota", quota_stop)
 
         from processors.audit import start_audit
         from processors.siem import start_siem

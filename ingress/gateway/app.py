@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ingress.gateway import quota
 from ingress.gateway.compliance import build_engine, wants_engine
 from ingress.gateway.middleware import gateway_middleware, stamp_headers
 from ingress.gateway.routes import add_routes
@@ -51,9 +52,12 @@ def create_app(
     (off the event loop).  Hooks that keep state in Valkey (the rate
     limiter) use ``valkey`` (a ``valkey.asyncio`` client the caller owns),
     else a client the app opens from ``NEXUS_VALKEY_URL`` in ``env``; the
-    other hooks need none."""
+    other hooks need none.  Quotas (when the snapshot has any) reserve on
+    the same client, under ``valkey_prefix`` (the quota processor's)."""
     node = Node(kind="gateway", id=node_id or snapshot.config.gateway.node_id or default_node_id())
-    app = web.Application(middlewares=[gateway_middleware])
+    # Inside the error middleware: a reservation is released before the
+    # error answer is written.
+    app = web.Application(middlewares=[gateway_middleware, quota.release_unsettled])
     environ = os.environ if env is None else env
     app[STATE] = GatewayState(
         snapshot,
@@ -65,7 +69,9 @@ def create_app(
     )
     app[_SETUP] = _Setup(valkey, valkey_prefix, environ.get("NEXUS_VALKEY_URL", ""))
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(quota.lifecycle(valkey, valkey_prefix, environ))
     app.on_response_prepare.append(stamp_headers)
+    app.on_response_prepare.append(quota.stamp)
     add_routes(app)
     return app
 
@@ -129,7 +135,8 @@ async def start_gateway(app: web.Application, *, host: str = "127.0.0.1", port: 
     """Serve ``app`` on the running loop; ``port=0`` picks a free port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    # A burst of new connections must queue, not be reset (aiohttp's default backlog is 128).
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else port

@@ -6,6 +6,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from ingress.gateway.quota import refresh_metrics
 from ingress.gateway.state import STATE
 
 _encoder = msgspec.json.Encoder()
@@ -18,4 +19,5 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    await refresh_metrics(request.app[STATE])  # quota gauges: read back from Valkey
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

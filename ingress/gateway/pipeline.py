@@ -20,7 +20,7 @@ import msgspec
 from adapters.canonical import ChatRequest, ChatResponse
 from adapters.canonical import Usage as CanonicalUsage
 from adapters.openai.codec import to_event_usage
-from ingress.gateway import compliance, recording
+from ingress.gateway import compliance, quota, recording
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
 from ingress.gateway.state import GatewayState, RequestContext
@@ -40,7 +40,7 @@ async def check_request(admitted: Admitted[Any], chat: ChatRequest | None) -> Ch
     rc = compliance.begin(state, ctx, admitted.route.kind)
     if rc is None:
         recording.flush_received(state, ctx)
-        return chat
+        return await quota.admit(admitted, chat)
     try:
         forwarded = await compliance.request_stage(state, ctx, rc, chat, len(admitted.raw))
     finally:
@@ -50,7 +50,9 @@ async def check_request(admitted: Admitted[Any], chat: ChatRequest | None) -> Ch
         recording.flush_received(
             state, ctx, body=_encoder.encode(forwarded) if redacted else None, redacted=redacted
         )
-    return forwarded
+    # Quota last: a request a hook blocks never holds a reservation, and the
+    # estimate is of what is forwarded.
+    return await quota.admit(admitted, forwarded)
 
 
 async def screen_response(

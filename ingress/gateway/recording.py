@@ -12,8 +12,8 @@ from aiohttp import web
 from adapters.canonical import ChatRequest, ChatResponse
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.state import GatewayState, RequestContext
-from ingress.pricing import cost_usd
 from streams.config import Model
+from streams.config_quota import price_usage
 from streams.events import (
     INLINE_BODY_LIMIT,
     Body,
@@ -147,7 +147,9 @@ def usage_recorded(
     state: GatewayState, ctx: RequestContext, model: Model, usage: Usage, *, estimated: bool
 ) -> None:
     flush_received(state, ctx)
-    cost = cost_usd(model.price, usage)
+    # Computed once, here: the quota processor settles this very figure.
+    cost = None if model.price is None else price_usage(model.price, usage)
+    ctx.usage_recorded = True
     state.publisher.emit(
         UsageRecorded(
             request_id=ctx.request_id,

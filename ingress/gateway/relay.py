@@ -19,11 +19,12 @@ from adapters.openai.codec import OpenAIStreamDecoder, to_event_usage
 from adapters.openai.errors import normalise_error
 from adapters.openai.sse import SSEEvent
 from adapters.wirekit.fold import fold
-from ingress.gateway import compliance, errors, recording
+from ingress.gateway import compliance, errors, quota, recording
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
 from ingress.gateway.pipeline import record_response
 from ingress.gateway.state import GatewayState, RequestContext
+from ingress.quota import StreamMeter
 from ingress.upstream import Upstream
 from streams.config import Model
 
@@ -43,7 +44,16 @@ class _ClientGone(Exception):
 class _Relay:
     """Per-stream bookkeeping: what was decoded, what the caller saw."""
 
-    __slots__ = ("chunks", "decoder", "first_token", "first_token_upstream", "out", "wants_usage")
+    __slots__ = (
+        "chunks",
+        "cut",
+        "decoder",
+        "first_token",
+        "first_token_upstream",
+        "meter",
+        "out",
+        "wants_usage",
+    )
 
     def __init__(self, out: web.StreamResponse, wants_usage: bool) -> None:
         self.out = out
@@ -52,6 +62,10 @@ class _Relay:
         self.chunks: list[ChatChunk] = []
         self.first_token: float | None = None  # when the first token was sent to the caller
         self.first_token_upstream: float | None = None  # when it arrived from the provider
+        # Quota: the output metered against the reservation, and whether the
+        # stream went past it (cut: what crossed is not forwarded).
+        self.meter: StreamMeter | None = None
+        self.cut = False
 
     def select(self, events: list[SSEEvent]) -> tuple[list[bytes], bool]:
         """The raw events to forward, and whether any carries a token."""
@@ -66,6 +80,9 @@ class _Relay:
                     parts.append(ev.raw)
                 continue
             self.chunks.append(chunk)
+            if self.meter is not None and not quota.within(self.meter, [chunk]):
+                self.cut = True
+                break
             if not chunk.choices:
                 # The usage chunk the gateway asked for on the caller's behalf
                 # is not forwarded unless the caller asked for it too.
@@ -122,6 +139,7 @@ async def relay_stream(
         )
         await out.prepare(request)
         relay = _Relay(out, wants_usage)
+        relay.meter = quota.meter_for(ctx, "openai")
         failure = await _pump(resp, relay, deadline)
     finally:
         resp.release()
@@ -155,15 +173,18 @@ async def relay_stream(
         return out
 
     error_code: str
-    if isinstance(failure, CanonicalError):
-        UPSTREAM_ERRORS.labels(ctx.provider, failure.code).inc()
-        gw_err = errors.from_canonical(failure, stage="stream")
+    if isinstance(failure, CanonicalError | GatewayError):
+        if isinstance(failure, CanonicalError):
+            UPSTREAM_ERRORS.labels(ctx.provider, failure.code).inc()
+            gw_err = errors.from_canonical(failure, stage="stream")
+            error_code = failure.code
+        else:  # cut at its quota reservation: the provider did nothing wrong
+            gw_err, error_code = failure, ""
         try:
             await relay.write(b"data: " + gw_err.encode() + b"\n\n")
             await out.write_eof()
         except (_ClientGone, ConnectionResetError):
             pass
-        error_code = failure.code
     else:
         gw_err = _CLIENT_GONE
         error_code = ""  # the provider did nothing wrong
@@ -182,7 +203,7 @@ async def relay_stream(
 
 async def _pump(
     resp: aiohttp.ClientResponse, relay: _Relay, deadline: float
-) -> CanonicalError | _ClientGone | None:
+) -> CanonicalError | GatewayError | _ClientGone | None:
     """Relay until the provider finishes.  Returns what went wrong, if anything."""
     decoder = relay.decoder
     try:
@@ -195,6 +216,8 @@ async def _pump(
                     await relay.write(b"".join(parts))
                     if has_token and relay.first_token is None:
                         relay.first_token = time.perf_counter()
+                if relay.cut:
+                    return quota.cut_error()
                 if decoder.error is not None:
                     return decoder.error
             parts, _ = relay.select(decoder.sse.close())

@@ -8,6 +8,7 @@ from ingress.gateway.chat import chat_completions, messages
 from ingress.gateway.embeddings import embeddings
 from ingress.gateway.models import list_models
 from ingress.gateway.ops import healthz, metrics
+from ingress.gateway.quota import usage
 from ingress.gateway.responses_api import responses
 
 
@@ -17,5 +18,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/usage", usage)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     # Typing only: importing the engine loads presidio (seconds), which a
     # gateway without hooks never pays.
     from ingress.gateway.compliance import RequestCompliance
+    from ingress.gateway.quota import QuotaRuntime
     from ingress.hooks import BreakGlassLatch, ComplianceEngine
+    from ingress.quota import QuotaDecision
 
 
 class EventSink(Protocol):
@@ -40,6 +42,7 @@ class GatewayState:
         "max_inflight",
         "node",
         "publisher",
+        "quota",
         "request_timeout_s",
         "routes",
         "snapshot",
@@ -76,6 +79,8 @@ class GatewayState:
         self.compliance: ComplianceEngine | None = None
         self.valkey: Any = None
         self.break_glass: BreakGlassLatch | None = None
+        # The snapshot's quota policy and gate (None: no quota configured).
+        self.quota: QuotaRuntime | None = None
 
 
 class RequestContext:
@@ -91,11 +96,13 @@ class RequestContext:
         "pending_received",
         "provider",
         "provider_model",
+        "quota",
         "request_id",
         "requested_model",
         "started",
         "stream",
         "tenant",
+        "usage_recorded",
     )
 
     def __init__(self, request_id: str) -> None:
@@ -115,6 +122,11 @@ class RequestContext:
         self.compliance: RequestCompliance | None = None
         self.client_ip = ""
         self.pending_received: tuple[RequestReceived, bytes] | None = None
+        # Quota: the check's decision (None: no limit applied), and whether
+        # a usage event was recorded (it settles the reservation; else the
+        # reservation is released when the request ends).
+        self.quota: QuotaDecision | None = None
+        self.usage_recorded = False
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -18,7 +18,7 @@ from adapters.base import CodecError, StreamDecoder, StreamError, WireRequest
 from adapters.canonical import CanonicalError, ChatChunk, ChatRequest
 from adapters.replicate.codec import stream_url
 from adapters.wirekit.fold import fold
-from ingress.gateway import compliance, errors, recording
+from ingress.gateway import compliance, errors, quota, recording
 from ingress.gateway.compliance import RequestCompliance, StreamBlocked
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
@@ -26,6 +26,7 @@ from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
 from ingress.gateway.pipeline import event_usage, record_response
 from ingress.gateway.state import GatewayState, RequestContext
 from ingress.gateway.unary import Normalise, as_sent, failed_attempt, guard
+from ingress.quota import StreamMeter
 from ingress.translate.grammar import StreamEncoder
 
 _DROPPED = CanonicalError(
@@ -106,6 +107,7 @@ class _Pump:
         "first_token",
         "first_token_upstream",
         "forwarded_error",
+        "meter",
         "out",
         "raw",
         "screen",
@@ -128,6 +130,8 @@ class _Pump:
         # The response-stage guard (compliance), when hooks read this stream.
         self.screen: RequestCompliance | None = None
         self.state: GatewayState | None = None
+        # Quota: output metered against the reservation (None: no cap).
+        self.meter: StreamMeter | None = None
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -155,7 +159,9 @@ class _Pump:
                     if not self.raw:
                         await self.write(b"".join(self.encoder.feed(c) for c in new[:n]))
                     raise
-        self.chunks.extend(new)
+        self.chunks.extend(new)  # accounted even when cut: the provider made them
+        if self.meter is not None and not quota.within(self.meter, new):
+            raise quota.StreamCut
         if self.raw:
             await self.write(data)
         else:
@@ -185,6 +191,8 @@ class _Pump:
             return gone
         except StreamBlocked as block:
             return block.error
+        except quota.StreamCut as cut:
+            return cut.error
         except TimeoutError:
             return _TIMED_OUT
         except aiohttp.ClientError:
@@ -224,6 +232,7 @@ async def stream_call(
         await out.prepare(request)
         pump = _Pump(out, decoder, encoder, raw)
         pump.fallback_id = "nexus-" + ctx.request_id
+        pump.meter = quota.meter_for(ctx, a.route.kind)
         if rc is not None and rc.response_hooks:
             pump.screen, pump.state = rc, state
         failure = await pump.run(resp, deadline)

@@ -1,15 +1,15 @@
-"""Cost from a price per million tokens: each kind of token at its price."""
+"""Cost from a price per million tokens: each kind of token at its price
+(an unpriced model is recorded priced=false: tests/gateway/test_sdk.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ingress.pricing import cost_usd
 from streams.config import Price
+from streams.config_quota import price_usage
 from streams.events import Usage
 
 CASES = [
-    pytest.param(None, Usage(prompt_tokens=10), None, id="no_price->unpriced"),
     pytest.param(
         Price(input=1, output=2), Usage(prompt_tokens=1_000_000, completion_tokens=500_000), 2.0, id="plain"
     ),
@@ -47,6 +47,5 @@ CASES = [
 
 
 @pytest.mark.parametrize(("price", "usage", "expected"), CASES)
-def test_cost(price: Price | None, usage: Usage, expected: float | None) -> None:
-    got = cost_usd(price, usage)
-    assert got == (None if expected is None else pytest.approx(expected))
+def test_cost(price: Price, usage: Usage, expected: float) -> None:
+    assert price_usage(price, usage) == pytest.approx(expected)

@@ -1,0 +1,323 @@
+"""Quotas through the real gateway, as a caller sees them: the official SDKs,
+the simulated provider, JetStream, the QuotaProcessor and Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from ingress.gateway import create_app, start_gateway
+from streams.events import UsageRecorded
+from streams.events_quota import QuotaAlert
+from tests.quota_e2e.conftest import CAP_USD, PRICE, SIM_KEY, SOFT_USD, QuotaStack
+from tests.quota_e2e.helpers import Burst, Collector, burst_of, cost, limit, sdk, settled, usage_of
+
+pytestmark = pytest.mark.integration
+
+MAX_TOKENS = 40
+
+
+@pytest.mark.slow  # ~20-40 s: 500 SDK calls, gateway and simulator share one event loop
+async def test_concurrent_burst_never_spends_past_a_hard_usd_cap(qstack: QuotaStack) -> None:
+    """500 concurrent requests (half streamed) against a $1 cap, then waves
+    that use the headroom settlement frees, until nothing more fits."""
+    async with sdk(qstack, "k-cap") as c:
+        burst = await burst_of(c, 500, model="gpt-q", max_tokens=MAX_TOKENS)
+        first = (burst.admitted, burst.rejected, burst.spend_usd)
+        waves = 0
+        while waves < 15:
+            await settled(qstack)
+            before = burst.admitted
+            await burst_of(c, 50, model="gpt-q", max_tokens=MAX_TOKENS, start=10_000 + 50 * waves, into=burst)
+            waves += 1
+            if burst.admitted == before:
+                break
+    await settled(qstack)
+    usage = await usage_of(qstack, "k-cap")
+    cap = limit(usage, "cap")
+    one_request = cost(burst.max_prompt + 16, MAX_TOKENS)  # one request's max_tokens, worst case
+    print(
+        f"\nhard cap ${CAP_USD:.2f}: burst of 500 -> {first[0]} admitted / {first[1]} rejected "
+        f"(${first[2]:.6f}); after {waves} waves of 50: {burst.admitted} admitted, {burst.rejected} "
+        f"rejected, admitted spend ${burst.spend_usd:.6f}, settled ${cap['spent']:.6f}, "
+        f"cap + one request ${CAP_USD + one_request:.6f}"
+    )
+    assert first[0] > 0 and first[1] > 0, "the burst must both fit and overflow the cap"
+    assert burst.spend_usd <= CAP_USD + one_request
+    assert cap["spent"] == pytest.approx(burst.spend_usd, abs=1e-6)  # counters = the usage events
+    assert cap["reserved"] == 0
+    assert cap["remaining"] == pytest.approx(max(0.0, CAP_USD - cap["spent"]), abs=1e-6)
+    # Nothing more fits: the last wave was refused, so the cap is within one
+    # request's worst case of full.
+    assert CAP_USD - cap["spent"] < one_request + cost(burst.max_prompt + 16, 0)
+    assert burst.reject_codes == {"QUOTA_EXCEEDED"}
+    h = burst.reject_headers[0]
+    assert int(h["retry-after"]) >= 1
+    assert h["x-nexus-quota-limit"].endswith("usd (cap)")
+    assert "x-nexus-quota-remaining" in h
+    ok = burst.ok_headers[0]
+    assert float(ok["x-nexus-quota-remaining"]) <= CAP_USD
+
+
+async def test_token_cap_on_a_model_axis_holds_under_concurrency(qstack: QuotaStack) -> None:
+    async with sdk(qstack, "k-tok") as c:
+        burst = await burst_of(c, 120, model="gpt-q", max_tokens=MAX_TOKENS)
+    await settled(qstack)
+    tok = limit(await usage_of(qstack, "k-tok"), "tok")
+    print(
+        f"\ntoken cap 3000 on gpt-q: {burst.admitted} admitted / {burst.rejected} rejected, "
+        f"{burst.tokens} tokens admitted, settled {tok['spent']:.0f}"
+    )
+    assert burst.admitted > 0 and burst.rejected > 0
+    assert burst.tokens <= 3000 + burst.max_prompt + MAX_TOKENS
+    assert tok["spent"] == burst.tokens and tok["model"] == "gpt-q"
+    # The budget is on gpt-q only: another model is not limited by it.
+    async with sdk(qstack, "k-tok") as c:
+        ok = await c.chat.completions.create(
+            model="gpt-q-big", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+    assert ok.choices[0].message.content
+
+
+async def test_soft_threshold_warns_and_alerts_exactly_once(qstack: QuotaStack, nats_url: str) -> None:
+    alerts = Collector()
+    await alerts.start(nats_url, qstack.topology.traffic_subject("quota.alert"))
+    warned: list[str] = []
+    try:
+        async with sdk(qstack, "k-soft") as c:
+            spent = 0.0
+            for i in range(40):  # past the soft limit: soft never refuses
+                raw = await c.chat.completions.with_raw_response.create(
+                    model="gpt-q", messages=[{"role": "user", "content": f"soft {i}"}], max_tokens=10
+                )
+                warned.append(raw.headers.get("x-nexus-quota-warning", ""))
+                u = raw.parse().usage
+                assert u is not None
+                spent += cost(u.prompt_tokens, u.completion_tokens)
+                await settled(qstack)
+                if spent > 1.5 * SOFT_USD:
+                    break
+        await asyncio.sleep(0.3)
+    finally:
+        await alerts.close()
+    mine = [a for a in alerts.events if isinstance(a, QuotaAlert) and a.budget_id == "soft"]
+    print(f"\nsoft ${SOFT_USD}: spent ${spent:.6f} over {len(warned)} requests, alerts {len(mine)}")
+    assert spent > SOFT_USD
+    assert len(mine) == 1 and mine[0].threshold == 0.5 and mine[0].action == "soft"
+    assert mine[0].spent >= 0.5 * SOFT_USD
+    assert not warned[0]
+    assert warned[-1].startswith("soft=")
+
+
+async def test_rate_limit_answers_in_the_callers_format(qstack: QuotaStack) -> None:
+    """3 requests a minute: the 4th gets a 429, in Anthropic's shape on
+    /v1/messages and OpenAI's on /v1/chat/completions."""
+    key = qstack.keys["k-rpm"]
+    ac = anthropic.AsyncAnthropic(base_url=qstack.url.removesuffix("/v1"), api_key=key, max_retries=0)
+    for i in range(3):
+        raw = await ac.messages.with_raw_response.create(
+            model="gpt-q", max_tokens=10, messages=[{"role": "user", "content": f"hi {i}"}]
+        )
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        assert raw.headers["x-ratelimit-remaining-requests"] == str(2 - i)
+        assert (await raw.parse()).content
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        await ac.messages.create(model="gpt-q", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    body = refused.value.body
+    assert isinstance(body, dict) and body["type"] == "error"
+    assert body["error"]["type"] == "rate_limit_error" and "rpm" in body["error"]["message"]
+    h = refused.value.response.headers
+    assert h["x-ratelimit-remaining-requests"] == "0" and 1 <= int(h["retry-after"]) <= 60
+    async with sdk(qstack, "k-rpm") as c:
+        with pytest.raises(openai.RateLimitError) as oai:
+            await c.chat.completions.create(model="gpt-q", messages=[{"role": "user", "content": "x"}])
+    assert isinstance(oai.value.body, dict) and oai.value.body["code"] == "RATE_LIMITED"
+    await ac.close()
+
+
+async def test_stream_is_cut_at_its_reservation(qstack: QuotaStack) -> None:
+    """The simulator ignores max_tokens for JSON output: the gateway meters
+    the stream and ends it with an error frame once the reservation is used."""
+    schema = {
+        "type": "object",
+        "properties": {f"field_{i}": {"type": "string"} for i in range(40)},
+        "required": [f"field_{i}" for i in range(40)],
+    }
+    async with sdk(qstack, "k-cap") as c:
+        kw: dict[str, Any] = {
+            "model": "gpt-q",
+            "messages": [{"role": "user", "content": "json please"}],
+            "max_tokens": 8,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "big", "schema": schema}},
+        }
+        stream = await c.chat.completions.create(**kw, stream=True)
+        text = ""
+        with pytest.raises(openai.APIError) as cut:
+            async for chunk in stream:
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+    assert "budget reservation" in str(cut.value)
+    assert len(text) < 200  # the 40-field document never arrived whole
+    await settled(qstack)
+    cap = limit(await usage_of(qstack, "k-cap"), "cap")
+    assert cap["reserved"] == 0 and cap["spent"] > 0  # settled by its usage event
+
+
+async def test_failed_request_releases_its_reservation_at_once(qstack: QuotaStack) -> None:
+    async with httpx.AsyncClient(timeout=10) as h:
+        r = await h.post(
+            qstack.url + "/chat/completions",
+            headers={"Authorization": f"Bearer {qstack.keys['k-cap']}"},
+            json={"model": "flaky", "messages": [{"role": "user", "content": "x"}], "max_tokens": 50},
+        )
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
+    assert "x-nexus-quota-remaining" in r.headers  # quota headers on the error too
+    cap = limit(await usage_of(qstack, "k-cap"), "cap")  # no wait: released before the answer
+    assert cap["reserved"] == 0 and cap["spent"] == 0
+
+
+async def test_unpriced_model_under_a_usd_budget_is_refused(qstack: QuotaStack) -> None:
+    async with sdk(qstack, "k-cap") as c:
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            await c.chat.completions.create(model="unpriced", messages=[{"role": "user", "content": "x"}])
+    assert isinstance(refused.value.body, dict) and refused.value.body["code"] == "QUOTA_MODEL_UNPRICED"
+    # No budget applies to k-free: the unpriced model is served.
+    async with sdk(qstack, "k-free") as c:
+        ok = await c.chat.completions.create(model="unpriced", messages=[{"role": "user", "content": "x"}])
+    assert ok.choices[0].message.content
+
+
+async def test_downgrade_forwards_to_the_cheaper_model_and_records_it(
+    qstack: QuotaStack, nats_url: str
+) -> None:
+    usage = Collector()
+    await usage.start(nats_url, qstack.topology.traffic_subject("usage.recorded"))
+    try:
+        async with sdk(qstack, "k-down") as c:
+            raw = await c.chat.completions.with_raw_response.create(
+                model="gpt-q-big", messages=[{"role": "user", "content": "hello"}], max_tokens=100
+            )
+        assert raw.parse().choices[0].message.content
+        await settled(qstack)
+        await asyncio.sleep(0.2)
+    finally:
+        await usage.close()
+    # 100 output tokens at $400/M is $0.04: over the $0.02 budget, so the
+    # request went to gpt-cheap instead.
+    assert raw.headers["x-nexus-quota-downgrade"] == "gpt-cheap"
+    assert raw.headers["x-nexus-quota-original-model"] == "gpt-q-big"
+    assert raw.headers["x-nexus-routed-model"] == "sim-small"
+    rid = raw.headers["x-nexus-request-id"]
+    recorded = [e for e in usage.events if isinstance(e, UsageRecorded) and e.request_id == rid]
+    assert len(recorded) == 1 and recorded[0].model == "gpt-cheap"
+    u = recorded[0].usage
+    assert recorded[0].cost_usd == pytest.approx((u.prompt_tokens * 0.1 + u.completion_tokens * 0.4) / 1e6)
+
+
+async def test_every_ingress_format_reserves_and_usage_endpoint_reports(qstack: QuotaStack) -> None:
+    auth = {"Authorization": f"Bearer {qstack.keys['k-cap']}"}
+    async with httpx.AsyncClient(timeout=10) as h:
+        emb = await h.post(qstack.url + "/embeddings", headers=auth, json={"model": "embed-q", "input": "hi"})
+        resp = await h.post(
+            qstack.url + "/responses",
+            headers=auth,
+            json={"model": "gpt-q", "input": "hi", "max_output_tokens": 20},
+        )
+        msg = await h.post(
+            qstack.url + "/messages",
+            headers={"x-api-key": qstack.keys["k-cap"], "anthropic-version": "2023-06-01"},
+            json={"model": "gpt-q", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        stream = await h.post(
+            qstack.url + "/chat/completions",
+            headers=auth,
+            json={
+                "model": "gpt-q",
+                "stream": True,
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "x"}],
+            },
+        )
+        anon = await h.get(qstack.url + "/usage")
+        free = await h.get(
+            qstack.url + "/usage", headers={"Authorization": f"Bearer {qstack.keys['k-free']}"}
+        )
+    for r in (emb, resp, msg, stream):
+        assert r.status_code == 200, r.text
+        assert r.headers["x-nexus-quota-limit"].endswith("usd (cap)"), r.url
+    await settled(qstack)
+    usage = await usage_of(qstack, "k-cap")
+    cap = limit(usage, "cap")
+    assert usage["key_id"] == "k-cap" and usage["org"] == "acme"
+    assert cap["spent"] > 0 and cap["reserved"] == 0 and cap["unit"] == "usd" and cap["action"] == "hard"
+    assert cap["remaining"] == pytest.approx(CAP_USD - cap["spent"], abs=1e-9)
+    assert cap["limit"] == CAP_USD and cap["window"] == "day"
+    assert anon.status_code == 401 and anon.json()["error"]["code"] == "missing_api_key"
+    assert free.status_code == 200 and free.json()["limits"] == []
+
+
+async def test_metrics_show_spend_and_remaining_per_budget(qstack: QuotaStack) -> None:
+    async with sdk(qstack, "k-cap") as c:
+        await c.chat.completions.create(
+            model="gpt-q", messages=[{"role": "user", "content": "x"}], max_tokens=5
+        )
+    await settled(qstack)
+    spent = limit(await usage_of(qstack, "k-cap"), "cap")["spent"]
+    async with httpx.AsyncClient() as h:
+        text = (await h.get(qstack.url.removesuffix("/v1") + "/metrics")).text
+    lines = {
+        ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines() if ln.startswith("nexus_quota_")
+    }
+    labels = '{budget="cap",counter="cap",unit="usd"}'
+    assert lines["nexus_quota_spent" + labels] == pytest.approx(spent)
+    assert lines["nexus_quota_remaining" + labels] == pytest.approx(CAP_USD - spent)
+    assert lines["nexus_quota_limit" + labels] == CAP_USD
+    assert lines['nexus_quota_limit{budget="rpm.rpm",counter="rpm.rpm|key=k-rpm",unit="requests"}'] == 3
+
+
+async def test_valkey_down_fails_closed_only_where_a_limit_applies(
+    qstack: QuotaStack, tmp_path: object
+) -> None:
+    import valkey.asyncio as avalkey
+
+    dead = avalkey.Valkey.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    app = create_app(
+        qstack.snapshot,
+        qstack.publisher,
+        env={"SIM_QUOTA_KEY": SIM_KEY},
+        valkey=dead,
+        valkey_prefix=qstack.prefix,
+    )
+    gw = await start_gateway(app)
+    try:
+        async with httpx.AsyncClient(timeout=10) as h:
+            body = {"model": "gpt-q", "messages": [{"role": "user", "content": "x"}]}
+            capped = await h.post(
+                gw.url + "/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {qstack.keys['k-cap']}"},
+            )
+            free = await h.post(
+                gw.url + "/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {qstack.keys['k-free']}"},
+            )
+    finally:
+        await gw.close()
+        await dead.aclose()
+    assert capped.status_code == 503 and capped.json()["error"]["code"] == "quota_unavailable"
+    assert free.status_code == 200
+
+
+def test_price_in_tests_matches_config() -> None:
+    # The figures printed above use this price; a drift would make them lie.
+    assert cost(1_000_000, 0) == PRICE["input"] and math.isclose(cost(0, 1_000_000), PRICE["output"])
+
+
+__all__ = ["Burst"]
