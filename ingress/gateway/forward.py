@@ -48,6 +48,21 @@ async def serve_chat(
     request: web.Request, a: Admitted[Any], chat: ChatRequest, grammar: Grammar
 ) -> web.StreamResponse:
     chat = await check_request(a, chat) or chat
+    return await serve_checked(request, a, chat, grammar)
+
+
+def must_rewrite(a: Admitted[Any]) -> bool:
+    """Whether the compliance engine changed (or must read) what goes out,
+    so the caller's own bytes cannot be relayed as they are: a redacted
+    request, or a stream whose text a chunked/buffer guard rewrites."""
+    rc = a.ctx.compliance
+    return rc is not None and (rc.request_redacted or (a.ctx.stream and stream_enforced(a.state, rc)))
+
+
+async def serve_checked(
+    request: web.Request, a: Admitted[Any], chat: ChatRequest, grammar: Grammar
+) -> web.StreamResponse:
+    """``serve_chat`` after the request stage (``chat`` is what it let through)."""
     route, state, ctx = a.route, a.state, a.ctx
     codec = route.codec
     assert codec is not None  # admit refused providers without a codec

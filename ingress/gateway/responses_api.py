@@ -14,8 +14,8 @@ from aiohttp import web
 from adapters.base import WireRequest
 from adapters.canonical import ChatRequest
 from adapters.openai.errors import normalise_error
-from ingress.gateway import errors, recording
-from ingress.gateway.forward import serve_chat, with_model
+from ingress.gateway import compliance, errors, recording
+from ingress.gateway.forward import must_rewrite, serve_chat, serve_checked, with_model
 from ingress.gateway.intake import Admitted, admit
 from ingress.gateway.pipeline import check_request, event_usage, record_response
 from ingress.gateway.state import CTX
@@ -56,7 +56,12 @@ async def responses(request: web.Request) -> web.StreamResponse:
 
 
 async def _native(request: web.Request, a: Admitted[Parsed], chat: ChatRequest | None) -> web.StreamResponse:
-    await check_request(a, chat)
+    forwarded = await check_request(a, chat)
+    rc = a.ctx.compliance
+    if forwarded is not None and rc is not None and (must_rewrite(a) or rc.response_hooks):
+        # The native passthrough would send the caller's unredacted bytes, or
+        # answer with text no response hook has read: go through chat instead.
+        return await serve_checked(request, a, forwarded, RESPONSES)
     state, ctx = a.state, a.ctx
     url = a.upstream.chat_url.rsplit("/chat/completions", 1)[0] + "/responses"
     wire = WireRequest(url=url, headers=a.upstream.headers, body=with_model(a.body, ctx.provider_model))
@@ -76,7 +81,11 @@ async def _native(request: web.Request, a: Admitted[Parsed], chat: ChatRequest |
         parsed = _any.decode(payload)
     except msgspec.DecodeError:
         parsed = None
-    recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms)
+    if rc is not None:
+        # No response hook applies here (else the call went through chat):
+        # the stage is still on record.
+        await compliance.stream_summary(state, ctx, rc)
+    recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms, body=payload)
     usage, estimated = event_usage(native_usage(parsed), chat, None)
     record_response(state, ctx, a.model, usage, estimated=estimated)
     return web.Response(body=payload, content_type="application/json")

@@ -268,3 +268,25 @@ async def test_fleet_kill_switch_takes_the_engine_out_of_the_path(valkey_client:
 async def test_a_rate_limiter_without_valkey_is_a_clear_start_up_error() -> None:
     with pytest.raises(ConfigError, match=r"rate-limiter needs a Valkey connection \(set NEXUS_VALKEY_URL\)"):
         await make_hooks_stack()
+
+
+async def test_responses_api_forwards_the_redacted_prompt(hx: HooksStack) -> None:
+    # An OpenAI provider serves /v1/responses natively, which relays the
+    # caller's own bytes: with a redaction the call goes through chat.
+    async with _oai(hx, hx.keys.full) as client:
+        resp = await client.responses.create(model="sim-small", input=f"my card is {CARD}")
+    assert resp.output_text
+    last = hx.sim.state.recorder.snapshot()["requests"][-1]
+    assert CARD not in msgspec.json.encode(last.body).decode()
+    assert "[REDACTED_CREDIT_CARD]" in msgspec.json.encode(last.body).decode()
+    # Without a finding the native passthrough is kept.
+    async with _oai(hx, hx.keys.full) as client:
+        await client.responses.create(model="sim-small", input="nothing to hide")
+    assert hx.sim.state.recorder.snapshot()["requests"][-1].path.endswith("/responses")
+
+
+async def test_responses_api_answer_goes_through_the_response_hooks(hx: HooksStack) -> None:
+    async with _oai(hx, hx.keys.resp) as client:
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            await client.responses.create(model="sim-small", input=LEAKY_PROMPT)
+    assert "The response was blocked" in info.value.message
