@@ -25,7 +25,7 @@ from ingress.gateway.intake import Admitted
 from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
 from ingress.gateway.pipeline import event_usage, record_response
 from ingress.gateway.state import GatewayState, RequestContext
-from ingress.gateway.unary import Normalise, as_sent, failed_attempt, guard
+from ingress.gateway.unary import Normalise, as_sent, credential_refused, failed_attempt, guard
 from ingress.quota import StreamMeter
 from ingress.translate.grammar import StreamEncoder
 
@@ -92,6 +92,7 @@ async def _open(
             payload = await resp.read()
         finally:
             resp.release()
+        credential_refused(state, ctx, resp.status)
         err = normalise(resp.status, payload, resp.headers)
         failed_attempt(state, ctx, sent, resp.status, err.code)
         raise errors.from_canonical(err)

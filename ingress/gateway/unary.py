@@ -70,6 +70,7 @@ async def exchange(
     upstream_ms = (time.perf_counter() - sent) * 1000
     UPSTREAM.labels(ctx.provider).observe(upstream_ms / 1000)
     if not 200 <= status < 300:  # Replicate answers 201 Created
+        credential_refused(state, ctx, status)
         err = normalise(status, payload, headers)
         UPSTREAM_ERRORS.labels(ctx.provider, err.code).inc()
         recording.upstream_result(state, ctx, status=status, upstream_ms=upstream_ms, error_code=err.code)
@@ -84,6 +85,15 @@ def unreadable(
     UPSTREAM_ERRORS.labels(ctx.provider, exc.error.code).inc()
     recording.upstream_result(state, ctx, status=200, upstream_ms=upstream_ms, error_code=exc.error.code)
     return errors.from_canonical(exc.error)
+
+
+def credential_refused(state: GatewayState, ctx: RequestContext, status: int) -> None:
+    """A 401 means a minted credential (a Vertex access token) was revoked
+    before it expired: drop it so the next request mints a fresh one."""
+    if status == 401:
+        route = state.routes.get(ctx.model)
+        if route is not None and route.minted is not None:
+            route.minted.invalidate()
 
 
 def failed_attempt(state: GatewayState, ctx: RequestContext, sent: float, status: int, code: str) -> None:

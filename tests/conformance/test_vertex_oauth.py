@@ -190,3 +190,13 @@ async def test_unknown_service_account_is_a_clear_502(vertex: VertexStack) -> No
     assert body["error"]["code"] == "auth_failed"
     assert "token endpoint refused" in body["error"]["message"]
     assert not vertex.sim.state.minted_tokens
+
+
+async def test_a_revoked_token_is_dropped_and_reminted(vertex: VertexStack) -> None:
+    assert (await _chat(vertex, "gemini"))[0] == 200
+    vertex.sim.state.minted_tokens.clear()  # Google revokes the token early
+    status, body = await _chat(vertex, "gemini")
+    assert status == 502 and body["error"]["code"] == "auth_failed"
+    status, body = await _chat(vertex, "gemini")  # the gateway minted a fresh one
+    assert status == 200, body
+    assert _token_calls(vertex) == 2
