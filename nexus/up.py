@@ -113,6 +113,11 @@ async def run(config_path: Path, data: Path, *, with_sim: bool, ready: asyncio.E
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop_event.set)
+    # The compliance engine's import and pre-scan compile take seconds:
+    # overlap them with starting the services.
+    from ingress.gateway.compliance import prewarm
+
+    warm = asyncio.create_task(prewarm(snapshot.config.hooks))
     try:
         ep = await _start_services(data, stack)
         if with_sim:
@@ -137,6 +142,10 @@ async def run(config_path: Path, data: Path, *, with_sim: bool, ready: asyncio.E
         stack.on_stop("audit", audit_stop)
         _siem, siem_stop = await start_siem(ep["nats_url"], topology, cfg.siem)
         stack.on_stop("siem", siem_stop)
+        try:
+            await warm
+        except Exception as exc:  # the gateway's own build reports what is wrong
+            log.warning("compliance engine pre-warm failed: %s", type(exc).__name__)
         gateway_url, gateway_stop = await start_gateway(snapshot, ep, topology, data)
         stack.on_stop("gateway", gateway_stop)
         ep["gateway_url"] = gateway_url
@@ -150,6 +159,7 @@ async def run(config_path: Path, data: Path, *, with_sim: bool, ready: asyncio.E
         await stop_event.wait()
         print("\nnexus: stopping ...", file=sys.stderr)
     finally:
+        warm.cancel()  # a start-up that failed before the gateway
         await stack.stop()
         with contextlib.suppress(FileNotFoundError):
             (data / "run" / "endpoints.json").unlink()

@@ -10,6 +10,7 @@ turns its answers into gateway errors and events.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
@@ -292,3 +293,20 @@ def stream_body(folded: ChatResponse) -> bytes:
     """What a stream's UpstreamResult records: the response it stands for
     (folded, as the caller received it: guarded text), as canonical JSON."""
     return _encoder.encode(folded)
+
+
+async def prewarm(cfg: HooksConfig) -> None:
+    """Import the engine and compile the process-wide pre-scan database in
+    a worker thread (seconds), so a launcher can overlap it with starting
+    other services; the gateway's own build then reuses the compiled scan."""
+    if not wants_engine(cfg):
+        return
+
+    def build() -> None:
+        from ingress.hooks import ComplianceEngine
+
+        # An empty pipeline still compiles the scan over every always-on
+        # entity: the part that costs.
+        ComplianceEngine(HooksConfig())
+
+    await asyncio.to_thread(build)
