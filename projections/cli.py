@@ -12,6 +12,8 @@ import signal
 import sys
 import time
 
+import asyncpg
+import duckdb
 import nats.errors
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,7 +28,14 @@ from streams.config import ConfigError, NexusConfig, parse_config
 log = logging.getLogger("nexus.projections")
 
 # Errors an operator can act on: printed as one line, never a traceback.
-_USER_ERRORS = (StoreError, ConfigError, nats.errors.NoServersError, ConnectionRefusedError, OSError)
+_USER_ERRORS = (
+    StoreError,
+    ConfigError,
+    nats.errors.NoServersError,
+    OSError,
+    asyncpg.PostgresError,
+    duckdb.Error,
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

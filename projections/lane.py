@@ -38,6 +38,7 @@ ProgressFn = Callable[[str, int, int], None]  # (store name, last applied sequen
 # fetch against a vanished one just times out.
 _PROBE_AFTER_IDLE_S = 2.0
 _MAX_BACKOFF_S = 5.0
+_REPLAY_ATTEMPTS = 5
 # Long enough to read a whole chunk on a busy machine, short enough that
 # the first message after a burst still lands well within a second.
 _CATCH_UP_FETCH_S = 0.5
@@ -87,7 +88,9 @@ class Lane:
         until cancelled and rides out NATS and database outages; with
         ``until`` it returns once that sequence is applied (replay)."""
         backoff = 0.2
+        failures = 0
         while True:
+            started = time.monotonic()
             try:
                 await self.store.open()
                 position = await self.store.position(self.stream)
@@ -108,9 +111,14 @@ class Lane:
                 await asyncio.sleep(_MAX_BACKOFF_S)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s: %s; resuming from the checkpoint", self._label, self.last_error)
                 metrics.RESTARTS.labels(self._label).inc()
                 await self.store.close()
+                if time.monotonic() - started > 30:  # it ran fine for a while: a fresh outage
+                    backoff, failures = 0.2, 0
+                failures += 1
+                if until is not None and failures > _REPLAY_ATTEMPTS:
+                    raise  # a one-off rebuild reports a persistent problem instead of looping
+                log.warning("%s: %s; resuming from the checkpoint", self._label, self.last_error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
