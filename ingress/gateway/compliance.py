@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 # ``ingress.hooks`` is imported where it is first needed: it loads presidio
 # (seconds), which a gateway without a hook pipeline never pays.
 
-log = logging.getLogger("nexus.gateway.compliance")
 _encoder = msgspec.json.Encoder()
 
 

@@ -57,6 +57,7 @@ class Keys:
     resp: str = field(default_factory=new_key)  # acme, + the response-stage block
     rate: str = field(default_factory=new_key)  # acme, + the rate limiter
     globex: str = field(default_factory=new_key)  # globex: body capture off
+    local: str = field(default_factory=new_key)  # acme, + a connection-stage IP deny of loopback
 
 
 def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = None) -> bytes:
@@ -89,6 +90,13 @@ def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = No
                 "settings": {"max_requests": 1, "window_seconds": 60, "key_type": "key"},
             },
             {
+                "id": "no-loopback",
+                "type": "ip-access-filter",
+                "stage": "connection",
+                "keys": ["k-local"],
+                "settings": {"mode": "deny", "cidrs": ["127.0.0.0/8", "::1/128"]},
+            },
+            {
                 "id": "no-secrets-out",
                 "type": "keyword-filter",
                 "stage": "response",
@@ -109,6 +117,7 @@ def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = No
             {"id": "k-resp", "hash": hash_key(keys.resp, SECRET), **acme},
             {"id": "k-rate", "hash": hash_key(keys.rate, SECRET), **acme},
             {"id": "k-globex", "hash": hash_key(keys.globex, SECRET), "org": "globex", "project": "ops"},
+            {"id": "k-local", "hash": hash_key(keys.local, SECRET), **acme},
         ],
         "providers": [
             {

@@ -12,7 +12,7 @@ import msgspec
 import openai
 import pytest
 
-from streams.config import ConfigError
+from streams.config import ConfigError, parse_config
 from streams.events import RequestReceived, UpstreamResult
 from streams.events_compliance import HookVerdict, StageDecision
 from tests.hooks_e2e.conftest import (
@@ -22,6 +22,8 @@ from tests.hooks_e2e.conftest import (
     LEAKY_PROMPT,
     SSN,
     HooksStack,
+    Keys,
+    hooks_config,
     make_hooks_stack,
     passthrough_rule,
 )
@@ -290,3 +292,23 @@ async def test_responses_api_answer_goes_through_the_response_hooks(hx: HooksSta
         with pytest.raises(openai.PermissionDeniedError) as info:
             await client.responses.create(model="sim-small", input=LEAKY_PROMPT)
     assert "The response was blocked" in info.value.message
+
+
+async def test_connection_stage_ip_block_never_reaches_the_provider(hx: HooksStack) -> None:
+    before = hx.sim.state.recorder.count
+    async with _oai(hx, hx.keys.local) as client:
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            await client.chat.completions.create(
+                model="sim-small", messages=[{"role": "user", "content": "hi"}]
+            )
+    assert isinstance(info.value.body, dict) and info.value.body["code"] == "content_blocked"
+    assert hx.sim.state.recorder.count == before
+    stages = _stages(hx, info.value.response.headers["x-nexus-request-id"])
+    assert stages["connection"].decision == "block" and stages["connection"].blocking_hook == "no-loopback"
+    assert "request" not in stages
+
+
+def test_capture_policy_naming_an_unknown_org_is_refused_at_load() -> None:
+    text = hooks_config(1, Keys(), extra={"capture": {"off_for_orgs": ["initech"]}})
+    with pytest.raises(ConfigError, match=r"hooks\.capture\.off_for_orgs\[0\]: unknown org 'initech'"):
+        parse_config(text)
