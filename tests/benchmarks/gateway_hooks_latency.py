@@ -34,17 +34,22 @@ from ingress.gateway import create_app, start_gateway
 from nexus.sim import SimSettings, start_sim
 from streams.config import ConfigSnapshot, parse_config, resolve_secret
 from streams.events import Event
+from streams.events_compliance import StageDecision
 
 DEMO = Path(__file__).resolve().parents[2] / "nexus" / "demo" / "config.yaml"
 DEMO_KEY = "nvk_ebb5cfb0b7432f688ccfefffa828d8f98b8d20dbabf18acfd8666afdf0b46f7b"
 
 
 class NullSink:
+    """Events go nowhere, except the hook time each stage reports (the
+    engine's own share of the added latency, immune to client noise)."""
+
     def __init__(self) -> None:
-        self.count = 0
+        self.hooks_us: dict[str, list[int]] = {}
 
     def emit(self, event: Event) -> None:
-        self.count += 1
+        if isinstance(event, StageDecision):
+            self.hooks_us.setdefault(event.stage, []).append(event.hooks_us)
 
 
 def _snapshot(sim_url: str, hooks: bool) -> ConfigSnapshot:
@@ -87,7 +92,8 @@ async def main() -> None:
 
     sim = await start_sim(SimSettings())
     built = time.perf_counter()
-    gw_hooks = await start_gateway(create_app(_snapshot(sim.url, True), NullSink(), env={}))
+    sink = NullSink()
+    gw_hooks = await start_gateway(create_app(_snapshot(sim.url, True), sink, env={}))
     build_s = time.perf_counter() - built
     gw_plain = await start_gateway(create_app(_snapshot(sim.url, False), NullSink(), env={}))
     print(f"gateway start-up with the demo pipeline: {build_s:.2f} s (engine build included)")
@@ -103,11 +109,14 @@ async def main() -> None:
                             if n >= 20:  # warm-up
                                 times[name].append(ms)
                     h, p = times["hooks"], times["plain"]
+                    stages = {k: statistics.median(v) for k, v in sink.hooks_us.items()}
+                    sink.hooks_us.clear()
                     label = f"{'stream' if stream else 'unary '} {'card ' if card else 'clean'}"
                     print(
                         f"{label}: hooks p50 {statistics.median(h):6.2f} ms p99 {_pct(h, 99):6.2f} | "
                         f"no hooks p50 {statistics.median(p):6.2f} ms p99 {_pct(p, 99):6.2f} | "
-                        f"added p50 {statistics.median(h) - statistics.median(p):+.2f} ms"
+                        f"added p50 {statistics.median(h) - statistics.median(p):+.2f} ms | "
+                        "engine p50 " + ", ".join(f"{k} {v / 1000:.3f} ms" for k, v in sorted(stages.items()))
                     )
     finally:
         await gw_hooks.close()
