@@ -150,6 +150,16 @@ async def test_stream_is_cut_at_its_reservation(qstack: QuotaStack) -> None:
         "required": [f"field_{i}" for i in range(40)],
     }
     async with sdk(qstack, "k-cap") as c:
+        # A provider that honours the max_tokens it was sent is not cut, even
+        # when it uses all of them.
+        honest = await c.chat.completions.create(
+            model="gpt-q",
+            messages=[{"role": "user", "content": "tell me a long story about budgets and quotas"}],
+            max_tokens=5,
+            stream=True,
+        )
+        finish = [ch.choices[0].finish_reason async for ch in honest if ch.choices]
+        assert finish[-1] == "length"
         kw: dict[str, Any] = {
             "model": "gpt-q",
             "messages": [{"role": "user", "content": "json please"}],
@@ -321,3 +331,37 @@ def test_price_in_tests_matches_config() -> None:
 
 
 __all__ = ["Burst"]
+
+
+async def test_translated_stream_is_cut_in_anthropic_format(qstack: QuotaStack) -> None:
+    """/v1/messages to an OpenAI-format provider (the codec path): a tool
+    call's arguments ignore max_tokens at the simulator; the stream ends
+    with an Anthropic error event once the reservation is used."""
+    tool = {
+        "name": "record",
+        "description": "record many fields",
+        "input_schema": {
+            "type": "object",
+            "properties": {f"field_{i}": {"type": "string"} for i in range(40)},
+            "required": [f"field_{i}" for i in range(40)],
+        },
+    }
+    ac = anthropic.AsyncAnthropic(
+        base_url=qstack.url.removesuffix("/v1"), api_key=qstack.keys["k-cap"], max_retries=0
+    )
+    kw: dict[str, Any] = {
+        "model": "gpt-q",
+        "max_tokens": 8,
+        "tools": [tool],
+        "messages": [{"role": "user", "content": "record it"}],
+    }
+    seen = 0
+    with pytest.raises(anthropic.APIStatusError) as cut:
+        async with ac.messages.stream(**kw) as stream:
+            async for _event in stream:
+                seen += 1
+    await ac.close()
+    assert "budget reservation" in str(cut.value)
+    await settled(qstack)
+    cap = limit(await usage_of(qstack, "k-cap"), "cap")
+    assert cap["reserved"] == 0 and cap["spent"] > 0
