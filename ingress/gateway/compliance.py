@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from adapters.canonical import ChatChunk, ChatRequest, ChatResponse
+from adapters.canonical import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, Message
 from ingress.gateway.errors import GatewayError
+from ingress.gateway.intake import Admitted
 from ingress.gateway.state import GatewayState, RequestContext
 from streams.config import ConfigError, ConfigSnapshot
 from streams.config_hooks import HooksConfig
@@ -308,3 +309,26 @@ async def prewarm(cfg: HooksConfig) -> None:
         ComplianceEngine(HooksConfig())
 
     await asyncio.to_thread(build)
+
+
+def embedding_view(parsed: object) -> ChatRequest | None:
+    """An embeddings request's inputs as text the request stage can read
+    (one user message per input); None when there is no text (token
+    arrays) or it is not an embeddings request."""
+    if not isinstance(parsed, EmbeddingRequest):
+        return None
+    items = [parsed.input] if isinstance(parsed.input, str) else parsed.input
+    if not items or not all(isinstance(i, str) for i in items):
+        return None
+    return ChatRequest(model=parsed.model, messages=[Message(role="user", content=i) for i in items])
+
+
+def redact_embeddings(a: Admitted[Any], forwarded: ChatRequest) -> None:
+    """Put the redacted inputs back where the embeddings call reads them:
+    the caller's JSON (native passthrough) and the canonical request."""
+    parsed = a.parsed
+    assert isinstance(parsed, EmbeddingRequest)
+    texts = [m.content if isinstance(m.content, str) else "" for m in forwarded.messages]
+    new_input: str | list[Any] = texts[0] if isinstance(parsed.input, str) else texts
+    a.parsed = msgspec.structs.replace(parsed, input=new_input)
+    a.body = {**a.body, "input": new_input}

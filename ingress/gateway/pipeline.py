@@ -35,21 +35,28 @@ async def check_request(admitted: Admitted[Any], chat: ChatRequest | None) -> Ch
     embeddings and for Responses calls that only a native target can read).
     Returns what to forward: ``chat`` itself, or its redacted copy when a
     compliance hook redacted something (``ctx.compliance.request_redacted``);
-    raises the caller's 403 (429 for a rate limit) on a block."""
+    raises the caller's 403 (429 for a rate limit) on a block.  Embeddings
+    inputs are screened as text too; a redaction rewrites ``admitted``'s
+    body and parsed request in place."""
     state, ctx = admitted.state, admitted.ctx
     rc = compliance.begin(state, ctx, admitted.route.kind)
     if rc is None:
         recording.flush_received(state, ctx)
         return await quota.admit(admitted, chat)
+    view = chat if chat is not None else compliance.embedding_view(admitted.parsed)
+    recorded: bytes | None = None
     try:
-        forwarded = await compliance.request_stage(state, ctx, rc, chat, len(admitted.raw))
+        forwarded = await compliance.request_stage(state, ctx, rc, view, len(admitted.raw))
+        if rc.request_redacted and forwarded is not None:
+            if chat is None:
+                compliance.redact_embeddings(admitted, forwarded)
+                recorded, forwarded = _encoder.encode(admitted.body), None
+            else:
+                recorded = _encoder.encode(forwarded)
     finally:
         # Recorded whatever the stage decided (a block is audited too); the
         # body is the redacted request when a redaction fired.
-        redacted = rc.request_redacted
-        recording.flush_received(
-            state, ctx, body=_encoder.encode(forwarded) if redacted else None, redacted=redacted
-        )
+        recording.flush_received(state, ctx, body=recorded, redacted=recorded is not None)
     # Quota last: a request a hook blocks never holds a reservation, and the
     # estimate is of what is forwarded.
     return await quota.admit(admitted, forwarded)

@@ -127,7 +127,10 @@ def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = No
                 "api_key_env": "SIM_TEST_KEY",
             }
         ],
-        "models": [{"name": "sim-small", "provider": "sim", "provider_model": PROVIDER_MODEL}],
+        "models": [
+            {"name": "sim-small", "provider": "sim", "provider_model": PROVIDER_MODEL},
+            {"name": "embedder", "provider": "sim", "provider_model": "sim-embed", "kind": "embedding"},
+        ],
         "hooks": hooks,
     }
     return msgspec.yaml.encode(config)

@@ -312,3 +312,17 @@ def test_capture_policy_naming_an_unknown_org_is_refused_at_load() -> None:
     text = hooks_config(1, Keys(), extra={"capture": {"off_for_orgs": ["initech"]}})
     with pytest.raises(ConfigError, match=r"hooks\.capture\.off_for_orgs\[0\]: unknown org 'initech'"):
         parse_config(text)
+
+
+async def test_embeddings_inputs_are_screened_too(hx: HooksStack) -> None:
+    async with _oai(hx, hx.keys.full) as client:
+        raw = await client.embeddings.with_raw_response.create(
+            model="embedder", input=["plain text", f"card {CARD} on file"]
+        )
+        assert len(raw.parse().data) == 2
+        sent = hx.received()[-1]["input"]
+        assert sent == ["plain text", "card [REDACTED_CREDIT_CARD] on file"]
+        stages = _stages(hx, raw.headers["x-nexus-request-id"])
+        assert stages["request"].decision == "redact"
+        with pytest.raises(openai.PermissionDeniedError):
+            await client.embeddings.create(model="embedder", input=INJECTION)
