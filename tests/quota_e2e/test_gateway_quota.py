@@ -365,3 +365,26 @@ async def test_translated_stream_is_cut_in_anthropic_format(qstack: QuotaStack) 
     await settled(qstack)
     cap = limit(await usage_of(qstack, "k-cap"), "cap")
     assert cap["reserved"] == 0 and cap["spent"] > 0
+
+
+async def test_gateway_opens_its_own_valkey_from_the_environment(qstack: QuotaStack, valkey_url: str) -> None:
+    """`nexus gateway` passes no client: the app opens one from
+    NEXUS_VALKEY_URL and reserves under NEXUS_VALKEY_PREFIX."""
+    env = {"SIM_QUOTA_KEY": SIM_KEY, "NEXUS_VALKEY_URL": valkey_url, "NEXUS_VALKEY_PREFIX": qstack.prefix}
+    gw = await start_gateway(create_app(qstack.snapshot, qstack.publisher, env=env))
+    try:
+        async with httpx.AsyncClient(timeout=10) as h:
+            r = await h.post(
+                gw.url + "/chat/completions",
+                headers={"Authorization": f"Bearer {qstack.keys['k-rpm']}"},
+                json={"model": "gpt-q", "messages": [{"role": "user", "content": "x"}]},
+            )
+    finally:
+        await gw.close()
+    assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "2"
+    # The same counters as the fixture's gateway: one request is spent there.
+    async with sdk(qstack, "k-rpm") as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="gpt-q", messages=[{"role": "user", "content": "x"}]
+        )
+    assert raw.headers["x-ratelimit-remaining-requests"] == "1"
