@@ -84,6 +84,12 @@ async def screen_response(
         redacted=redacted,
     )
     if result.blocked:
+        # The provider billed this answer though the caller never sees it:
+        # its usage is recorded (and settles the quota reservation), else a
+        # caller could spend unmetered by provoking blocks.
+        chat = a.parsed if isinstance(a.parsed, ChatRequest) else None
+        usage, estimated = event_usage(response.usage, chat, response)
+        recording.usage_recorded(state, ctx, a.model, usage, estimated=estimated)
         raise compliance.blocked(result)
     return screened, redacted
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import msgspec
 import openai
 import pytest
 
@@ -388,3 +389,50 @@ async def test_gateway_opens_its_own_valkey_from_the_environment(qstack: QuotaSt
             model="gpt-q", messages=[{"role": "user", "content": "x"}]
         )
     assert raw.headers["x-ratelimit-remaining-requests"] == "1"
+
+
+async def test_answer_blocked_by_a_response_hook_still_counts(qstack: QuotaStack) -> None:
+    """The provider billed the answer a compliance hook withheld: its usage
+    settles the reservation, so provoking blocks cannot spend unmetered."""
+    from nexus.sim.text import completion_words
+    from streams.config import ConfigSnapshot, parse_config
+    from tests.quota_e2e.conftest import SECRET, config_dict
+
+    prompt = next(
+        p
+        for p in (f"tell me about the gateway, take {i}" for i in range(5000))
+        if "secret" in completion_words("sim-small", p)
+    )
+    cfg = config_dict(qstack.sim.port, qstack.keys)
+    cfg["hooks"] = {
+        "pipeline": [
+            {
+                "id": "no-secrets-out",
+                "type": "keyword-filter",
+                "stage": "response",
+                "settings": {"patterns": [r"\bsecret\b"], "rule": "leaked-word", "action": "block"},
+            }
+        ]
+    }
+    snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
+    app = create_app(
+        snapshot,
+        qstack.publisher,
+        env={"SIM_QUOTA_KEY": SIM_KEY},
+        valkey=qstack.valkey,
+        valkey_prefix=qstack.prefix,
+    )
+    gw = await start_gateway(app)
+    try:
+        async with httpx.AsyncClient(timeout=30) as h:
+            r = await h.post(
+                gw.url + "/chat/completions",
+                headers={"Authorization": f"Bearer {qstack.keys['k-cap']}"},
+                json={"model": "gpt-q", "messages": [{"role": "user", "content": prompt}], "max_tokens": 200},
+            )
+    finally:
+        await gw.close()
+    assert r.status_code == 403, r.text
+    await settled(qstack)
+    cap = limit(await usage_of(qstack, "k-cap"), "cap")
+    assert cap["spent"] > 0 and cap["reserved"] == 0
