@@ -26,6 +26,7 @@ import msgspec.yaml
 
 from streams.config_hooks import HooksConfig, validate_hooks
 from streams.config_quota import QuotaConfig, validate_quotas
+from streams.config_routing import RoutingConfig, RoutingConfigError, validate_routing
 from streams.config_siem import AuditConfig, SiemConfig, validate_audit, validate_siem
 
 
@@ -146,6 +147,7 @@ class NexusConfig(_Strict, kw_only=True, frozen=True):
     siem: SiemConfig = SiemConfig()
     hooks: HooksConfig = HooksConfig()
     quotas: QuotaConfig = QuotaConfig()
+    routing: RoutingConfig = RoutingConfig()
     projections: ProjectionsConfig = ProjectionsConfig()
 
 
@@ -312,6 +314,10 @@ def _validate(cfg: NexusConfig) -> None:
     validate_siem(cfg.siem, known_orgs=orgs)
     validate_hooks(cfg.hooks, orgs=orgs, projects=projects, keys=key_ids)
     validate_quotas(cfg)
+    try:
+        validate_routing(cfg)
+    except RoutingConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _format_msgspec_error(exc: msgspec.ValidationError) -> str:

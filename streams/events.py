@@ -146,6 +146,7 @@ class RequestCompleted(Event, tag="request.completed"):
     provider_model: str = ""
     attempts: int = 1
     cache_status: str = ""
+    routing_rule: str = ""  # the routing rule that chose the target ("" = the model was named)
 
 
 class RequestFailed(Event, tag="request.failed"):
@@ -161,6 +162,8 @@ class RequestFailed(Event, tag="request.failed"):
     latency_ms: float = 0.0
     provider: str = ""
     provider_model: str = ""
+    attempts: int = 1  # upstream attempts made (retries and fallbacks)
+    routing_rule: str = ""
 
 
 TrafficEvent = RequestReceived | UpstreamResult | UsageRecorded | RequestCompleted | RequestFailed

@@ -21,9 +21,11 @@ from aiohttp import web
 from ingress.gateway import quota
 from ingress.gateway.compliance import build_engine, wants_engine
 from ingress.gateway.middleware import gateway_middleware, stamp_headers
+from ingress.gateway.routed import ROUTING
 from ingress.gateway.routes import add_routes
 from ingress.gateway.state import STATE, EventSink, GatewayState
 from ingress.gateway.targets import build_routes
+from ingress.routing import RoutingRuntime
 from ingress.upstream import UpstreamPool
 from streams.config import ConfigSnapshot
 from streams.events import Node
@@ -66,6 +68,9 @@ def create_app(
         UpstreamPool(snapshot.providers.values(), environ),
         spill,
         build_routes(snapshot, environ),
+    )
+    app[ROUTING] = RoutingRuntime(
+        snapshot, admin_token=environ.get(snapshot.config.auth.admin_token_env, "")
     )
     app[_SETUP] = _Setup(valkey, valkey_prefix, environ.get("NEXUS_VALKEY_URL", ""))
     app.cleanup_ctx.append(_lifecycle)

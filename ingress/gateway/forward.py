@@ -23,6 +23,7 @@ from adapters.canonical import ChatRequest
 from adapters.openai.codec import decode_chat, prepare_chat_body
 from ingress.gateway import errors
 from ingress.gateway.compliance import stream_enforced
+from ingress.gateway.failover import serve_routed
 from ingress.gateway.intake import Admitted
 from ingress.gateway.pipeline import check_request, event_usage, record_response, screen_response
 from ingress.gateway.relay import relay_stream
@@ -48,7 +49,9 @@ async def serve_chat(
     request: web.Request, a: Admitted[Any], chat: ChatRequest, grammar: Grammar
 ) -> web.StreamResponse:
     chat = await check_request(a, chat) or chat
-    return await serve_checked(request, a, chat, grammar)
+    # A routed model walks its candidates (retries, fallbacks, breakers).
+    checked = chat
+    return await serve_routed(request, a, lambda target: serve_checked(request, target, checked, grammar))
 
 
 def must_rewrite(a: Admitted[Any]) -> bool:

@@ -14,6 +14,7 @@ from adapters.base import CodecError
 from ingress.gateway import errors, recording
 from ingress.gateway.auth import authenticate, may_use
 from ingress.gateway.body import read_body
+from ingress.gateway.routed import choose
 from ingress.gateway.state import CTX, STATE, GatewayState, RequestContext
 from ingress.gateway.targets import Route
 from ingress.upstream import Upstream
@@ -109,11 +110,14 @@ async def admit(
     if check is not None:
         check(parsed)
 
-    model = snapshot.models.get(ctx.requested_model)
+    # A routing rule's first candidate (already filtered by the key's
+    # allowed models), else the model as named.
+    routed = choose(request, ctx, key, kind)
+    model = routed or snapshot.models.get(ctx.requested_model)
     if model is None or model.kind != kind:
         raise errors.unknown_model(ctx.requested_model)
     ctx.model = model.name
-    if not may_use(key, model, ctx.requested_model):
+    if not may_use(key, model, model.name if routed else ctx.requested_model):
         raise errors.model_not_allowed(ctx.requested_model)
     provider = snapshot.providers[model.provider]
     ctx.provider = provider.name

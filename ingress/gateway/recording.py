@@ -120,6 +120,8 @@ def upstream_result(
             tenant=ctx.tenant,
             provider=ctx.provider,
             provider_model=ctx.provider_model,
+            attempt=ctx.attempt,
+            routing_rule=ctx.routing_rule,
             status=status,
             upstream_ms=upstream_ms,
             ttft_ms=ttft_ms,
@@ -179,6 +181,8 @@ def completed(state: GatewayState, ctx: RequestContext, *, ttft_ms: float | None
             ttft_ms=ttft_ms,
             provider=ctx.provider,
             provider_model=ctx.provider_model,
+            attempts=ctx.attempt,
+            routing_rule=ctx.routing_rule,
         )
     )
 
@@ -198,5 +202,7 @@ def failed(state: GatewayState, ctx: RequestContext, err: GatewayError) -> None:
             latency_ms=ctx.elapsed_ms(),
             provider=ctx.provider,
             provider_model=ctx.provider_model,
+            attempts=ctx.attempt,
+            routing_rule=ctx.routing_rule,
         )
     )

@@ -10,6 +10,7 @@ from ingress.gateway.models import list_models
 from ingress.gateway.ops import healthz, metrics
 from ingress.gateway.quota import usage
 from ingress.gateway.responses_api import responses
+from ingress.gateway.routing_api import explain
 
 
 def add_routes(app: web.Application) -> None:
@@ -21,3 +22,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/usage", usage)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/internal/routing/explain", explain)

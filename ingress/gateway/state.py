@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ingress.gateway.quota import QuotaRuntime
     from ingress.hooks import BreakGlassLatch, ComplianceEngine
     from ingress.quota import QuotaDecision
+    from ingress.routing import Decision
 
 
 class EventSink(Protocol):
@@ -87,6 +88,7 @@ class RequestContext:
     """What one request accumulates as it goes; events and metrics read it."""
 
     __slots__ = (
+        "attempt",
         "client_ip",
         "compliance",
         "endpoint",
@@ -99,6 +101,8 @@ class RequestContext:
         "quota",
         "request_id",
         "requested_model",
+        "routing",
+        "routing_rule",
         "started",
         "stream",
         "tenant",
@@ -127,6 +131,12 @@ class RequestContext:
         # reservation is released when the request ends).
         self.quota: QuotaDecision | None = None
         self.usage_recorded = False
+        # Routing: the decision for a routed model name (None: the model was
+        # named directly), its rule, and the number of the upstream attempt
+        # in progress (retries and fallbacks count up).
+        self.routing: Decision | None = None
+        self.routing_rule = ""
+        self.attempt = 1
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -1,0 +1,130 @@
+"""Routed requests: choosing the first target (at admission) and walking
+the candidates with retries, backoff and per-target circuit breakers.
+
+An attempt can be retried or handed to the next candidate only while
+nothing has been sent to the caller: a unary call fails by raising, a
+stream fails before its first byte by raising too (``stream_call`` opens
+the upstream before it prepares the response).  A stream that breaks
+mid-way has already spoken; it is reported in the caller's format by the
+stream relay and counts as a failure for the target's breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ingress.gateway import errors
+from ingress.gateway.errors import GatewayError
+from ingress.gateway.intake import Admitted
+from ingress.gateway.routed import ROUTING
+from streams.config import Model
+from streams.config_routing import Retry
+
+_UNREACHABLE = errors.upstream_unreachable().message
+
+
+def failure_class(err: GatewayError) -> str:
+    if err.code == "timeout":
+        return "timeout"
+    if err.status == 502 and err.message == _UNREACHABLE:
+        return "network"
+    if err.status == 429:
+        return "429"
+    if err.status >= 500:
+        return "5xx"
+    return "4xx"
+
+
+def backoff_s(retry: Retry, n: int, err: GatewayError, rng: random.Random) -> float | None:
+    """The wait before retry ``n`` (0-based) on the same target: exponential
+    with equal jitter, capped; a Retry-After longer than the cap means this
+    target will not answer in time, so None (go to the next candidate)."""
+    base = min(retry.max_backoff_ms, retry.backoff_ms * 2.0**n) / 1000
+    wait = base / 2 + rng.random() * base / 2
+    if err.retry_after_s is not None:
+        if err.retry_after_s * 1000 > retry.max_backoff_ms:
+            return None
+        wait = max(wait, err.retry_after_s)
+    return wait
+
+
+async def rebind(a: Admitted[Any], model: Model) -> Admitted[Any]:
+    """The same admitted request, aimed at another target."""
+    state, ctx = a.state, a.ctx
+    if model.name == a.model.name:
+        return a
+    provider = state.snapshot.providers[model.provider]
+    route = state.routes[model.name]
+    if route.codec is None:
+        raise errors.unsupported_provider(provider.kind)
+    upstream = state.upstreams.get(provider.name)
+    await route.refresh(upstream.session, state.request_timeout_s)
+    ctx.model = model.name
+    ctx.provider = provider.name
+    ctx.provider_model = model.provider_model or model.name
+    return Admitted(state, ctx, a.body, a.parsed, model, upstream, route, a.raw)
+
+
+async def serve_routed(
+    request: web.Request,
+    a: Admitted[Any],
+    call: Callable[[Admitted[Any]], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """``call`` on the routed candidates in order, with the rule's retries;
+    a request that was not routed is one plain call."""
+    ctx = a.ctx
+    decision = ctx.routing
+    runtime = request.app.get(ROUTING)
+    if decision is None or runtime is None:
+        return await call(a)
+    retry = runtime.retry_for(decision.rule)
+    breakers = runtime.breakers
+    last: GatewayError | None = None
+    total = 0
+    candidates = decision.candidates
+    for i, cand in enumerate(candidates):
+        final = i == len(candidates) - 1
+        # An open breaker is skipped, unless it is the last resort and
+        # nothing was tried: a certain error is no better than a try.
+        if not breakers.allow(cand.model) and not (final and total == 0):
+            continue
+        target = await rebind(a, runtime.models[cand.model])
+        for n in range(retry.max_attempts):
+            if total >= retry.max_total_attempts:
+                break
+            total += 1
+            ctx.attempt = total
+            try:
+                response = await call(target)
+            except GatewayError as exc:
+                if exc.stage != "upstream":
+                    raise  # a policy answer (hook block, quota): not the target's fault
+                last = exc
+                kind = failure_class(exc)
+                if kind != "4xx":
+                    breakers.failure(cand.model)
+                if kind in retry.on and n + 1 < retry.max_attempts and total < retry.max_total_attempts:
+                    wait = backoff_s(retry, n, exc, runtime.rng)
+                    if wait is not None:
+                        await asyncio.sleep(wait)
+                        continue
+                if kind not in decision.fallback_on:
+                    raise
+                break
+            if ctx.outcome_status >= 500:
+                breakers.failure(cand.model)  # a stream that broke after it began
+            else:
+                breakers.success(cand.model)
+            return response
+        if total >= retry.max_total_attempts:
+            break
+    if last is None:  # every candidate's breaker is open
+        raise GatewayError(
+            503, "api_error", "no_healthy_target", "Every target of this route is unavailable.", stage="route"
+        )
+    raise last

@@ -1,0 +1,96 @@
+"""``POST /internal/routing/explain``: which target a request would take and
+why, without sending anything upstream.  Admin-only: the bearer token must
+equal the one in the environment variable ``auth.admin_token_env`` names
+(compared in constant time); with no token configured the endpoint is off.
+
+Body: ``{"model": "chat-auto", "endpoint": "/v1/chat/completions",
+"stream": false, "headers": {"x-tier": "gold"}, "key_id": "k-1"}`` — the
+key (optional) brings its org/project/user and its allowed models."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ingress.gateway.auth import may_use
+from ingress.gateway.errors import GatewayError
+from ingress.gateway.routed import ROUTING
+from ingress.gateway.state import STATE
+from ingress.routing import RouteContext
+
+_encoder = msgspec.json.Encoder()
+
+
+class ExplainRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    model: str
+    endpoint: str = "/v1/chat/completions"
+    stream: bool = False
+    headers: dict[str, str] = {}
+    key_id: str | None = None
+
+
+_decoder = msgspec.json.Decoder(ExplainRequest)
+
+
+def _admin(request: web.Request, token: str) -> None:
+    presented = request.headers.get("Authorization", "")
+    scheme, _, value = presented.partition(" ")
+    ok = (
+        bool(token)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(value.strip().encode(), token.encode())
+    )
+    if not ok:
+        raise GatewayError(
+            401, "authentication_error", "invalid_admin_token", "A valid admin token is required."
+        )
+
+
+async def explain(request: web.Request) -> web.Response:
+    runtime = request.app[ROUTING]
+    _admin(request, runtime.admin_token)
+    try:
+        body = _decoder.decode(await request.read())
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise GatewayError(
+            400, "invalid_request_error", "invalid_request", f"Invalid request: {exc}"
+        ) from None
+    state = request.app[STATE]
+    rule = runtime.rule_for(body.model)
+    if rule is None:
+        model = state.snapshot.models.get(body.model)
+        if model is None:
+            raise GatewayError(
+                404, "invalid_request_error", "model_not_found", f"No model or route {body.model!r}."
+            )
+        out: dict[str, Any] = {
+            "rule": None,
+            "target": model.name,
+            "candidates": [{"model": model.name, "provider": model.provider}],
+        }
+        out["steps"] = ["no routing rule: the model is served as named"]
+        return web.Response(body=_encoder.encode(out), content_type="application/json")
+    key_meta: dict[str, str] = {}
+    key = None
+    if body.key_id is not None:
+        key = next((k for k in state.snapshot.config.virtual_keys if k.id == body.key_id), None)
+        if key is None:
+            raise GatewayError(404, "invalid_request_error", "key_not_found", f"No key {body.key_id!r}.")
+        key_meta = {"id": key.id, "org": key.org, "project": key.project, "user": key.user}
+    ctx = RouteContext(
+        model=body.model,
+        endpoint=body.endpoint,
+        stream=body.stream,
+        headers={k.lower(): v for k, v in body.headers.items()},
+        key=key_meta,
+    )
+    models = runtime.models
+
+    def allowed(name: str) -> bool:
+        return key is None or may_use(key, models[name], name)
+
+    decision = runtime.decide(rule, ctx, allowed)
+    return web.Response(body=_encoder.encode(decision.explain()), content_type="application/json")
