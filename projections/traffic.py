@@ -252,6 +252,7 @@ def _failed(e: RequestFailed) -> Row:
         "status": e.status,
         "latency_ms": e.latency_ms,
         "outcome_rank": _OUTCOME_FAILED,
+        "attempts": e.attempts,
         "error_code": e.error_code,
         "error_type": e.error_type,
         "error_stage": e.stage,

@@ -170,3 +170,23 @@ async def test_stream_falls_back_before_the_first_byte(routed: RoutedStack) -> N
         text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
     assert text
     assert count_by_model(routed.backup)["backup-v1"] == 1
+
+
+async def test_traffic_event_row_names_attempts_target_and_rule(routed: RoutedStack) -> None:
+    """The events a fallback emitted fold (in any order) into one
+    traffic_event row: 2 attempts, the backup as the provider, the rule."""
+    from projections.traffic import fold
+
+    async with oai(routed) as c:
+        raw = await c.chat.completions.with_raw_response.create(model="fb-503", messages=HELLO)
+        with pytest.raises(openai.APIStatusError) as info:
+            await c.chat.completions.with_raw_response.create(model="retrying", messages=HELLO)
+    rid = raw.headers["x-nexus-request-id"]
+    events = routed.events.of(rid)
+    for order in (events, list(reversed(events))):
+        row = fold(order)[rid]
+        assert (row["attempts"], row["upstream_attempt"]) == (2, 2)
+        assert (row["provider"], row["routing_rule"], row["outcome"]) == ("back", "on-503", "completed")
+    failed_id = info.value.response.headers["x-nexus-request-id"]
+    row = fold(routed.events.of(failed_id))[failed_id]
+    assert (row["attempts"], row["provider"], row["outcome"]) == (3, "p503", "failed")
