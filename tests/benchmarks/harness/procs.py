@@ -3,6 +3,7 @@ resource accounting (RSS and CPU time of a process tree) from /proc."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,6 +63,17 @@ def set_nice(value: int) -> None:
     if not -20 <= value <= 19:
         raise ValueError("nice must be between -20 and 19")
     _NICE = value
+    if value:
+        # wrk and the open-loop client run in the harness's own session
+        set_autogroup_nice(os.getpid(), value)
+
+
+def set_autogroup_nice(pid: int, value: int) -> None:
+    """With autogroup scheduling (Linux's default for desktops and many
+    VMs), CPU is shared between *sessions* first, and a process's nice only
+    counts inside its session: the session's own nice has to be set too."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(value))
 
 
 def pinned(argv: Sequence[str], cpus: tuple[int, ...] | None) -> list[str]:
@@ -145,6 +157,8 @@ def spawn(
         start_new_session=True,
     )
     log.close()
+    if _NICE:
+        set_autogroup_nice(popen.pid, _NICE)  # its new session is its own autogroup
     return Proc(name, popen, log_path)
 
 
