@@ -156,14 +156,19 @@ def _estimate(rt: QuotaRuntime, a: Admitted[Any], chat: ChatRequest | None) -> t
     return len(a.raw), out
 
 
-def _downgrade(a: Admitted[Any], target: str) -> None:
+async def _downgrade(a: Admitted[Any], target: str) -> None:
     state, ctx = a.state, a.ctx
     model = state.snapshot.models.get(target)
     route = state.routes.get(target)
     if model is None or route is None or route.codec is None:
         raise errors.internal()
     provider = state.snapshot.providers[model.provider]
-    a.model, a.route, a.upstream = model, route, state.upstreams.get(provider.name)
+    upstream = state.upstreams.get(provider.name)
+    await route.refresh(upstream.session, state.request_timeout_s)  # a minted credential
+    a.model, a.route, a.upstream = model, route, upstream
+    # The budget chose the model: the requested model's routing candidates
+    # (failover, load balancing) would send it back to the dearer targets.
+    ctx.routing = None
     ctx.model = model.name
     ctx.provider = provider.name
     ctx.provider_model = model.provider_model or model.name
@@ -254,7 +259,7 @@ async def admit(a: Admitted[Any], chat: ChatRequest | None) -> ChatRequest | Non
     if not d.admitted:
         raise rejected(d)
     if d.model != a.model.name:
-        _downgrade(a, d.model)
+        await _downgrade(a, d.model)
     return _cap(a, chat, d)
 
 
