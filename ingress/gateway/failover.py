@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ingress.gateway import errors
+from ingress.gateway import errors, quota
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
 from ingress.gateway.routed import ROUTING
@@ -67,7 +67,9 @@ async def rebind(a: Admitted[Any], model: Model) -> Admitted[Any]:
     ctx.model = model.name
     ctx.provider = provider.name
     ctx.provider_model = model.provider_model or model.name
-    return Admitted(state, ctx, a.body, a.parsed, model, upstream, route, a.raw)
+    moved = Admitted(state, ctx, a.body, a.parsed, model, upstream, route, a.raw)
+    await quota.retarget(moved)  # reserve for this target (its price, its budgets)
+    return moved
 
 
 async def serve_routed(

@@ -263,6 +263,25 @@ async def admit(a: Admitted[Any], chat: ChatRequest | None) -> ChatRequest | Non
     return _cap(a, chat, d)
 
 
+async def retarget(a: Admitted[Any]) -> None:
+    """Failover moved the request to another target (model, provider):
+    the reservation made for the first one no longer bounds what this one
+    may cost, nor covers its own budgets.  The failed attempt billed
+    nothing (failover only follows errors raised before an answer), so
+    release and reserve again for the new target; a refusal is the caller's
+    429/403 like any other."""
+    rt = a.state.quota
+    if rt is None:
+        return
+    ctx = a.ctx
+    d = ctx.quota
+    if d is not None and d.reserved:
+        await _release(a.state, ctx)
+    ctx.quota = None
+    chat = a.parsed if isinstance(a.parsed, ChatRequest) else None
+    await admit(a, chat)
+
+
 async def stamp(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the quota headers on every answer a limit
     applied to (admitted, rejected, streamed)."""

@@ -27,6 +27,7 @@ SIM_KEY = "sk-sim-quota"
 # USD per million tokens: dear enough that a few hundred small requests
 # reach a cap of a dollar.
 PRICE = {"input": 100.0, "output": 400.0}
+DEAR = {"input": 1000.0, "output": 4000.0}
 CAP_USD = 1.0
 SOFT_USD = 0.05
 KEY_IDS = ("k-cap", "k-soft", "k-rpm", "k-free", "k-down", "k-tok")
@@ -83,6 +84,7 @@ def config_dict(sim_port: int, keys: dict[str, str]) -> dict[str, Any]:
             },
             {"name": "unpriced", "provider": "sim", "provider_model": "sim-small"},
             {"name": "flaky", "provider": "sim-503", "price": PRICE},
+            {"name": "dear", "provider": "sim", "provider_model": "sim-large", "price": DEAR},
             {
                 "name": "embed-q",
                 "provider": "sim",
@@ -91,6 +93,20 @@ def config_dict(sim_port: int, keys: dict[str, str]) -> dict[str, Any]:
                 "price": PRICE,
             },
         ],
+        # "fb-dear": the flaky target first, then a ten times dearer one.
+        "routing": {
+            "retry": {"max_attempts": 1},
+            "rules": [
+                {
+                    "name": "to-dear",
+                    "match": ["fb-dear"],
+                    "strategy": {
+                        "type": "fallback",
+                        "targets": [{"type": "single", "model": m} for m in ("flaky", "dear")],
+                    },
+                }
+            ],
+        },
         "quotas": {
             "reservation_ttl_s": 60,
             "budgets": [

@@ -436,3 +436,37 @@ async def test_answer_blocked_by_a_response_hook_still_counts(qstack: QuotaStack
     await settled(qstack)
     cap = limit(await usage_of(qstack, "k-cap"), "cap")
     assert cap["spent"] > 0 and cap["reserved"] == 0
+
+
+async def test_failover_reserves_again_for_the_target_it_moves_to(qstack: QuotaStack, nats_url: str) -> None:
+    """The first target fails (503) before answering; the fallback is ten
+    times dearer.  The reservation is made again at the fallback's price:
+    within the cap it is served and charged at that price, past it the
+    caller gets the 429 the first target's price would have hidden."""
+    usage = Collector()
+    await usage.start(nats_url, qstack.topology.traffic_subject("usage.recorded"))
+    try:
+        async with sdk(qstack, "k-cap") as c:
+            raw = await c.chat.completions.with_raw_response.create(
+                model="fb-dear", messages=[{"role": "user", "content": "hello"}], max_tokens=20
+            )
+            assert raw.parse().choices[0].message.content
+            # 300 output tokens: $0.12 on the first target, $1.20 (past the
+            # $1 cap) on the fallback.
+            with pytest.raises(openai.RateLimitError) as refused:
+                await c.chat.completions.create(
+                    model="fb-dear", messages=[{"role": "user", "content": "hello"}], max_tokens=300
+                )
+        await settled(qstack)
+        await asyncio.sleep(0.2)
+    finally:
+        await usage.close()
+    assert raw.headers["x-nexus-routed-model"] == "sim-large"
+    assert isinstance(refused.value.body, dict) and refused.value.body["code"] == "QUOTA_EXCEEDED"
+    rid = raw.headers["x-nexus-request-id"]
+    recorded = [e for e in usage.events if isinstance(e, UsageRecorded) and e.request_id == rid]
+    assert len(recorded) == 1 and recorded[0].model == "dear"
+    u = recorded[0].usage
+    assert recorded[0].cost_usd == pytest.approx((u.prompt_tokens * 1000 + u.completion_tokens * 4000) / 1e6)
+    cap = limit(await usage_of(qstack, "k-cap"), "cap")
+    assert cap["reserved"] == 0 and cap["spent"] == pytest.approx(recorded[0].cost_usd, abs=1e-9)
