@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.yaml
 
+from streams.config_cache import CacheConfig, CacheConfigError, validate_cache
 from streams.config_hooks import HooksConfig, validate_hooks
 from streams.config_quota import QuotaConfig, validate_quotas
 from streams.config_routing import RoutingConfig, RoutingConfigError, validate_routing
@@ -148,6 +149,7 @@ class NexusConfig(_Strict, kw_only=True, frozen=True):
     hooks: HooksConfig = HooksConfig()
     quotas: QuotaConfig = QuotaConfig()
     routing: RoutingConfig = RoutingConfig()
+    cache: CacheConfig = CacheConfig()
     projections: ProjectionsConfig = ProjectionsConfig()
 
 
@@ -317,6 +319,10 @@ def _validate(cfg: NexusConfig) -> None:
     try:
         validate_routing(cfg)
     except RoutingConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        validate_cache(cfg)
+    except CacheConfigError as exc:
         raise ConfigError(str(exc)) from None
 
 

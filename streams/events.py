@@ -147,6 +147,7 @@ class RequestCompleted(Event, tag="request.completed"):
     attempts: int = 1
     cache_status: str = ""
     routing_rule: str = ""  # the routing rule that chose the target ("" = the model was named)
+    cache_saving_usd: float = 0.0  # a cache hit: what the cached answer cost when it was made
 
 
 class RequestFailed(Event, tag="request.failed"):

@@ -19,6 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from ingress.gateway import quota
+from ingress.gateway.cached import CACHE, CacheRuntime, tap_prepare
+from ingress.gateway.cached import lifecycle as cache_lifecycle
 from ingress.gateway.compliance import build_engine, wants_engine
 from ingress.gateway.middleware import gateway_middleware, stamp_headers
 from ingress.gateway.routed import ROUTING
@@ -75,6 +77,9 @@ def create_app(
     app[_SETUP] = _Setup(valkey, valkey_prefix, environ.get("NEXUS_VALKEY_URL", ""))
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(quota.lifecycle(valkey, valkey_prefix, environ))
+    app[CACHE] = CacheRuntime(snapshot)
+    app.cleanup_ctx.append(cache_lifecycle(valkey, valkey_prefix, environ))
+    app.on_response_prepare.append(tap_prepare)
     app.on_response_prepare.append(stamp_headers)
     app.on_response_prepare.append(quota.stamp)
     add_routes(app)

@@ -22,6 +22,7 @@ from adapters.base import CodecError, WireRequest
 from adapters.canonical import ChatRequest
 from adapters.openai.codec import decode_chat, prepare_chat_body
 from ingress.gateway import errors
+from ingress.gateway.cached import serve_cached
 from ingress.gateway.compliance import stream_enforced
 from ingress.gateway.failover import serve_routed
 from ingress.gateway.intake import Admitted
@@ -49,9 +50,15 @@ async def serve_chat(
     request: web.Request, a: Admitted[Any], chat: ChatRequest, grammar: Grammar
 ) -> web.StreamResponse:
     chat = await check_request(a, chat) or chat
-    # A routed model walks its candidates (retries, fallbacks, breakers).
+    # The exact cache / coalescing first; then a routed model walks its
+    # candidates (retries, fallbacks, breakers).
     checked = chat
-    return await serve_routed(request, a, lambda target: serve_checked(request, target, checked, grammar))
+    return await serve_cached(
+        request,
+        a,
+        checked,
+        lambda: serve_routed(request, a, lambda target: serve_checked(request, target, checked, grammar)),
+    )
 
 
 def must_rewrite(a: Admitted[Any]) -> bool:

@@ -152,6 +152,7 @@ def usage_recorded(
     # Computed once, here: the quota processor settles this very figure.
     cost = None if model.price is None else price_usage(model.price, usage)
     ctx.usage_recorded = True
+    ctx.cost_usd = cost or 0.0
     state.publisher.emit(
         UsageRecorded(
             request_id=ctx.request_id,
@@ -183,6 +184,8 @@ def completed(state: GatewayState, ctx: RequestContext, *, ttft_ms: float | None
             provider_model=ctx.provider_model,
             attempts=ctx.attempt,
             routing_rule=ctx.routing_rule,
+            cache_status=ctx.cache_status,
+            cache_saving_usd=ctx.cache_saving_usd,
         )
     )
 

@@ -89,7 +89,10 @@ class RequestContext:
 
     __slots__ = (
         "attempt",
+        "cache_saving_usd",
+        "cache_status",
         "client_ip",
+        "cost_usd",
         "compliance",
         "endpoint",
         "grammar",
@@ -137,6 +140,12 @@ class RequestContext:
         self.routing: Decision | None = None
         self.routing_rule = ""
         self.attempt = 1
+        # Cache: hit | miss | coalesced | bypass | skipped ("" = no cache),
+        # what a hit saved, and what this request's usage cost (a cache
+        # entry remembers it).
+        self.cache_status = ""
+        self.cache_saving_usd = 0.0
+        self.cost_usd = 0.0
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

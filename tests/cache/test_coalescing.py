@@ -1,0 +1,87 @@
+"""Request coalescing: 100 identical concurrent requests make exactly one
+upstream call (the simulator counts), and all 100 callers get the answer —
+unary and streamed.  The exact cache is off here, so only coalescing can
+explain the single call.  Joiners are accounted as such: RequestCompleted
+with cache_status "coalesced" and attempts 0, and no UsageRecorded (the
+leader's usage is the only charge)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import httpx
+
+from streams.events import RequestCompleted, UsageRecorded
+from tests.cache.conftest import close_stack, make_stack
+
+N = 100
+
+
+async def test_100_identical_unary_requests_one_upstream_call(valkey_url: str, valkey_prefix: str) -> None:
+    s = await make_stack(valkey_url, valkey_prefix, enabled=False)
+    body = {"model": "slow-sim", "messages": [{"role": "user", "content": "coalesce me"}]}
+    try:
+        limits = httpx.Limits(max_connections=N)
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {s.key}"}, limits=limits, timeout=30
+        ) as h:
+            rs = await asyncio.gather(*(h.post(s.url + "/chat/completions", json=body) for _ in range(N)))
+        assert s.upstream_calls == 1
+        assert [r.status_code for r in rs] == [200] * N
+        texts = {r.json()["choices"][0]["message"]["content"] for r in rs}
+        assert len(texts) == 1 and texts.pop()
+        assert Counter(r.headers["x-nexus-cache"] for r in rs) == {"MISS": 1, "COALESCED": N - 1}
+        statuses = Counter(e.cache_status for e in s.events.events if isinstance(e, RequestCompleted))
+        assert statuses == {"miss": 1, "coalesced": N - 1}
+        usage = [e for e in s.events.events if isinstance(e, UsageRecorded)]
+        assert len(usage) == 1 and usage[0].cost_usd > 0
+    finally:
+        await close_stack(s)
+
+
+async def test_100_identical_streams_fan_out_from_one_upstream_call(
+    valkey_url: str, valkey_prefix: str
+) -> None:
+    s = await make_stack(valkey_url, valkey_prefix, enabled=False)
+    body = {"model": "slow-sim", "stream": True, "messages": [{"role": "user", "content": "stream to all"}]}
+
+    async def one(h: httpx.AsyncClient) -> tuple[str, str]:
+        async with h.stream("POST", s.url + "/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            return r.headers["x-nexus-cache"], (await r.aread()).decode()
+
+    try:
+        limits = httpx.Limits(max_connections=N)
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {s.key}"}, limits=limits, timeout=30
+        ) as h:
+            results = await asyncio.gather(*(one(h) for _ in range(N)))
+        assert s.upstream_calls == 1
+        bodies = {b for _, b in results}
+        assert len(bodies) == 1
+        (stream,) = bodies
+        assert stream.rstrip().endswith("data: [DONE]") and '"content"' in stream
+        assert Counter(h for h, _ in results) == {"MISS": 1, "COALESCED": N - 1}
+        assert len([e for e in s.events.events if isinstance(e, UsageRecorded)]) == 1
+    finally:
+        await close_stack(s)
+
+
+async def test_different_requests_are_not_coalesced(valkey_url: str, valkey_prefix: str) -> None:
+    s = await make_stack(valkey_url, valkey_prefix, enabled=False)
+    try:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {s.key}"}, timeout=30) as h:
+            rs = await asyncio.gather(
+                *(
+                    h.post(
+                        s.url + "/chat/completions",
+                        json={"model": "slow-sim", "messages": [{"role": "user", "content": f"q{i}"}]},
+                    )
+                    for i in range(5)
+                )
+            )
+        assert [r.status_code for r in rs] == [200] * 5
+        assert s.upstream_calls == 5
+    finally:
+        await close_stack(s)
