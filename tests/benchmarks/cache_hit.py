@@ -91,7 +91,10 @@ async def main() -> None:
         snap = ConfigSnapshot(parse_config(config(sim.url, key, on)), SECRET)
         app = create_app(snap, Sink(), valkey=client, valkey_prefix=prefix)
         gws[name] = await start_gateway(app)
-    body = {"model": "bench", "messages": [{"role": "user", "content": "Cache me if you can."}]}
+    body: dict[str, Any] = {
+        "model": "bench",
+        "messages": [{"role": "user", "content": "Cache me if you can."}],
+    }
     if args.stream:
         body["stream"] = True
     headers = {"Authorization": f"Bearer {key}"}
