@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from adapters.base import CodecError
@@ -58,13 +59,14 @@ CACHE = web.AppKey("nexus_cache", CacheRuntime)
 class _Tap:
     """The bytes a leader's caller receives, as they are written."""
 
-    __slots__ = ("cap", "flight", "parts", "size")
+    __slots__ = ("cap", "flight", "gone", "parts", "size")
 
     def __init__(self, cap: int, flight: Flight | None) -> None:
         self.cap = cap
         self.flight = flight
         self.parts: list[bytes] | None = []  # None: over the size cap, not stored
         self.size = 0
+        self.gone = False  # the leader's own caller disconnected
 
     def take(self, data: bytes) -> None:
         if self.flight is not None:
@@ -94,7 +96,16 @@ async def tap_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
     async def write(data: bytes | bytearray | memoryview) -> None:
         tap.take(bytes(data))
-        await original(data)
+        if tap.gone:
+            return
+        try:
+            await original(data)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            # The leader's caller left; joiners still follow this stream, so
+            # it keeps being read for them rather than cut for everyone.
+            if tap.flight is None or not tap.flight.waiters:
+                raise
+            tap.gone = True
 
     response.write = write  # type: ignore[method-assign]
 

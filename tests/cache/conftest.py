@@ -46,6 +46,8 @@ class CacheStack:
 def config(sim: SimServer, key: str, other: str, **cache: Any) -> bytes:
     p = {"name": "sim", "base_url": sim.url, "allow_private_network": True, "api_key_env": "SIM_KEY"}
     slow = {**p, "name": "sim-slow", "headers": {"x-sim-delay-ms": "1500"}}
+    trickle = {**p, "name": "sim-trickle", "headers": {"x-sim-tokens-per-s": "40"}}
+    dropping = {**p, "name": "sim-drop", "headers": {"x-sim-delay-ms": "1500", "x-sim-drop-after": "2"}}
     tenant = {"org": "acme", "project": "web"}
     doc = {
         "orgs": [{"id": "acme"}],
@@ -54,7 +56,7 @@ def config(sim: SimServer, key: str, other: str, **cache: Any) -> bytes:
             {"id": "k-1", "hash": hash_key(key, SECRET), **tenant},
             {"id": "k-2", "hash": hash_key(other, SECRET), **tenant},
         ],
-        "providers": [p, slow],
+        "providers": [p, slow, dropping, trickle],
         "models": [
             {
                 "name": "gpt-sim",
@@ -62,6 +64,8 @@ def config(sim: SimServer, key: str, other: str, **cache: Any) -> bytes:
                 "provider_model": "sim-v1",
                 "price": {"input": 2.0, "output": 8.0},
             },
+            {"name": "drop-sim", "provider": "sim-drop", "provider_model": "drop-v1"},
+            {"name": "trickle-sim", "provider": "sim-trickle", "provider_model": "trickle-v1"},
             {
                 "name": "slow-sim",
                 "provider": "sim-slow",

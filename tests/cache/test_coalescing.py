@@ -85,3 +85,68 @@ async def test_different_requests_are_not_coalesced(valkey_url: str, valkey_pref
         assert s.upstream_calls == 5
     finally:
         await close_stack(s)
+
+
+async def test_a_leader_stream_that_breaks_breaks_for_every_joiner_in_its_format(
+    valkey_url: str, valkey_prefix: str
+) -> None:
+    """Joiners get exactly what the leader's caller got, error frame
+    included, and each is recorded as a failed request: nothing claims a
+    complete answer that never came, and the broken stream is not cached."""
+    from streams.events import RequestFailed
+
+    s = await make_stack(valkey_url, valkey_prefix)
+    body = {"model": "drop-sim", "stream": True, "messages": [{"role": "user", "content": "break for all"}]}
+
+    async def one(h: httpx.AsyncClient) -> str:
+        async with h.stream("POST", s.url + "/chat/completions", json=body) as r:
+            return (await r.aread()).decode()
+
+    try:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {s.key}"}, timeout=30) as h:
+            bodies = await asyncio.gather(*(one(h) for _ in range(10)))
+            assert s.upstream_calls == 1
+            assert len(set(bodies)) == 1
+            assert '"error"' in bodies[0] and "[DONE]" not in bodies[0]
+            failed = [e for e in s.events.events if isinstance(e, RequestFailed)]
+            assert len(failed) == 10
+            again = await one(h)  # not served from the cache: the provider is called again
+        assert s.upstream_calls == 2 and '"error"' in again
+    finally:
+        await close_stack(s)
+
+
+async def test_joiners_keep_their_stream_when_the_leaders_caller_leaves(
+    valkey_url: str, valkey_prefix: str
+) -> None:
+    s = await make_stack(valkey_url, valkey_prefix, enabled=False)
+    body = {
+        "model": "trickle-sim",
+        "stream": True,
+        "messages": [{"role": "user", "content": "a slow tale " * 8}],
+    }
+    auth = {"Authorization": f"Bearer {s.key}"}
+
+    async def leader() -> None:
+        async with (
+            httpx.AsyncClient(headers=auth, timeout=30) as h,
+            h.stream("POST", s.url + "/chat/completions", json=body) as r,
+        ):
+            async for _ in r.aiter_bytes():
+                break  # the first bytes, then hang up
+
+    async def joiner(h: httpx.AsyncClient) -> tuple[str, str]:
+        async with h.stream("POST", s.url + "/chat/completions", json=body) as r:
+            return r.headers["x-nexus-cache"], (await r.aread()).decode()
+
+    try:
+        lead = asyncio.create_task(leader())
+        await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(headers=auth, timeout=30) as h:
+            joined = await asyncio.gather(*(joiner(h) for _ in range(5)))
+        await lead
+        assert s.upstream_calls == 1
+        assert {c for c, _ in joined} == {"COALESCED"}
+        assert all(b.rstrip().endswith("data: [DONE]") for _, b in joined)
+    finally:
+        await close_stack(s)
