@@ -153,6 +153,7 @@ def run_openloop(
     cpus: tuple[int, ...] | None,
     work_dir: Path,
     timeout_s: float = 10.0,
+    connections: int = 256,
 ) -> dict[str, Any]:
     body = work_dir / f"body-{'stream' if stream else 'unary'}-{uuid.uuid4().hex[:8]}.json"
     body.write_bytes(target.body(stream))
@@ -172,6 +173,8 @@ def run_openloop(
         str(warmup_s),
         "--timeout",
         str(timeout_s),
+        "--connections",
+        str(connections),
     ]
     for k, v in {"Content-Type": "application/json", **target.headers}.items():
         argv += ["--header", f"{k}: {v}"]

@@ -214,14 +214,19 @@ def _drive(s: Session, running: systems.Running, upstream: str, peaks: dict[str,
         if upstream == "zero" and plan.overload and running.name != "direct" and peaks.get("non-stream"):
             rate = round(2 * peaks["non-stream"])
             row = Row(running.name, upstream, "non-stream", f"2x peak = {rate}/s", "open-loop")
-            _measure(s, running, meter, row, lambda: _openloop(s, target, "non-stream", rate))
+            # Many clients, not one pool: the queue must form at the server
+            # for its admission control (429 + Retry-After) to be what is
+            # measured, so the overload row opens up to 4000 connections.
+            _measure(
+                s, running, meter, row, functools.partial(_openloop, s, target, "non-stream", rate, 4000)
+            )
         if upstream == "zero" and plan.profile and running.name == "nexus" and s.wrk:
             _profile(s, running, target)
     finally:
         meter.close()
 
 
-def _openloop(s: Session, target: Target, mode: str, rate: int) -> dict[str, Any]:
+def _openloop(s: Session, target: Target, mode: str, rate: int, connections: int = 256) -> dict[str, Any]:
     return run_openloop(
         target,
         stream=mode == "stream",
@@ -230,6 +235,7 @@ def _openloop(s: Session, target: Target, mode: str, rate: int) -> dict[str, Any
         warmup_s=s.plan.open_warmup_s,
         cpus=s.cores.load,
         work_dir=s.work,
+        connections=connections,
     )
 
 
