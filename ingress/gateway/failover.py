@@ -99,16 +99,23 @@ async def serve_routed(
         for n in range(retry.max_attempts):
             if total >= retry.max_total_attempts:
                 break
+            if n > 0 and not breakers.allow(cand.model):
+                break  # the failures so far opened its breaker: next candidate
             total += 1
             ctx.attempt = total
             try:
                 response = await call(target)
             except GatewayError as exc:
                 if exc.stage != "upstream":
-                    raise  # a policy answer (hook block, quota): not the target's fault
+                    # A policy answer (hook block, quota): no verdict on the
+                    # target, and a half-open probe slot is handed back.
+                    breakers.release(cand.model)
+                    raise
                 last = exc
                 kind = failure_class(exc)
-                if kind != "4xx":
+                if kind == "4xx":
+                    breakers.success(cand.model)  # it answered: the target is up
+                else:
                     breakers.failure(cand.model)
                 if kind in retry.on and n + 1 < retry.max_attempts and total < retry.max_total_attempts:
                     wait = backoff_s(retry, n, exc, runtime.rng)
@@ -118,6 +125,9 @@ async def serve_routed(
                 if kind not in decision.fallback_on:
                     raise
                 break
+            except BaseException:
+                breakers.release(cand.model)  # cancelled (the caller left): no verdict
+                raise
             if ctx.outcome_status >= 500:
                 breakers.failure(cand.model)  # a stream that broke after it began
             else:

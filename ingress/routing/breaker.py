@@ -92,6 +92,13 @@ class Breakers:
             return True
         return False
 
+    def release(self, target: str) -> None:
+        """An attempt that ended with no verdict on the target (a policy
+        refusal, a cancelled request) gives its half-open probe slot back."""
+        b = self._by_target.get(target)
+        if b is not None and b.state is BreakerState.HALF_OPEN and b.probes > 0:
+            b.probes -= 1
+
     def success(self, target: str) -> None:
         b = self._by_target.get(target)
         if b is None:
