@@ -12,8 +12,9 @@ from adapters.base import CodecError, WireRequest
 from adapters.canonical import EmbeddingRequest, EmbeddingResponse
 from adapters.openai.codec import decode_embeddings
 from ingress.gateway import errors, recording
+from ingress.gateway.failover import serve_routed
 from ingress.gateway.forward import with_model
-from ingress.gateway.intake import admit
+from ingress.gateway.intake import Admitted, admit
 from ingress.gateway.pipeline import check_request, record_response
 from ingress.gateway.unary import exchange, guard, unreadable
 from ingress.translate.openai_out import embeddings_response
@@ -52,6 +53,11 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     if a.ctx.stream:
         raise errors.invalid_request("embeddings cannot be streamed.", "stream")
     await check_request(a, None)
+    # A routed model walks its candidates (retries, fallbacks, breakers).
+    return await serve_routed(request, a, _serve)
+
+
+async def _serve(a: Admitted[EmbeddingRequest]) -> web.StreamResponse:
     state, ctx, route = a.state, a.ctx, a.route
     codec = route.codec
     assert codec is not None

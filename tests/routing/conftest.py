@@ -102,7 +102,9 @@ def config(primary: SimServer, backup: SimServer, switch: SimServer, key: str, n
             _provider("psw", switch),
         ],
         "models": [
-            {"name": n, "provider": p, "provider_model": f"{n}-v1", "price": priced} for n, p in models
+            *({"name": n, "provider": p, "provider_model": f"{n}-v1", "price": priced} for n, p in models),
+            {"name": "embed-flaky", "provider": "p503", "provider_model": "sim-embed", "kind": "embedding"},
+            {"name": "embed-backup", "provider": "back", "provider_model": "sim-embed", "kind": "embedding"},
         ],
         "routing": {
             "breaker": {"failures": 3, "window_s": 30, "open_s": 0.4},
@@ -134,6 +136,12 @@ def config(primary: SimServer, backup: SimServer, switch: SimServer, key: str, n
                         "backoff_ms": 1,
                         "max_backoff_ms": 5,
                     },
+                },
+                {
+                    "name": "embed",
+                    "match": ["embed-auto"],
+                    # a chat model in the chain is skipped for embeddings
+                    "strategy": fallback("embed-flaky", "backup", "embed-backup"),
                 },
                 {"name": "breaker", "match": ["fb-switch"], "strategy": fallback("switchy", "backup")},
                 {

@@ -193,3 +193,14 @@ async def test_traffic_event_row_names_attempts_target_and_rule(routed: RoutedSt
     # open its breaker (threshold 3), so the third retry is never sent.
     assert (row["attempts"], row["provider"], row["outcome"]) == (2, "p503", "failed")
     assert count_by_model(routed.primary)["flaky-v1"] == 3
+
+
+async def test_embeddings_fall_back_to_an_embedding_model(routed: RoutedStack) -> None:
+    async with oai(routed) as c:
+        raw = await c.embeddings.with_raw_response.create(model="embed-auto", input="hello")
+    assert raw.parse().data[0].embedding
+    assert raw.headers["x-nexus-routed-provider"] == "back"
+    rid = raw.headers["x-nexus-request-id"]
+    assert [(a[0], a[1], a[2]) for a in attempts(routed, rid)] == [(1, "p503", 503), (2, "back", 200)]
+    # the chat model "backup" in the chain was filtered out by capability
+    assert count_by_model(routed.backup) == {"sim-embed": 1}
