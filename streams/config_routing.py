@@ -14,7 +14,7 @@ not call.
           match: [chat-auto]
           strategy:
             type: fallback
-            on: [5xx, "429", timeout]
+            on_failure: [5xx, "429", timeout]
             targets:
               - {type: loadbalance, sticky_on: "header:x-session-id",
                  targets: [{weight: 3, node: {type: single, model: a}},
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 # Failure classes a fallback or a retry acts on.  "network": refused or
 # reset connections; "timeout": connect, first-token or total deadline.
-FailureClass = Literal["4xx", "429", "5xx", "timeout", "network", "dropped"]
-FAILURE_CLASSES: tuple[str, ...] = ("4xx", "429", "5xx", "timeout", "network", "dropped")
+FailureClass = Literal["4xx", "429", "5xx", "timeout", "network"]
+FAILURE_CLASSES: tuple[str, ...] = ("4xx", "429", "5xx", "timeout", "network")
 
 MAX_DEPTH = 10
 REGEX_MAX_LEN = 256
@@ -54,9 +54,10 @@ class Single(_Node, frozen=True, kw_only=True, tag="single"):
 
 class Fallback(_Node, frozen=True, kw_only=True, tag="fallback"):
     targets: tuple[StrategyNode, ...]
+    # (Not "on": YAML 1.1 reads that key as the boolean true.)
     # A failed attempt moves on to the next target only for these classes;
     # anything else (a 400, a policy refusal) is the caller's answer.
-    on: tuple[FailureClass, ...] = ("429", "5xx", "timeout", "network")
+    on_failure: tuple[FailureClass, ...] = ("429", "5xx", "timeout", "network")
 
 
 class WeightedTarget(_Strict, frozen=True, kw_only=True):
@@ -113,7 +114,7 @@ class Retry(_Strict, frozen=True, kw_only=True):
     max_total_attempts: int = 4
     backoff_ms: float = 100.0
     max_backoff_ms: float = 2000.0
-    on: tuple[FailureClass, ...] = ("429", "5xx", "timeout", "network")
+    on_failure: tuple[FailureClass, ...] = ("429", "5xx", "timeout", "network")
 
 
 class Breaker(_Strict, frozen=True, kw_only=True):

@@ -117,7 +117,11 @@ async def serve_routed(
                     breakers.success(cand.model)  # it answered: the target is up
                 else:
                     breakers.failure(cand.model)
-                if kind in retry.on and n + 1 < retry.max_attempts and total < retry.max_total_attempts:
+                if (
+                    kind in retry.on_failure
+                    and n + 1 < retry.max_attempts
+                    and total < retry.max_total_attempts
+                ):
                     wait = backoff_s(retry, n, exc, runtime.rng)
                     if wait is not None:
                         await asyncio.sleep(wait)

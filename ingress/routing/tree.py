@@ -136,8 +136,8 @@ class _Walk:
         if isinstance(node, Single):
             return [node.model]
         if isinstance(node, Fallback):
-            self.fallback_on.update(node.on)
-            self.steps.append(f"{path}: fallback chain on {', '.join(node.on)}")
+            self.fallback_on.update(node.on_failure)
+            self.steps.append(f"{path}: fallback chain on {', '.join(node.on_failure)}")
             out: list[str] = []
             for i, t in enumerate(node.targets):
                 out.extend(self.node(t, f"{path}.targets[{i}]"))

@@ -63,7 +63,7 @@ def single(model: str) -> dict[str, Any]:
 def fallback(*models: str, on: tuple[str, ...] | None = None) -> dict[str, Any]:
     node: dict[str, Any] = {"type": "fallback", "targets": [single(m) for m in models]}
     if on is not None:
-        node["on"] = list(on)
+        node["on_failure"] = list(on)
     return node
 
 

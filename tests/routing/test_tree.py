@@ -48,7 +48,11 @@ def test_single() -> None:
 
 def test_fallback_chain_in_order_and_classes() -> None:
     cfg = routing_config(
-        {"type": "fallback", "on": ["5xx", "timeout"], "targets": [single("a"), single("b"), single("c")]}
+        {
+            "type": "fallback",
+            "on_failure": ["5xx", "timeout"],
+            "targets": [single("a"), single("b"), single("c")],
+        }
     )
     d = run(cfg)
     assert names(d) == ["a", "b", "c"]
