@@ -17,6 +17,8 @@ import duckdb
 import matplotlib
 import polars as pl
 
+from projections.duckfile import open_duckdb
+
 matplotlib.use("Agg")  # headless: every chart is written as a PNG file
 import matplotlib.pyplot as plt
 
@@ -46,7 +48,7 @@ def connect() -> duckdb.DuckDBPyConnection:
         if not db.is_file():
             raise RuntimeError(f"no analytics database at {db}: set NEXUS_ANALYTICS_DB")
         try:
-            con = duckdb.connect(str(db), read_only=True)
+            con = open_duckdb(db, read_only=True)
         except duckdb.IOException as exc:
             raise RuntimeError(
                 f"cannot open {db} ({exc}); if a projector is running, export Parquet with "

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from projections import schema
+from projections.duckfile import open_duckdb
 from projections.store import Item, StoreBusy, StoreError, fresh_items
 from projections.traffic import COLUMN_NAMES, PROJECTION, TABLE, fold
 
@@ -76,7 +77,7 @@ class DuckDBStore:
         def _open() -> duckdb.DuckDBPyConnection:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                conn = duckdb.connect(str(self.path))
+                conn = open_duckdb(self.path)
             except duckdb.IOException as exc:
                 if "lock" in str(exc).lower():
                     raise StoreBusy(

@@ -12,7 +12,7 @@ from types import TracebackType
 
 from nats.aio.client import Client as NATS
 
-from projections.duck_store import DuckDBStore
+from projections.analytics.store import AnalyticsDuckDBStore
 from projections.lane import Lane, ProgressFn
 from projections.pg_store import PostgresStore
 from projections.settings import STORES, ProjectorSettings
@@ -58,7 +58,9 @@ def build_stores(settings: ProjectorSettings, names: Sequence[str] | None = None
         else:
             if not settings.duckdb_path:
                 raise StoreError("the duckdb projection needs NEXUS_DUCKDB_PATH")
-            stores.append(DuckDBStore(settings.duckdb_path))
+            # The analytics store is the DuckDB projection plus its rollups
+            # (minute/hour/day), maintained batch by batch next to traffic_event.
+            stores.append(AnalyticsDuckDBStore(settings.duckdb_path))
     if not stores:
         raise StoreError("no projection store configured (set NEXUS_POSTGRES_DSN and/or NEXUS_DUCKDB_PATH)")
     return stores

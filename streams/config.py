@@ -122,8 +122,10 @@ class Gateway(_Strict, kw_only=True, frozen=True):
     port: int = 3050
     max_body_bytes: int = 8 * 1024 * 1024
     # In-flight admission gate: beyond this many requests in progress the
-    # gateway sheds load with 429 + Retry-After instead of queueing.
-    max_inflight: int = 2048
+    # gateway sheds load with 429 + Retry-After instead of queueing.  Size it
+    # near capacity x acceptable latency (about 1,000 req/s x 250 ms per core
+    # here): a larger gate only queues, which is what it exists to prevent.
+    max_inflight: int = 256
     request_timeout_s: float = 600.0
     node_id: str = ""
 

@@ -19,6 +19,7 @@ import duckdb
 from projections.analytics.export import ExportError, export
 from projections.analytics.rollups import dirty_counts, rebuild, refresh
 from projections.analytics.schema import GRAINS, SchemaVersionError, ensure_schema
+from projections.duckfile import open_duckdb
 from projections.settings import DEFAULT_DUCKDB_PATH
 
 _T = TypeVar("_T")
@@ -62,7 +63,7 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
     if not path.exists():
         raise CliError(f"no DuckDB file at {path} (set NEXUS_DUCKDB_PATH or pass --db)")
     try:
-        conn = duckdb.connect(str(path))
+        conn = open_duckdb(path)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise CliError(

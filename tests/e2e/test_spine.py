@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import duckdb
 import openai
 import pytest
 
@@ -20,6 +19,7 @@ from ingress.gateway import create_app, start_gateway
 from ingress.gateway.app import GatewayServer
 from nexus.sim import SimServer, SimSettings, start_sim
 from nexus.wiring import start_projector
+from projections.duckfile import open_duckdb
 from projections.projector import Projector
 from streams.config import ConfigSnapshot, parse_config
 from streams.publisher import EVENTS_SPILLED, Publisher
@@ -80,7 +80,7 @@ async def _rows(projector: Projector) -> dict[str, list[dict[str, Any]]]:
         await conn.close()
 
     def duck() -> list[dict[str, Any]]:
-        with duckdb.connect(settings.duckdb_path) as db:
+        with open_duckdb(settings.duckdb_path) as db:
             cur = db.execute("SELECT * FROM traffic_event")
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]

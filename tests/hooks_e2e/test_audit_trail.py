@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import duckdb
 import msgspec
 import nats
 import openai
@@ -22,6 +21,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from nexus.wiring import start_projector
+from projections.duckfile import open_duckdb
 from projections.projector import Projector
 from streams import codec
 from streams.events import INLINE_BODY_LIMIT, Event, RequestReceived, UpstreamResult
@@ -102,7 +102,7 @@ async def _traffic_rows(pg_dsn: str, duck_path: str) -> dict[str, dict[str, dict
     def duck() -> dict[str, dict[str, Any]]:
         # The same configuration as the projector's own connection (DuckDB
         # refuses a second, differently configured one in the process).
-        with duckdb.connect(duck_path) as db:
+        with open_duckdb(duck_path) as db:
             cur = db.execute("SELECT * FROM traffic_event")
             cols = [d[0] for d in cur.description]
             return {row[0]: dict(zip(cols, row, strict=True)) for row in cur.fetchall()}
