@@ -5,6 +5,7 @@ A new event module adds its types to ``AnyEvent``; nothing else changes.
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from streams.events import (
@@ -28,10 +29,7 @@ AnyEvent = (
     | StageDecision
 )
 
-KNOWN_TAGS: frozenset[str] = frozenset(
-    t.__struct_config__.tag  # type: ignore[misc]
-    for t in AnyEvent.__args__  # type: ignore[attr-defined]
-)
+KNOWN_TAGS: frozenset[str] = frozenset(str(t.__struct_config__.tag) for t in typing.get_args(AnyEvent))
 
 
 def upcast(event: Any) -> Any:
