@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sql": ("nexus.sql_cmd:main", "query the Postgres read models of a running nexus up"),
     "config": ("nexus.keys_cmd:config_main", "validate a config file"),
     "quota": ("processors.quota.cli:main", "run the quota processor (settles usage on quota counters)"),
-    "replay-quotas": ("processors.quota.cli:replay_main", "rebuild every quota counter from the traffic stream"),
+    "replay-quotas": ("processors.quota.cli:replay_main", "rebuild every quota counter (as `replay quotas`)"),
     "audit": ("processors.audit.cli:main", "run the audit trail, verify its hash chain, purge bodies"),
     "siem": ("processors.siem.cli:main", "forward events to SIEM sinks (syslog, CEF, HEC, Elastic, webhook)"),
 }

@@ -112,9 +112,9 @@ class Model(_Strict, kw_only=True, frozen=True):
 class Auth(_Strict, kw_only=True, frozen=True):
     # The HMAC secret for virtual-key hashes: read from this environment
     # variable; ``secret`` (a literal) exists only for the shipped demo.
-    secret_env: str = "NEXUS_KEY_HMAC_SECRET"
+    secret_env: str = "NEXUS_KEY_HMAC_SECRET"  # noqa: S105 - a variable name, not a secret
     secret: str | None = None
-    admin_token_env: str = "NEXUS_ADMIN_TOKEN"
+    admin_token_env: str = "NEXUS_ADMIN_TOKEN"  # noqa: S105 - a variable name
 
 
 class Gateway(_Strict, kw_only=True, frozen=True):

@@ -71,9 +71,7 @@ def create_app(
         spill,
         build_routes(snapshot, environ),
     )
-    app[ROUTING] = RoutingRuntime(
-        snapshot, admin_token=environ.get(snapshot.config.auth.admin_token_env, "")
-    )
+    app[ROUTING] = RoutingRuntime(snapshot, admin_token=environ.get(snapshot.config.auth.admin_token_env, ""))
     app[_SETUP] = _Setup(valkey, valkey_prefix, environ.get("NEXUS_VALKEY_URL", ""))
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(quota.lifecycle(valkey, valkey_prefix, environ))
