@@ -144,6 +144,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("response_hook_us", _I),
     Column("response_hook_mode", _T),
     Column("compliance_tags", _T, Rule.UNION),
+    # Cache (migration 0003): what a hit saved.
+    Column("cache_saving_usd", _F),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -239,6 +241,7 @@ def _completed(e: RequestCompleted) -> Row:
         "ttft_ms": e.ttft_ms,
         "attempts": e.attempts,
         "cache_status": e.cache_status,
+        "cache_saving_usd": e.cache_saving_usd,
     }
     return _route(row, e.provider, e.provider_model, _ROUTE_COMPLETED)
 

@@ -129,7 +129,7 @@ SELECT
     coalesce(t.reasoning_tokens, 0) AS reasoning_tokens,
     coalesce(t.total_tokens, 0) AS total_tokens,
     CAST(coalesce(t.cost_usd, 0) AS DECIMAL(18,10)) AS cost_usd,
-    CAST(0 AS DECIMAL(18,10)) AS cache_savings_usd,
+    CAST(coalesce(t.cache_saving_usd, 0) AS DECIMAL(18,10)) AS cache_savings_usd,
     coalesce(v.verdict_approve, 0) AS verdict_approve,
     coalesce(v.verdict_redact, 0) AS verdict_redact,
     coalesce(v.verdict_block, 0) AS verdict_block,

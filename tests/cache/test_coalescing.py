@@ -12,6 +12,7 @@ from collections import Counter
 
 import httpx
 
+from ingress.gateway.cached import CACHE
 from streams.events import RequestCompleted, UsageRecorded
 from tests.cache.conftest import close_stack, make_stack
 
@@ -127,13 +128,23 @@ async def test_joiners_keep_their_stream_when_the_leaders_caller_leaves(
     }
     auth = {"Authorization": f"Bearer {s.key}"}
 
+    coalescer = s.gateway.runner.app[CACHE].coalescer
+
+    def waiting() -> int:
+        return sum(len(f.waiters) for f in coalescer._flights.values())
+
     async def leader() -> None:
         async with (
             httpx.AsyncClient(headers=auth, timeout=30) as h,
             h.stream("POST", s.url + "/chat/completions", json=body) as r,
         ):
             async for _ in r.aiter_bytes():
-                break  # the first bytes, then hang up
+                # The first bytes; hang up once every joiner follows this
+                # flight (a caller leaving with nobody waiting cuts the call).
+                async with asyncio.timeout(10):
+                    while waiting() < 5:
+                        await asyncio.sleep(0.005)
+                break
 
     async def joiner(h: httpx.AsyncClient) -> tuple[str, str]:
         async with h.stream("POST", s.url + "/chat/completions", json=body) as r:
@@ -141,7 +152,11 @@ async def test_joiners_keep_their_stream_when_the_leaders_caller_leaves(
 
     try:
         lead = asyncio.create_task(leader())
-        await asyncio.sleep(0.05)
+        # Join once the leader's call has reached the provider (a fixed sleep
+        # raced the leader on a loaded machine).
+        async with asyncio.timeout(10):
+            while s.upstream_calls < 1:
+                await asyncio.sleep(0.01)
         async with httpx.AsyncClient(headers=auth, timeout=30) as h:
             joined = await asyncio.gather(*(joiner(h) for _ in range(5)))
         await lead

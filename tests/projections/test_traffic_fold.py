@@ -78,3 +78,11 @@ def test_deltas_only_name_real_columns() -> None:
         d = delta(ev)
         assert d is not None
         assert set(d) <= set(COLUMN_NAMES)
+
+
+def test_a_cache_hit_records_what_it_saved() -> None:
+    hit = RequestCompleted(
+        request_id="r-hit", status=200, cache_status="hit", attempts=0, cache_saving_usd=0.0042
+    )
+    row = fold([RequestReceived(request_id="r-hit", requested_model="m"), hit])["r-hit"]
+    assert (row["cache_status"], row["attempts"], row["cache_saving_usd"]) == ("hit", 0, 0.0042)
