@@ -13,6 +13,7 @@ hooks and quota settlement hang off it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from adapters.openai.codec import to_event_usage
 from ingress.gateway import compliance, quota, recording
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
+from ingress.gateway.metrics import TTFT, UPSTREAM
 from ingress.gateway.state import GatewayState, RequestContext
 from streams.config import Model
 from streams.events import Usage
@@ -103,6 +105,20 @@ def event_usage(
         return reported, False
     request = chat if chat is not None else ChatRequest(model="", messages=[])
     return recording.estimate_usage(request, response), True
+
+
+def stream_timings(
+    ctx: RequestContext, sent: float, first_upstream: float | None, first_caller: float | None
+) -> tuple[float, float | None, float | None]:
+    """(upstream ms, upstream TTFT ms, caller TTFT ms) of a relayed stream,
+    with the upstream and caller-side TTFT histograms observed on the way."""
+    upstream_ms = (time.perf_counter() - sent) * 1000
+    UPSTREAM.labels(ctx.provider).observe(upstream_ms / 1000)
+    upstream_ttft = (first_upstream - sent) * 1000 if first_upstream else None
+    caller_ttft = (first_caller - ctx.started) * 1000 if first_caller else None
+    if caller_ttft is not None:
+        TTFT.labels(ctx.model).observe(caller_ttft / 1000)
+    return upstream_ms, upstream_ttft, caller_ttft
 
 
 def record_response(

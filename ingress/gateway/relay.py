@@ -15,14 +15,14 @@ from aiohttp import web
 
 from adapters.base import CodecError
 from adapters.canonical import CanonicalError, ChatChunk, ChatRequest
-from adapters.openai.codec import OpenAIStreamDecoder, to_event_usage
+from adapters.openai.codec import OpenAIStreamDecoder
 from adapters.openai.errors import normalise_error
 from adapters.openai.sse import SSEEvent
 from adapters.wirekit.fold import fold
 from ingress.gateway import compliance, errors, quota, recording
 from ingress.gateway.errors import GatewayError
-from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
-from ingress.gateway.pipeline import record_response
+from ingress.gateway.metrics import UPSTREAM_ERRORS
+from ingress.gateway.pipeline import event_usage, record_response, stream_timings
 from ingress.gateway.state import GatewayState, RequestContext
 from ingress.quota import StreamMeter
 from ingress.upstream import Upstream
@@ -144,20 +144,14 @@ async def relay_stream(
     finally:
         resp.release()
 
-    upstream_ms = (time.perf_counter() - sent) * 1000
-    UPSTREAM.labels(ctx.provider).observe(upstream_ms / 1000)
-    upstream_ttft = (relay.first_token_upstream - sent) * 1000 if relay.first_token_upstream else None
-    caller_ttft = (relay.first_token - ctx.started) * 1000 if relay.first_token else None
-    if caller_ttft is not None:
-        TTFT.labels(ctx.model).observe(caller_ttft / 1000)
+    upstream_ms, upstream_ttft, caller_ttft = stream_timings(
+        ctx, sent, relay.first_token_upstream, relay.first_token
+    )
 
     # Fold what arrived (all of it, or everything before a failure) into the
     # unary response it stands for; usage and cost come from that.
     folded = fold(relay.chunks)
-    usage = to_event_usage(folded.usage)
-    estimated = usage is None
-    if usage is None:
-        usage = recording.estimate_usage(chat, folded)
+    usage, estimated = event_usage(folded.usage, chat, folded)
     # Relayed as is, so no response hook reads this stream: the stage is
     # recorded (bypassed or approved with no hooks run) for the audit.
     if ctx.compliance is not None:

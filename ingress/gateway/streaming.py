@@ -22,8 +22,8 @@ from ingress.gateway import compliance, errors, quota, recording
 from ingress.gateway.compliance import RequestCompliance, StreamBlocked
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
-from ingress.gateway.metrics import TTFT, UPSTREAM, UPSTREAM_ERRORS
-from ingress.gateway.pipeline import event_usage, record_response
+from ingress.gateway.metrics import UPSTREAM_ERRORS
+from ingress.gateway.pipeline import event_usage, record_response, stream_timings
 from ingress.gateway.state import GatewayState, RequestContext
 from ingress.gateway.unary import Normalise, as_sent, credential_refused, failed_attempt, guard
 from ingress.quota import StreamMeter
@@ -240,12 +240,9 @@ async def stream_call(
     finally:
         resp.release()
 
-    upstream_ms = (time.perf_counter() - sent) * 1000
-    UPSTREAM.labels(ctx.provider).observe(upstream_ms / 1000)
-    upstream_ttft = (pump.first_token_upstream - sent) * 1000 if pump.first_token_upstream else None
-    caller_ttft = (pump.first_token - ctx.started) * 1000 if pump.first_token else None
-    if caller_ttft is not None:
-        TTFT.labels(ctx.model).observe(caller_ttft / 1000)
+    upstream_ms, upstream_ttft, caller_ttft = stream_timings(
+        ctx, sent, pump.first_token_upstream, pump.first_token
+    )
     folded = fold(pump.chunks)
     usage, estimated = event_usage(folded.usage, chat, folded)
     screened = await compliance.stream_summary(state, ctx, rc) if rc is not None else None
