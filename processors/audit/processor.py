@@ -217,7 +217,8 @@ class AuditProcessor:
                 log.warning("audit: fetch from %s failed: %s", stream, type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
-            await out.put(msgs)
+            if msgs:  # a fetch can end early and empty (a server-side 408/409)
+                await out.put(msgs)
 
     async def _fetch_batch(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
         """Up to batch_size messages: wait for the first, then top up with
@@ -226,11 +227,14 @@ class AuditProcessor:
         no-wait pull returns."""
         size = self._config.batch_size
         msgs = await psub.fetch(size, timeout=1.0)
-        while len(msgs) < size:
+        while msgs and len(msgs) < size:
             try:
-                msgs += await psub.fetch(size - len(msgs), timeout=0.02)
+                more = await psub.fetch(size - len(msgs), timeout=0.02)
             except (TimeoutError, nats.errors.Error):
                 break
+            if not more:
+                break
+            msgs += more
         return msgs
 
     async def _commit(self, stream: str, msgs: list[Msg]) -> None:

@@ -86,6 +86,8 @@ async def fetch_batch(sub: Any, *, wait_s: float = IDLE_WAIT_S) -> list[Any]:
         first: list[Any] = await sub.fetch(1, timeout=wait_s)
     except _TIMEOUTS:
         return []
+    if not first:  # a fetch can end early and empty (a server-side 408/409)
+        return []
     # The delivered message says how many more are pending: skip the second
     # round trip when there are none (light traffic, where lag matters most).
     pending = first[0].metadata.num_pending or 0

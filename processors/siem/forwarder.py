@@ -148,6 +148,9 @@ class SinkWorker:
                 log.warning("siem %s: fetch failed: %s", self.name, type(exc).__name__)
                 await self._sleep(0.5)
                 continue
+            if not msgs:  # a fetch can end early and empty (a server-side 408/409)
+                await self._update_lag()
+                continue
             await self._handle(msgs)
             # Pending after the last message of the batch: the lag now.
             self._m.lag.labels(self.name).set(msgs[-1].metadata.num_pending)
