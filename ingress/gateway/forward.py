@@ -21,7 +21,7 @@ from aiohttp import web
 from adapters.base import CodecError, WireRequest
 from adapters.canonical import ChatRequest
 from adapters.openai.codec import decode_chat, prepare_chat_body
-from ingress.gateway import errors
+from ingress.gateway import errors, quota
 from ingress.gateway.cached import serve_cached
 from ingress.gateway.compliance import stream_enforced
 from ingress.gateway.failover import serve_routed
@@ -73,6 +73,7 @@ async def serve_checked(
     request: web.Request, a: Admitted[Any], chat: ChatRequest, grammar: Grammar
 ) -> web.StreamResponse:
     """``serve_chat`` after the request stage (``chat`` is what it let through)."""
+    chat = quota.capped(a, chat)  # this target's reservation (failover re-reserves)
     route, state, ctx = a.route, a.state, a.ctx
     codec = route.codec
     assert codec is not None  # admit refused providers without a codec

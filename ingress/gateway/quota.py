@@ -215,6 +215,17 @@ def _cap(a: Admitted[Any], chat: ChatRequest | None, d: QuotaDecision) -> ChatRe
     return msgspec.structs.replace(chat, max_tokens=per_choice)
 
 
+def capped(a: Admitted[Any], chat: ChatRequest) -> ChatRequest:
+    """``chat`` within the output cap of the reservation the request holds
+    now.  Failover reserves again for each target it moves to (its price,
+    its model's output budget): what goes to that target must be capped by
+    that reservation, not by the first target's."""
+    d = a.ctx.quota
+    if d is None or d.output_cap is None:
+        return chat
+    return _cap(a, chat, d) or chat
+
+
 async def admit(a: Admitted[Any], chat: ChatRequest | None) -> ChatRequest | None:
     """Reserve for this request on every counter that applies (one Valkey
     call), or raise the caller's 429/403/503.  Returns the request to

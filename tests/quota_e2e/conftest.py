@@ -30,7 +30,7 @@ PRICE = {"input": 100.0, "output": 400.0}
 DEAR = {"input": 1000.0, "output": 4000.0}
 CAP_USD = 1.0
 SOFT_USD = 0.05
-KEY_IDS = ("k-cap", "k-soft", "k-rpm", "k-free", "k-down", "k-tok")
+KEY_IDS = ("k-cap", "k-soft", "k-rpm", "k-free", "k-down", "k-tok", "k-fo")
 
 
 @dataclass
@@ -72,7 +72,15 @@ def config_dict(sim_port: int, keys: dict[str, str]) -> dict[str, Any]:
             {"id": kid, "hash": hash_key(full, SECRET), "org": "acme", "project": "web", "user": "alice"}
             for kid, full in keys.items()
         ],
-        "providers": [provider("sim"), provider("sim-503", headers={"x-sim-fail-status": "503"})],
+        "providers": [
+            provider("sim"),
+            provider("sim-503", headers={"x-sim-fail-status": "503"}),
+            {
+                **provider("sim-anth"),
+                "kind": "anthropic",
+                "base_url": f"http://127.0.0.1:{sim_port}/anthropic",
+            },
+        ],
         "models": [
             {"name": "gpt-q", "provider": "sim", "provider_model": "sim-small", "price": PRICE},
             {"name": "gpt-q-big", "provider": "sim", "provider_model": "sim-large", "price": PRICE},
@@ -85,6 +93,14 @@ def config_dict(sim_port: int, keys: dict[str, str]) -> dict[str, Any]:
             {"name": "unpriced", "provider": "sim", "provider_model": "sim-small"},
             {"name": "flaky", "provider": "sim-503", "price": PRICE},
             {"name": "dear", "provider": "sim", "provider_model": "sim-large", "price": DEAR},
+            # A translated target with a small output budget of its own.
+            {
+                "name": "short-claude",
+                "provider": "sim-anth",
+                "provider_model": "claude-short",
+                "price": PRICE,
+                "max_output_tokens": 64,
+            },
             {
                 "name": "embed-q",
                 "provider": "sim",
@@ -104,13 +120,22 @@ def config_dict(sim_port: int, keys: dict[str, str]) -> dict[str, Any]:
                         "type": "fallback",
                         "targets": [{"type": "single", "model": m} for m in ("flaky", "dear")],
                     },
-                }
+                },
+                {
+                    "name": "to-claude",
+                    "match": ["fb-claude"],
+                    "strategy": {
+                        "type": "fallback",
+                        "targets": [{"type": "single", "model": m} for m in ("flaky", "short-claude")],
+                    },
+                },
             ],
         },
         "quotas": {
             "reservation_ttl_s": 60,
             "budgets": [
                 {"id": "cap", "unit": "usd", "limit": CAP_USD, "window": "day", "match": {"key": "k-cap"}},
+                {"id": "fo", "unit": "usd", "limit": 100.0, "window": "day", "match": {"key": "k-fo"}},
                 {
                     "id": "soft",
                     "unit": "usd",

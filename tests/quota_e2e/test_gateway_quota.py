@@ -470,3 +470,25 @@ async def test_failover_reserves_again_for_the_target_it_moves_to(qstack: QuotaS
     assert recorded[0].cost_usd == pytest.approx((u.prompt_tokens * 1000 + u.completion_tokens * 4000) / 1e6)
     cap = limit(await usage_of(qstack, "k-cap"), "cap")
     assert cap["reserved"] == 0 and cap["spent"] == pytest.approx(recorded[0].cost_usd, abs=1e-9)
+
+
+async def test_failover_caps_output_at_the_reservation_of_the_target_it_moves_to(qstack: QuotaStack) -> None:
+    """No max_tokens from the caller: the first target is reserved for the
+    default output budget (4,096), the fallback (a translated Anthropic
+    target) for its own 64.  What reaches the fallback asks for at most 64
+    tokens: the reservation it holds, not the first target's."""
+    async with httpx.AsyncClient() as h:
+        await h.delete(qstack.sim.root + "/_sim/requests")
+    async with sdk(qstack, "k-fo") as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="fb-claude", messages=[{"role": "user", "content": "hello"}]
+        )
+        assert raw.parse().choices[0].message.content
+    assert raw.headers["x-nexus-routed-model"] == "claude-short"
+    async with httpx.AsyncClient() as h:
+        seen = (await h.get(qstack.sim.root + "/_sim/requests")).json()["requests"]
+    sent = [r for r in seen if r["path"].endswith("/messages")]
+    assert len(sent) == 1 and sent[0]["body"]["max_tokens"] == 64
+    await settled(qstack)
+    fo = limit(await usage_of(qstack, "k-fo"), "fo")
+    assert fo["reserved"] == 0 and fo["spent"] > 0
