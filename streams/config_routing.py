@@ -24,6 +24,7 @@ not call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -104,7 +105,36 @@ class Policy(_Node, frozen=True, kw_only=True, tag="policy"):
     deny_providers: tuple[str, ...] = ()
 
 
-StrategyNode = Single | Fallback | LoadBalance | Conditional | AbSplit | Policy
+class CatalogEntry(_Strict, frozen=True, kw_only=True):
+    """One model the smart router may pick, as the router is told about it
+    (the price comes from the model's ``price`` unless given here)."""
+
+    model: str
+    description: str = ""
+    strengths: tuple[str, ...] = ()
+    price: str = ""  # e.g. "$0.15 in / $0.60 out per 1M tokens"
+
+
+class Smart(_Node, frozen=True, kw_only=True, tag="smart"):
+    """``model: "auto"``: a router model (a chat model of ``models:``,
+    called through its adapter like any target) picks one model of
+    ``catalog``; the pick is served, then ``default`` if it fails.  Any
+    router failure (timeout, error, an answer that names no catalog model
+    or a model the key may not call) serves ``default``.  Only at the root
+    of a rule's strategy (or inside root-level policies): the router is
+    asked once per request, before the tree is walked."""
+
+    router: str
+    catalog: tuple[CatalogEntry, ...]
+    default: str
+    timeout_ms: float = 3000.0  # the router call's own bound
+    max_tokens: int = 64
+    system_prompt: str = ""  # replaces the built-in instruction
+    # The picked model failing upstream hands the request to ``default``.
+    on_failure: tuple[FailureClass, ...] = ("429", "5xx", "timeout", "network")
+
+
+StrategyNode = Single | Fallback | LoadBalance | Conditional | AbSplit | Policy | Smart
 
 
 class Retry(_Strict, frozen=True, kw_only=True):
@@ -211,6 +241,27 @@ def _sticky(value: str | None, where: str) -> None:
     raise RoutingConfigError(f"{where}.sticky_on: key, user, org, project, none or header:<name>")
 
 
+def root_smart(node: StrategyNode) -> Smart | None:
+    """The smart node at the root of a strategy (through policies), if any."""
+    while isinstance(node, Policy):
+        node = node.node
+    return node if isinstance(node, Smart) else None
+
+
+def _smart(node: Smart, where: str, models: Mapping[str, str]) -> None:
+    if models.get(node.router) != "chat":
+        raise RoutingConfigError(f"{where}.router: {node.router!r} is not a chat model of models:")
+    if not node.catalog:
+        raise RoutingConfigError(f"{where}.catalog: at least one model")
+    for i, entry in enumerate(node.catalog):
+        if models.get(entry.model) != "chat":
+            raise RoutingConfigError(f"{where}.catalog[{i}].model: {entry.model!r} is not a chat model")
+    if models.get(node.default) != "chat":
+        raise RoutingConfigError(f"{where}.default: {node.default!r} is not a chat model")
+    if not 1 <= node.timeout_ms <= 60_000 or not 1 <= node.max_tokens <= 4096:
+        raise RoutingConfigError(f"{where}: timeout_ms 1-60000, max_tokens 1-4096")
+
+
 def _node(node: StrategyNode, where: str, models: set[str], providers: set[str], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise RoutingConfigError(f"{where}: the strategy tree is deeper than {MAX_DEPTH}")
@@ -245,6 +296,8 @@ def _node(node: StrategyNode, where: str, models: set[str], providers: set[str],
                 raise RoutingConfigError(f"{where}.arms[{i}].weight: must be positive")
             if a.model not in models:
                 raise RoutingConfigError(f"{where}.arms[{i}].model: unknown model {a.model!r}")
+    elif isinstance(node, Smart):
+        raise RoutingConfigError(f"{where}: a smart node only stands at the root of a strategy")
     elif isinstance(node, Policy):
         for m in (*node.allow_models, *node.deny_models):
             if m not in models:
@@ -266,6 +319,7 @@ def validate_routing(cfg: NexusConfig) -> None:
     """Raises ``streams.config.ConfigError`` (via its caller) on a problem."""
     r = cfg.routing
     models = {m.name for m in cfg.models}
+    kinds = {m.name: m.kind for m in cfg.models}
     aliases = {a for m in cfg.models for a in m.aliases}
     providers = {p.name for p in cfg.providers}
     matched: set[str] = set()
@@ -283,7 +337,22 @@ def validate_routing(cfg: NexusConfig) -> None:
             if name in aliases:
                 raise RoutingConfigError(f"{where}.match: {name!r} is a model alias")
             matched.add(name)
-        _node(rule.strategy, f"{where}.strategy", models, providers, 1)
+        smart = root_smart(rule.strategy)
+        if smart is not None:
+            path = f"{where}.strategy"
+            node = rule.strategy
+            while isinstance(node, Policy):
+                _node(
+                    msgspec.structs.replace(node, node=Single(model=smart.default)),
+                    path,
+                    models,
+                    providers,
+                    1,
+                )
+                node, path = node.node, f"{path}.node"
+            _smart(smart, path, kinds)
+        else:
+            _node(rule.strategy, f"{where}.strategy", models, providers, 1)
         if rule.retry is not None:
             _retry(rule.retry, f"{where}.retry")
     _retry(r.retry, "routing.retry")

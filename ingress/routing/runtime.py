@@ -37,5 +37,13 @@ class RoutingRuntime:
     def health(self) -> Mapping[str, str]:
         return {name: self.breakers.health(name) for name in self.models}
 
-    def decide(self, rule: Rule, ctx: RouteContext, allowed: Callable[[str], bool]) -> Decision:
-        return decide(rule, ctx, self.health(), models=self.models, allowed=allowed, rng=self.rng)
+    def decide(
+        self,
+        rule: Rule,
+        ctx: RouteContext,
+        allowed: Callable[[str], bool],
+        smart_pick: str | None = None,
+    ) -> Decision:
+        return decide(
+            rule, ctx, self.health(), models=self.models, allowed=allowed, rng=self.rng, smart_pick=smart_pick
+        )

@@ -23,6 +23,7 @@ from streams.config_routing import (
     Policy,
     Rule,
     Single,
+    Smart,
     StrategyNode,
 )
 
@@ -111,7 +112,7 @@ def weighted_pick(weights: list[float], u: float) -> int:
 
 
 class _Walk:
-    __slots__ = ("arm", "ctx", "fallback_on", "health", "mapping", "models", "rng", "steps")
+    __slots__ = ("arm", "ctx", "fallback_on", "health", "mapping", "models", "rng", "smart_pick", "steps")
 
     def __init__(
         self,
@@ -128,6 +129,7 @@ class _Walk:
         self.steps: list[str] = []
         self.fallback_on: set[str] = set()
         self.arm = ""
+        self.smart_pick: str | None = None
 
     def available(self, names: list[str]) -> bool:
         return any(self.health.get(n, "healthy") != "unavailable" for n in names)
@@ -165,6 +167,16 @@ class _Walk:
                     self.arm = a.name
                     break
             return picked
+        if isinstance(node, Smart):
+            if self.smart_pick is None:
+                self.steps.append(f"{path}: smart, no router pick: default {node.default!r}")
+                return [node.default]
+            self.fallback_on.update(node.on_failure)
+            self.steps.append(
+                f"{path}: smart, router {node.router!r} picked {self.smart_pick!r} "
+                f"(then default {node.default!r} on {', '.join(node.on_failure)})"
+            )
+            return [self.smart_pick, node.default]
         if isinstance(node, Conditional):
             for i, c in enumerate(node.conditions):
                 if matches(c.when, self.mapping):
@@ -233,8 +245,12 @@ def decide(
     models: Mapping[str, Model],
     allowed: Callable[[str], bool],
     rng: random.Random,
+    smart_pick: str | None = None,
 ) -> Decision:
+    """``smart_pick``: what the router of a root smart node answered, once
+    checked against its catalog and the key (None: the default serves)."""
     walk = _Walk(ctx, health, models, rng)
+    walk.smart_pick = smart_pick
     walk.steps.append(f"rule {rule.name!r} matched model {ctx.model!r}")
     picked = walk.node(rule.strategy, "strategy")
     seen: set[str] = set()

@@ -13,7 +13,11 @@ answers the same request the same way:
 
 Prompt directives (``sim:cached=8``, ``sim:reasoning=5``, ``sim:fail=429``,
 ``sim:error_after=2``, ``sim:drop_after=2``) reach the sim through any
-translation, where a provider-specific header would not."""
+translation, where a provider-specific header would not.  Two shape the
+answer itself, so the sim can play a router model: ``sim:choose=<value>``
+is what every ``enum`` of an asked-for JSON schema gets (even a value the
+enum does not list: a model that ignores its schema), ``sim:reply=<text>``
+replaces the answer's text."""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from nexus.sim.behaviour import Behaviour
 
 _encoder = msgspec.json.Encoder()
 _DIRECTIVE = re.compile(r"sim:(cached|reasoning|fail|error_after|drop_after)=(\d+)")
+_ANSWER_DIRECTIVE = re.compile(r"sim:(choose|reply)=(\S+)")
 
 
 @dataclass
@@ -97,21 +102,21 @@ def directed(b: Behaviour, texts: list[str]) -> Behaviour:
     )
 
 
-def example(schema: Any, name: str = "value") -> Any:
-    """A value that fits a (small) JSON schema."""
+def example(schema: Any, name: str = "value", choose: str | None = None) -> Any:
+    """A value that fits a (small) JSON schema (``choose``: every enum's value)."""
     if not isinstance(schema, dict):
         return "Paris"
     if schema.get("enum"):
-        return schema["enum"][0]
+        return choose if choose is not None else schema["enum"][0]
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
     kind = str(kind).lower() if kind else ("object" if "properties" in schema else "string")
     if kind == "object":
         props = schema.get("properties") or {}
-        return {k: example(v, k) for k, v in props.items()}
+        return {k: example(v, k, choose) for k, v in props.items()}
     if kind == "array":
-        return [example(schema.get("items"), name)]
+        return [example(schema.get("items"), name, choose)]
     if kind == "integer":
         return 3
     if kind == "number":
@@ -130,6 +135,7 @@ def answer(ask: Ask, b: Behaviour) -> Answer:
     prompt_tokens = text.count_prompt_tokens(ask.texts)
     rid = hashlib.sha256(f"{ask.model}\x00{prompt}".encode()).hexdigest()[:24]
     words = text.completion_words(ask.model, prompt)
+    shaped = dict(_ANSWER_DIRECTIVE.findall(prompt))
     reasoning: list[str] = []
     if ask.reasoning:
         thought = ["considering", *words[:6]]
@@ -146,8 +152,12 @@ def answer(ask: Ask, b: Behaviour) -> Answer:
         finish = "tool_calls"
         completion = len(calls[0].arguments_json) // 4 + 1
     elif ask.json_schema is not None or ask.json_mode:
-        doc = example(ask.json_schema) if ask.json_schema is not None else {"answer": " ".join(words[:4])}
-        encoded = _encoder.encode(doc).decode()
+        doc = (
+            example(ask.json_schema, choose=shaped.get("choose"))
+            if ask.json_schema is not None
+            else {"answer": " ".join(words[:4])}
+        )
+        encoded = shaped.get("reply") or _encoder.encode(doc).decode()
         cut = max(1, len(encoded) // 3)
         pieces = [encoded[:cut], encoded[cut : 2 * cut], encoded[2 * cut :]]
         completion = len(encoded) // 4 + 1
@@ -156,6 +166,8 @@ def answer(ask: Ask, b: Behaviour) -> Answer:
             words = ["saw", str(ask.images), "image" if ask.images == 1 else "images", *words]
         if ask.after_tool_result:
             words = ["tool", "result", "received", *words]
+        if "reply" in shaped:
+            words = [shaped["reply"]]
         if ask.max_tokens is not None and len(words) > ask.max_tokens:
             words, finish = words[: ask.max_tokens], "length"
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
