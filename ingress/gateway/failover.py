@@ -18,10 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.canonical import ChatRequest
 from ingress.gateway import errors, quota
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
-from ingress.gateway.routed import ROUTING
+from ingress.gateway.routed import ROUTING, ask_router
 from streams.config import Model
 from streams.config_routing import Retry
 
@@ -56,8 +57,8 @@ def backoff_s(retry: Retry, n: int, err: GatewayError, rng: random.Random) -> fl
 async def rebind(a: Admitted[Any], model: Model) -> Admitted[Any]:
     """The same admitted request, aimed at another target."""
     state, ctx = a.state, a.ctx
-    if model.name == a.model.name:
-        return a
+    if model.name == a.model.name and ctx.model == model.name:
+        return a  # still aimed there (a smart pick may have moved it away and back)
     provider = state.snapshot.providers[model.provider]
     route = state.routes[model.name]
     if route.codec is None:
@@ -76,10 +77,13 @@ async def serve_routed(
     request: web.Request,
     a: Admitted[Any],
     call: Callable[[Admitted[Any]], Awaitable[web.StreamResponse]],
+    chat: ChatRequest | None = None,
 ) -> web.StreamResponse:
     """``call`` on the routed candidates in order, with the rule's retries;
-    a request that was not routed is one plain call."""
+    a request that was not routed is one plain call.  ``chat``: the request
+    the request stage let through, which a smart rule's router reads."""
     ctx = a.ctx
+    await ask_router(request, ctx, chat)
     decision = ctx.routing
     runtime = request.app.get(ROUTING)
     if decision is None or runtime is None:

@@ -57,7 +57,9 @@ async def serve_chat(
         request,
         a,
         checked,
-        lambda: serve_routed(request, a, lambda target: serve_checked(request, target, checked, grammar)),
+        lambda: serve_routed(
+            request, a, lambda target: serve_checked(request, target, checked, grammar), chat=checked
+        ),
     )
 
 

@@ -112,7 +112,7 @@ async def admit(
 
     # A routing rule's first candidate (already filtered by the key's
     # allowed models), else the model as named.
-    routed = await choose(request, ctx, key, kind, body)
+    routed = choose(request, ctx, key, kind)
     model = routed or snapshot.models.get(ctx.requested_model)
     if model is None or model.kind != kind:
         raise errors.unknown_model(ctx.requested_model)

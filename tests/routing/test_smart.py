@@ -63,7 +63,9 @@ def smart(router: str, timeout_ms: float = 2000) -> dict[str, Any]:
     }
 
 
-def config(sim: SimServer, key: str, narrow: str, strong_only: str) -> bytes:
+def config(
+    sim: SimServer, key: str, narrow: str, strong_only: str, hooks: dict[str, Any] | None = None
+) -> bytes:
     def provider(name: str, **headers: str) -> dict[str, Any]:
         return {
             "name": name,
@@ -105,6 +107,7 @@ def config(sim: SimServer, key: str, narrow: str, strong_only: str) -> bytes:
             {"name": "premium", "provider": "sim", "provider_model": "premium-v1"},
             {"name": "broken", "provider": "sim503", "provider_model": "broken-v1"},
         ],
+        "hooks": hooks or {},
         "routing": {
             "rules": [
                 {"name": "auto", "match": ["auto"], "strategy": smart("router")},
@@ -121,16 +124,42 @@ def config(sim: SimServer, key: str, narrow: str, strong_only: str) -> bytes:
     return msgspec.yaml.encode(doc)
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[SmartStack]:
+async def _stack(hooks: dict[str, Any] | None = None) -> SmartStack:
     sim = await start_sim(SimSettings(record_limit=1000))
     key, narrow, strong_only = new_key(), new_key(), new_key()
-    snapshot = ConfigSnapshot(parse_config(config(sim, key, narrow, strong_only)), SECRET)
+    snapshot = ConfigSnapshot(parse_config(config(sim, key, narrow, strong_only, hooks)), SECRET)
     events = EventRecorder()
     gateway = await start_gateway(create_app(snapshot, events, env={"SIM_KEY": "sk-sim"}))
-    yield SmartStack(gateway, sim, events, key, narrow, strong_only)
-    await gateway.close()
-    await sim.close()
+    return SmartStack(gateway, sim, events, key, narrow, strong_only)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[SmartStack]:
+    s = await _stack()
+    yield s
+    await s.gateway.close()
+    await s.sim.close()
+
+
+def _keyword(hook_id: str, pattern: str, action: str) -> dict[str, Any]:
+    return {
+        "id": hook_id,
+        "type": "keyword-filter",
+        "stage": "request",
+        "settings": {"patterns": [pattern], "action": action, "rule": hook_id},
+    }
+
+
+@pytest.fixture
+async def guarded() -> AsyncIterator[SmartStack]:
+    """Request-stage hooks: "forbidden" blocks, "hunter2" is redacted."""
+    hooks = {
+        "pipeline": [_keyword("no-forbidden", "forbidden", "block"), _keyword("pw", "hunter2", "redact")]
+    }
+    s = await _stack(hooks)
+    yield s
+    await s.gateway.close()
+    await s.sim.close()
 
 
 async def ask(s: SmartStack, model: str, prompt: str, key: str | None = None) -> tuple[str, str, str]:
@@ -255,6 +284,23 @@ async def test_a_streamed_request_is_smart_routed(stack: SmartStack) -> None:
         text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
     assert text
     assert stack.models_asked() == ["router-v1", "strong-v1"]
+
+
+async def test_the_router_never_sees_what_the_request_stage_stops(guarded: SmartStack) -> None:
+    """Compliance runs before the router: a blocked prompt reaches no
+    provider, the router included; a redacted one reaches it redacted."""
+    async with openai.AsyncOpenAI(base_url=guarded.url, api_key=guarded.key, max_retries=0) as c:
+        with pytest.raises(openai.PermissionDeniedError):
+            await c.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "forbidden sim:choose=strong"}]
+            )
+    assert guarded.models_asked() == []
+    _, routed, _ = await ask(guarded, "auto", "my password is hunter2 sim:choose=strong")
+    assert routed == "strong-v1"
+    router_call, served = guarded.sim.state.recorder.snapshot()["requests"]
+    assert router_call.body["model"] == "router-v1"
+    assert "hunter2" not in router_call.body["messages"][1]["content"]
+    assert "hunter2" not in served.body["messages"][0]["content"]
 
 
 # --- the pure parts ---------------------------------------------------------
