@@ -18,8 +18,8 @@ import duckdb
 
 from projections import schema
 from projections.duckfile import open_duckdb
-from projections.store import Item, StoreBusy, StoreError, fresh_items
-from projections.traffic import COLUMN_NAMES, PROJECTION, TABLE, fold
+from projections.store import Item, StoreBusy, StoreError, fold_columns
+from projections.traffic import COLUMN_NAMES, PROJECTION, TABLE
 
 log = logging.getLogger("nexus.projections.duckdb")
 
@@ -130,10 +130,9 @@ class DuckDBStore:
             if last_seq <= checkpoint:
                 conn.execute("ROLLBACK")
                 return 0
-            fresh = fresh_items(items, checkpoint)
-            rows = list(fold(ev for _, ev in fresh).values())
-            if rows:
-                conn.execute(_UPSERT, schema.columnar(rows))
+            new, columns = fold_columns(items, checkpoint)
+            if columns[0]:
+                conn.execute(_UPSERT, columns)
             conn.execute(
                 "INSERT INTO projection_checkpoint (projection, stream, last_seq, updated_at) "
                 "VALUES (?, ?, ?, current_timestamp) "
@@ -145,7 +144,7 @@ class DuckDBStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return len(fresh)
+        return new
 
     async def reset(self) -> None:
         def _reset() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 
 from projections import schema
-from projections.store import Item, StoreBusy, StoreError, fresh_items
-from projections.traffic import COLUMN_NAMES, PROJECTION, TABLE, fold
+from projections.store import Item, StoreBusy, StoreError, fold_columns
+from projections.traffic import COLUMN_NAMES, PROJECTION, TABLE
 
 log = logging.getLogger("nexus.projections.postgres")
 
@@ -114,10 +114,9 @@ class PostgresStore:
             )
             if last_seq <= checkpoint:
                 return 0
-            fresh = fresh_items(items, checkpoint)
-            rows = list(fold(ev for _, ev in fresh).values())
-            if rows:
-                await conn.execute(_UPSERT, *schema.columnar(rows))
+            new, columns = fold_columns(items, checkpoint)
+            if columns[0]:
+                await conn.execute(_UPSERT, *columns)
             await conn.execute(
                 "UPDATE projection_checkpoint SET last_seq = $3, updated_at = now() "
                 "WHERE projection = $1 AND stream = $2",
@@ -125,7 +124,7 @@ class PostgresStore:
                 stream,
                 last_seq,
             )
-        return len(fresh)
+        return new
 
     async def reset(self) -> None:
         conn = self.conn

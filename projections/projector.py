@@ -1,6 +1,6 @@
 """The projection worker as an object to embed (``nexus up``) or run alone
-(``nexus project``): one lane per enabled store, each following the traffic
-stream from its own checkpoint."""
+(``nexus project``): one lane reads the traffic stream for every enabled
+store, each of which keeps its own checkpoint."""
 
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ class Projector:
         self._stores = list(stores) if stores is not None else build_stores(settings)
         self._nc = nc
         self._own_nc = nc is None
-        self._lanes: dict[str, Lane] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._lane: Lane | None = None
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     async def start(self) -> None:
@@ -99,27 +99,34 @@ class Projector:
             for store in self._stores:
                 await store.close()
             raise
-        for store in self._stores:
-            lane = Lane(
-                store,
-                js,
-                self.settings.topology,
-                batch_size=self.settings.batch_size,
-                fetch_timeout_s=self.settings.fetch_timeout_s,
-            )
-            self._lanes[store.name] = lane
-            self._tasks[store.name] = asyncio.create_task(lane.run(), name=f"projection-{store.name}")
+        # One reader for every store: each message is read, decoded and
+        # folded once (see projections.lane).
+        self._lane = Lane(
+            self._stores,
+            self._nc,
+            self.settings.topology,
+            batch_size=self.settings.batch_size,
+            fetch_timeout_s=self.settings.fetch_timeout_s,
+        )
+        self._start_lane()
 
-    async def stop(self) -> None:
-        for task in self._tasks.values():
+    def _start_lane(self) -> None:
+        assert self._lane is not None
+        self._task = asyncio.create_task(self._lane.run(), name=f"projection-{self._lane.stream}")
+
+    async def _stop_lane(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
             task.cancel()
-        for task in self._tasks.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks.clear()
-        for lane in self._lanes.values():
-            await lane.store.close()
-        self._lanes.clear()
+
+    async def stop(self) -> None:
+        await self._stop_lane()
+        if self._lane is not None:
+            for store in self._lane.stores:
+                await store.close()
+        self._lane = None
         if self._own_nc and self._nc is not None:
             self._closing = True
             # close, not drain: nothing is published, and drain waits out its
@@ -139,16 +146,16 @@ class Projector:
 
     def positions(self) -> dict[str, int]:
         """The last stream sequence each store has applied."""
-        return {name: lane.applied for name, lane in self._lanes.items()}
+        return dict(self._lane.applied) if self._lane is not None else {}
 
     def healthy(self) -> bool:
-        return bool(self._tasks) and all(not t.done() for t in self._tasks.values())
+        return self._task is not None and not self._task.done()
 
     async def wait_for(self, seq: int) -> None:
         """Return once every store has applied stream sequence ``seq``; bound
         it with ``asyncio.timeout``."""
-        for lane in self._lanes.values():
-            await lane.wait_for(seq)
+        if self._lane is not None:
+            await self._lane.wait_for(seq)
 
     async def caught_up(self) -> int:
         """Wait until every store has applied everything in the stream now;
@@ -164,26 +171,18 @@ class Projector:
         self, names: Sequence[str] | None = None, progress: ProgressFn | None = None
     ) -> dict[str, int]:
         """Rebuild stores (default: all of this projector's) from the start of
-        the stream while the projector runs: their lanes pause, the tables are
-        dropped and re-filled, and the lanes resume from the new checkpoint."""
+        the stream while the projector runs: the lane pauses, the tables are
+        dropped and re-filled, and the lane resumes from the checkpoints."""
         from projections.replay import replay_stores
 
-        if self._nc is None:
+        if self._nc is None or self._lane is None:
             raise RuntimeError("projector not started")
-        chosen = [n for n in (names or list(self._lanes)) if n in self._lanes]
-        for name in chosen:
-            self._tasks[name].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks[name]
-            self._lanes[name].applied = 0  # waiters wait for the rebuilt store
+        lane = self._lane
+        chosen = [s for s in lane.stores if names is None or s.name in names]
+        await self._stop_lane()
+        for store in chosen:
+            lane.applied[store.name] = 0  # waiters wait for the rebuilt store
         try:
-            return await replay_stores(
-                self._nc.jetstream(),
-                self.settings,
-                [self._lanes[n].store for n in chosen],
-                progress=progress,
-            )
+            return await replay_stores(self._nc, self.settings, chosen, progress=progress)
         finally:
-            for name in chosen:
-                lane = self._lanes[name]
-                self._tasks[name] = asyncio.create_task(lane.run(), name=f"projection-{name}")
+            self._start_lane()

@@ -1,13 +1,15 @@
 """``replay``: drop a projection store's tables and rebuild them from the
 start of the traffic stream, through the same lane and store code the live
 projector uses, so the result is the live projection by construction (and a
-test checks it row by row)."""
+test checks it row by row).  Every store is rebuilt from one read of the
+stream."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -29,35 +31,35 @@ async def stream_last_seq(js: JetStreamContext, settings: ProjectorSettings) -> 
 
 
 async def replay_stores(
-    js: JetStreamContext,
+    nc: NATS,
     settings: ProjectorSettings,
     stores: Sequence[Store],
     *,
     progress: ProgressFn | None = None,
 ) -> dict[str, int]:
-    """Rebuild each store up to the stream's last sequence as of now;
-    returns the checkpoint each store ends at."""
-    first, target = await stream_last_seq(js, settings)
-    result: dict[str, int] = {}
+    """Rebuild the stores up to the stream's last sequence as of now, all
+    from one read of the stream; returns the checkpoint each store ends at."""
+    first, target = await stream_last_seq(nc.jetstream(), settings)
     for store in stores:
         await store.open()
         await store.reset()
-        if target == 0 or first > target:
-            # An empty stream (or one whose messages all aged out): nothing
-            # to apply, but the checkpoint still moves past what is gone.
+    if target == 0 or first > target:
+        # An empty stream (or one whose messages all aged out): nothing
+        # to apply, but the checkpoint still moves past what is gone.
+        for store in stores:
             await store.apply(settings.topology.traffic_stream, [], target)
-            result[store.name] = target
-            continue
-        lane = Lane(
-            store,
-            js,
-            settings.topology,
-            batch_size=settings.batch_size,
-            fetch_timeout_s=settings.fetch_timeout_s,
-        )
-        await lane.run(until=target, progress=progress)
-        result[store.name] = lane.applied
-    return result
+        return {store.name: target for store in stores}
+    if not stores:
+        return {}
+    lane = Lane(
+        stores,
+        nc,
+        settings.topology,
+        batch_size=settings.batch_size,
+        fetch_timeout_s=settings.fetch_timeout_s,
+    )
+    await lane.run(until=target, progress=progress)
+    return {store.name: lane.applied[store.name] for store in stores}
 
 
 async def replay(
@@ -79,7 +81,7 @@ async def replay(
         **nats_callbacks(lambda: closing),
     )
     try:
-        return await replay_stores(nc.jetstream(), settings, stores, progress=progress)
+        return await replay_stores(nc, settings, stores, progress=progress)
     finally:
         for store in stores:
             await store.close()

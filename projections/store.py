@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from projections import schema
+from projections.traffic import fold
+
 # (stream sequence, decoded event); events a projection ignores are simply
 # absent, the batch's ``last_seq`` still covers them.
 Item = tuple[int, object]
@@ -51,3 +54,22 @@ def fresh_items(items: Sequence[Item], checkpoint: int) -> Sequence[Item]:
     if not items or items[0][0] > checkpoint:
         return items
     return [it for it in items if it[0] > checkpoint]
+
+
+class FoldedItems(list[Item]):
+    """A batch with its fold (one list per ``traffic_event`` column, in
+    ``COLUMNS`` order) computed once for every store the lane hands it to;
+    the stores only read it."""
+
+    def __init__(self, items: Sequence[Item]) -> None:
+        super().__init__(items)
+        self.columns = schema.columnar(list(fold(ev for _, ev in items).values()))
+
+
+def fold_columns(items: Sequence[Item], checkpoint: int) -> tuple[int, list[list[object]]]:
+    """(how many items lie above ``checkpoint``, their fold as one list per
+    column); the fold a ``FoldedItems`` carries when all of it is new."""
+    fresh = fresh_items(items, checkpoint)
+    if fresh is items and isinstance(items, FoldedItems):
+        return len(items), items.columns
+    return len(fresh), schema.columnar(list(fold(ev for _, ev in fresh).values()))

@@ -148,7 +148,7 @@ async def test_live_rollups_match_the_traffic_and_a_replay(
     nc = await connect(nats_url, name="analytics-replay-test")
     store = AnalyticsDuckDBStore(fresh)
     try:
-        await replay_stores(nc.jetstream(), settings_for(nats_url, topology, fresh, 2000), [store])
+        await replay_stores(nc, settings_for(nats_url, topology, fresh, 2000), [store])
     finally:
         await store.close()
         await nc.close()
