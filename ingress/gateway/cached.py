@@ -13,6 +13,11 @@ reservation is released); its RequestCompleted says ``cache_status``
 ("hit" / "coalesced"), ``attempts`` 0 and, for a hit, the USD the original
 answer cost (``cache_saving_usd``).  ``X-Nexus-Cache``: HIT, MISS,
 COALESCED, BYPASS or SKIP.
+
+The semantic cache (``ingress.gateway.semantic``) is asked after the exact
+cache misses: a hit is replayed the same way, with ``cache_status``
+"semantic_hit" and ``X-Nexus-Cache: SEMANTIC_HIT``; the answer a miss
+leads to fills both caches.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from aiohttp import web
 from adapters.base import CodecError
 from adapters.canonical import ChatRequest
 from ingress.cache import Coalescer, Entry, ExactCache, Flight, exact_key, time_sensitive
+from ingress.cache.semantic.cache import Probe, SemanticCache
 from ingress.gateway import recording
+from ingress.gateway import semantic as semantic_gw
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
 from ingress.gateway.state import STATE
@@ -46,11 +53,12 @@ class CacheRuntime:
     def __init__(self, snapshot: ConfigSnapshot) -> None:
         self.config: CacheConfig = snapshot.config.cache
         self.exact: ExactCache | None = None  # set on start-up when Valkey is there
+        self.semantic: SemanticCache | None = None  # likewise, when its model loads
         self.coalescer = Coalescer()
 
     @property
     def active(self) -> bool:
-        return self.config.enabled or self.config.coalesce
+        return self.config.enabled or self.config.coalesce or self.config.semantic.enabled
 
 
 CACHE = web.AppKey("nexus_cache", CacheRuntime)
@@ -114,7 +122,7 @@ def lifecycle(valkey: Any, key_prefix: str, env: Mapping[str, str]) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         rt = app[CACHE]
         owned: Any = None
-        if rt.config.enabled:
+        if rt.config.enabled or rt.config.semantic.enabled:
             client = valkey
             url = env.get("NEXUS_VALKEY_URL", "")
             if client is None and url:
@@ -122,12 +130,19 @@ def lifecycle(valkey: Any, key_prefix: str, env: Mapping[str, str]) -> Any:
 
                 client = owned = avalkey.from_url(url)  # type: ignore[no-untyped-call]
             if client is None:
-                log.warning("the exact cache is enabled but no Valkey is configured: it stays off")
+                log.warning("the response cache is enabled but no Valkey is configured: it stays off")
             else:
                 prefix = env.get("NEXUS_VALKEY_PREFIX", key_prefix) if valkey is None else key_prefix
                 c = rt.config
-                rt.exact = ExactCache(client, prefix, c.ttl_s, c.max_entry_bytes, c.lookup_timeout_ms / 1000)
+                if c.enabled:
+                    rt.exact = ExactCache(
+                        client, prefix, c.ttl_s, c.max_entry_bytes, c.lookup_timeout_ms / 1000
+                    )
+                if c.semantic.enabled:
+                    rt.semantic = await semantic_gw.start(client, prefix, c)
         yield
+        if rt.semantic is not None:
+            await rt.semantic.close()
         if owned is not None:
             await owned.aclose()
 
@@ -177,21 +192,39 @@ def _answered(a: Admitted[Any], status: str, *, provider: str = "", saving: floa
     recording.completed(a.state, ctx)
 
 
-async def _replay(request: web.Request, a: Admitted[Any], entry: Entry) -> web.StreamResponse:
+async def _replay(
+    request: web.Request,
+    a: Admitted[Any],
+    entry: Entry,
+    status: str = "hit",
+    extra: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    headers = {CACHE_HEADER: status.upper(), **(extra or {})}
     resp: web.StreamResponse
     if entry.kind == "response":
-        resp = web.Response(body=entry.body, content_type=entry.content_type, headers={CACHE_HEADER: "HIT"})
+        resp = web.Response(body=entry.body, content_type=entry.content_type, headers=headers)
     else:
-        resp = web.StreamResponse(
-            headers={"Content-Type": _SSE, "Cache-Control": "no-cache", CACHE_HEADER: "HIT"}
-        )
+        resp = web.StreamResponse(headers={"Content-Type": _SSE, "Cache-Control": "no-cache", **headers})
         await resp.prepare(request)
         await resp.write(entry.body)
         await resp.write_eof()
     ctx = a.ctx
     ctx.provider_model = entry.provider_model or ctx.provider_model
-    _answered(a, "hit", provider=entry.provider, saving=entry.cost_usd)
+    _answered(a, status, provider=entry.provider, saving=entry.cost_usd)
     return resp
+
+
+async def _semantic(
+    request: web.Request, a: Admitted[Any], chat: ChatRequest, rt: CacheRuntime
+) -> Probe | None:
+    sem = rt.semantic
+    if sem is None:
+        return None
+    found = semantic_gw.partition(a, chat, _scope(a, rt.config.scope), rt.config)
+    if found is None:
+        return None
+    part, text = found
+    return await sem.lookup(part, _scope(a, rt.config.scope), text)
 
 
 async def _join(request: web.Request, a: Admitted[Any], flight: Flight) -> web.StreamResponse | None:
@@ -265,6 +298,13 @@ async def serve_cached(
         entry = await rt.exact.get(key)
         if entry is not None and (entry.kind == "stream") == ctx.stream:
             return await _replay(request, a, entry)
+    probe = await _semantic(request, a, chat, rt)
+    if probe is not None and probe.hit is not None and (probe.hit.entry.kind == "stream") == ctx.stream:
+        extra = {
+            semantic_gw.ENTRY_HEADER: probe.hit_id,
+            semantic_gw.SIMILARITY_HEADER: f"{probe.similarity:.4f}",
+        }
+        return await _replay(request, a, probe.hit.entry, "semantic_hit", extra)
     flight: Flight | None = None
     if cfg.coalesce:
         flight, leader = rt.coalescer.join_or_lead(key)
@@ -274,7 +314,7 @@ async def serve_cached(
                 return joined
             flight = None  # the leader failed: this request makes its own call
     try:
-        return await _lead(request, a, rt, key, flight, call)
+        return await _lead(request, a, rt, key, flight, call, probe)
     finally:
         if flight is not None:
             rt.coalescer.land(key, flight)
@@ -297,6 +337,7 @@ async def _lead(
     key: str,
     flight: Flight | None,
     call: Callable[[], Awaitable[web.StreamResponse]],
+    probe: Probe | None = None,
 ) -> web.StreamResponse:
     ctx = a.ctx
     ctx.cache_status = "miss"
@@ -326,8 +367,9 @@ async def _lead(
             flight.finish(ok)
         parts = tap.parts
         entry = Entry(kind="stream", content_type=_SSE, body=b"".join(parts)) if ok and parts else None
-    exact = rt.exact
-    if entry is not None and exact is not None and rt.config.enabled:
+    exact = rt.exact if rt.config.enabled else None
+    fill = probe if probe is not None and probe.vector is not None and rt.semantic is not None else None
+    if entry is not None and (exact is not None or fill is not None):
         entry = Entry(
             kind=entry.kind,
             content_type=entry.content_type,
@@ -338,14 +380,20 @@ async def _lead(
             model=ctx.model,
         )
         state = a.state
-        task = asyncio.get_running_loop().create_task(_store(exact, key, entry))
+        sem = (rt.semantic, fill) if rt.semantic is not None and fill is not None else None
+        task = asyncio.get_running_loop().create_task(_store(exact, key, entry, sem))
         state.background.add(task)
         task.add_done_callback(state.background.discard)
     return resp
 
 
-async def _store(exact: ExactCache, key: str, entry: Entry) -> None:
-    await exact.put(key, entry)
+async def _store(
+    exact: ExactCache | None, key: str, entry: Entry, sem: tuple[SemanticCache, Probe] | None = None
+) -> None:
+    if exact is not None:
+        await exact.put(key, entry)
+    if sem is not None:
+        await sem[0].fill(sem[1], entry, exact_key=key if exact is not None else "")
 
 
 __all__ = ["CACHE", "STATE", "CacheRuntime", "lifecycle", "serve_cached", "tap_prepare"]

@@ -11,6 +11,7 @@ from ingress.gateway.ops import healthz, metrics
 from ingress.gateway.quota import usage
 from ingress.gateway.responses_api import responses
 from ingress.gateway.routing_api import explain
+from ingress.gateway.semantic import feedback
 
 
 def add_routes(app: web.Application) -> None:
@@ -23,3 +24,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/internal/routing/explain", explain)
+    app.router.add_post("/internal/cache/semantic-feedback", feedback)

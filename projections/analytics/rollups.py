@@ -170,7 +170,7 @@ _AGGREGATES = """
     CAST(sum(total_tokens) AS BIGINT) AS total_tokens,
     CAST(sum(cost_usd) AS DECIMAL(38,10)) AS cost_usd,
     CAST(sum(cache_savings_usd) AS DECIMAL(38,10)) AS cache_savings_usd,
-    count(*) FILTER (WHERE cache_status = 'hit') AS cache_hits,
+    count(*) FILTER (WHERE cache_status IN ('hit', 'semantic_hit')) AS cache_hits,
     CAST(coalesce(sum(CAST(latency_ms AS DECIMAL(18,3))), 0) AS DECIMAL(38,3)) AS latency_sum_ms,
     quantile_cont(latency_ms, 0.5) AS latency_p50_ms,
     quantile_cont(latency_ms, 0.95) AS latency_p95_ms,

@@ -1,0 +1,324 @@
+"""The semantic cache: a prompt whose meaning is close enough to one
+answered before, in the same partition, gets that answer.
+
+Shared across gateway nodes through Valkey, searched in process:
+
+- ``{ns}e:<id>`` holds an entry (the bytes the caller received, as in the
+  exact cache, plus its partition and scope), with the cache's TTL.  Every
+  hit reads it, so an entry that was poisoned (deleted) or expired is never
+  served by any node, whatever its local index still holds.
+- ``{ns}log`` is a Valkey stream of index changes (``add`` with the vector,
+  ``del``), capped at ``max_entries``.  Every node loads it on start and
+  tails it, so a vector written by one node is searchable on all of them
+  within a blocking read (about a millisecond on a LAN).
+
+``ns`` carries the embedding model's version: vectors of another model live
+in another namespace and are never compared with these (they expire).
+
+The embedder runs in a small thread pool (onnxruntime releases the GIL),
+behind a circuit breaker: when it is slow or failing, or every worker is
+busy, the lookup is skipped and the request goes on as a miss.  Valkey
+calls are bounded and fail open, as in the exact cache."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+from prometheus_client import Counter, Histogram
+
+from ingress.cache.semantic.embedder import DIM, Embedder, PromptTooLong, Vector
+from ingress.cache.semantic.index import VectorIndex
+from ingress.cache.store import Entry
+from ingress.routing.breaker import Breakers
+from streams.config_routing import Breaker as BreakerConfig
+
+log = logging.getLogger("nexus.cache.semantic")
+
+LOOKUPS = Counter(
+    "nexus_semantic_cache_lookups_total",
+    "Semantic cache lookups by outcome (hit, miss, too_long, breaker_open, busy, embed_error, embed_timeout)",
+    ["outcome"],
+)
+EMBED_SECONDS = Histogram(
+    "nexus_semantic_cache_embed_seconds",
+    "Time to embed one prompt",
+    buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
+)
+BREAKER_TARGET = "semantic-cache-embedder"
+
+
+class SemEntry(msgspec.Struct, frozen=True, kw_only=True):
+    partition: str
+    scope: str
+    entry: Entry
+    exact_key: str = ""  # the same answer in the exact cache: poisoned together
+
+
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder(SemEntry)
+
+
+def namespace(model_version: str) -> str:
+    return hashlib.sha256(model_version.encode()).hexdigest()[:16]
+
+
+def entry_id(partition: str, text: str) -> str:
+    # Deterministic: the same prompt answered twice overwrites, not duplicates.
+    return hashlib.sha256(f"{partition}\n{text}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class Probe:
+    """A lookup's result: the vector is kept for the fill on a miss."""
+
+    partition: str
+    scope: str
+    text: str
+    vector: Vector | None = None
+    hit: SemEntry | None = None
+    hit_id: str = ""
+    similarity: float = 0.0
+    outcome: str = "miss"
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        client: Any,
+        prefix: str,
+        embedder: Embedder,
+        *,
+        threshold: float,
+        ttl_s: int,
+        max_entries: int = 100_000,
+        max_entry_bytes: int = 1024 * 1024,
+        timeout_s: float = 0.05,
+        embed_timeout_s: float = 0.25,
+        workers: int = 2,
+        breaker: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.embedder = embedder
+        self.ns = f"{prefix}cache:sem:{namespace(embedder.version)}:"
+        self.log_key = self.ns + "log"
+        self.threshold = threshold
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.max_entry_bytes = max_entry_bytes
+        self.timeout_s = timeout_s
+        self.embed_timeout_s = embed_timeout_s
+        self.clock = clock
+        self.index = VectorIndex(max_entries=max_entries, clock=clock)
+        self.breakers = Breakers(breaker or BreakerConfig(failures=5, window_s=30.0, open_s=15.0))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nexus-embed")
+        self._slots = workers  # free workers: a busy pool is a skipped lookup, never a queue
+        self._last_id = "0-0"
+        self._sync: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.catch_up()
+        self._sync = asyncio.get_running_loop().create_task(self._tail())
+
+    async def close(self) -> None:
+        if self._sync is not None:
+            self._sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- embedding ---------------------------------------------------------
+
+    async def embed(self, text: str) -> tuple[Vector | None, str]:
+        """(vector, "") or (None, why it was skipped)."""
+        if not self.breakers.allow(BREAKER_TARGET):
+            return None, "breaker_open"
+        if self._slots <= 0:
+            self.breakers.release(BREAKER_TARGET)
+            return None, "busy"
+        self._slots -= 1
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        fut = loop.run_in_executor(self._pool, self.embedder.embed, text)
+
+        def done(_: Any) -> None:
+            self._slots += 1  # only when the thread is really free again
+
+        fut.add_done_callback(done)
+        try:
+            async with asyncio.timeout(self.embed_timeout_s):
+                vec = await asyncio.shield(fut)
+        except TimeoutError:
+            self.breakers.failure(BREAKER_TARGET)
+            log.warning("semantic cache: the embedder took longer than %.0f ms", self.embed_timeout_s * 1000)
+            return None, "embed_timeout"
+        except PromptTooLong:
+            self.breakers.success(BREAKER_TARGET)
+            return None, "too_long"
+        except Exception as exc:
+            self.breakers.failure(BREAKER_TARGET)
+            log.warning("semantic cache: the embedder failed (%s)", type(exc).__name__)
+            return None, "embed_error"
+        EMBED_SECONDS.observe(time.perf_counter() - started)
+        self.breakers.success(BREAKER_TARGET)
+        return np.asarray(vec, dtype=np.float32).reshape(DIM), ""
+
+    # -- lookup, fill, poison ------------------------------------------------
+
+    async def lookup(self, partition: str, scope: str, text: str) -> Probe:
+        probe = Probe(partition=partition, scope=scope, text=text)
+        vec, why = await self.embed(text)
+        if vec is None:
+            probe.outcome = why
+            LOOKUPS.labels(why).inc()
+            return probe
+        probe.vector = vec
+        best = self.index.search(partition, vec, k=1)
+        if best and best[0][1] >= self.threshold:
+            eid, sim = best[0]
+            found = await self._get(eid)
+            # The partition is checked again on the entry itself: an index
+            # bug must never turn into an answer for another scope.
+            if found is not None and found.partition == partition and found.scope == scope:
+                probe.hit, probe.hit_id, probe.similarity, probe.outcome = found, eid, sim, "hit"
+            elif found is None:
+                self.index.remove(eid)  # expired or poisoned on another node
+        LOOKUPS.labels(probe.outcome).inc()
+        return probe
+
+    async def fill(self, probe: Probe, entry: Entry, exact_key: str = "") -> str | None:
+        """Store an answer under the probe's prompt; returns the entry id."""
+        if probe.vector is None or len(entry.body) > self.max_entry_bytes:
+            return None
+        eid = entry_id(probe.partition, probe.text)
+        now = self.clock()
+        sem = SemEntry(
+            partition=probe.partition,
+            scope=probe.scope,
+            entry=msgspec.structs.replace(entry, created_at=now),
+            exact_key=exact_key,
+        )
+        expires = now + self.ttl_s
+        try:
+            async with asyncio.timeout(max(self.timeout_s, 1.0)):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(self.ns + "e:" + eid, _enc.encode(sem), ex=self.ttl_s)
+                pipe.xadd(
+                    self.log_key,
+                    {
+                        "op": "add",
+                        "id": eid,
+                        "p": probe.partition,
+                        "v": probe.vector.tobytes(),
+                        "x": repr(expires),
+                    },
+                    maxlen=self.max_entries,
+                    approximate=True,
+                )
+                await pipe.execute()
+        except Exception as exc:
+            log.warning("semantic cache write failed (%s)", type(exc).__name__)
+            return None
+        self.index.add(probe.partition, eid, probe.vector, expires)
+        return eid
+
+    async def get(self, eid: str) -> SemEntry | None:
+        return await self._get(eid)
+
+    async def poison(self, eid: str, exact_prefix: str = "") -> bool:
+        """Evict an entry on every node: its Valkey key is deleted (every hit
+        reads it, so no node serves it again) and a ``del`` on the log drops
+        it from the other nodes' indexes.  The same answer in the exact cache
+        goes too.  True when there was such an entry."""
+        found = await self._get(eid, strict=True)
+        async with asyncio.timeout(max(self.timeout_s, 1.0)):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(self.ns + "e:" + eid)
+            if found is not None and found.exact_key and exact_prefix:
+                pipe.delete(exact_prefix + found.exact_key)
+            pipe.xadd(self.log_key, {"op": "del", "id": eid}, maxlen=self.max_entries, approximate=True)
+            await pipe.execute()
+        self.index.remove(eid)
+        return found is not None
+
+    async def _get(self, eid: str, strict: bool = False) -> SemEntry | None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self.client.get(self.ns + "e:" + eid)
+        except Exception as exc:
+            if strict:
+                raise
+            log.warning("semantic cache lookup failed (%s): served as a miss", type(exc).__name__)
+            return None
+        if raw is None:
+            return None
+        try:
+            return _dec.decode(raw)
+        except msgspec.DecodeError:
+            return None
+
+    # -- the shared index log ---------------------------------------------
+
+    def _apply(self, batch: list[tuple[Any, dict[bytes, bytes]]], bulk: bool) -> None:
+        now = self.clock()
+        adds: dict[str, list[tuple[str, Vector, float]]] = defaultdict(list)
+        for msg_id, fields in batch:
+            self._last_id = msg_id.decode() if isinstance(msg_id, bytes) else str(msg_id)
+            op = fields.get(b"op")
+            eid = fields.get(b"id", b"").decode()
+            if op == b"del":
+                for items in adds.values():
+                    items[:] = [it for it in items if it[0] != eid]
+                self.index.remove(eid)
+            elif op == b"add":
+                expires = float(fields.get(b"x", b"0"))
+                raw = fields.get(b"v", b"")
+                if expires <= now or len(raw) != DIM * 4:
+                    continue
+                vec = np.frombuffer(raw, dtype=np.float32)
+                part = fields.get(b"p", b"").decode()
+                if bulk:
+                    adds[part].append((eid, vec, expires))
+                else:
+                    self.index.add(part, eid, vec, expires)
+        for part, items in adds.items():
+            self.index.add_many(part, items)
+
+    async def catch_up(self) -> None:
+        """Load the log (a node starting, or re-syncing after an error)."""
+        start = "-"
+        try:
+            while True:
+                async with asyncio.timeout(5.0):
+                    batch = await self.client.xrange(self.log_key, min=start, count=5000)
+                if not batch:
+                    break
+                self._apply(batch, bulk=True)
+                start = "(" + self._last_id
+        except Exception as exc:
+            log.warning("semantic cache: loading the index log failed (%s)", type(exc).__name__)
+
+    async def _tail(self) -> None:
+        while True:
+            try:
+                res = await self.client.xread({self.log_key: self._last_id}, count=1000, block=1000)
+                for _stream, batch in res or []:
+                    self._apply(batch, bulk=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("semantic cache: tailing the index log failed (%s)", type(exc).__name__)
+                await asyncio.sleep(1.0)
