@@ -82,12 +82,26 @@ class VirtualKey(_Strict, kw_only=True, frozen=True):
     description: str = ""
 
 
+class PooledCredential(_Strict, kw_only=True, frozen=True):
+    """One credential of a provider's pool: ``id`` names it in events and
+    metrics (never the secret, which comes from the environment)."""
+
+    id: str
+    env: str
+    weight: float = 1.0
+
+
 class Provider(_Strict, kw_only=True, frozen=True):
     name: str
     kind: str = "openai"  # the codec: openai, anthropic, gemini, ...
     base_url: str
     # The credential comes from the environment, never from the file.
     api_key_env: str | None = None
+    # Or a weighted pool of them: requests spread by weight; one the provider
+    # refuses (401/403) or rate limits (429) sits out ``credential_cooldown_s``
+    # (a longer Retry-After wins) while the next one is tried.
+    credentials: tuple[PooledCredential, ...] = ()
+    credential_cooldown_s: float = 30.0
     headers: Mapping[str, str] = {}
     # SSRF guard: private, loopback and link-local targets are refused unless
     # the operator says so here (the built-in simulated provider needs it).
@@ -248,6 +262,24 @@ def check_outbound_url(url: str, *, allow_private: bool, where: str, resolve: bo
             )
 
 
+def _check_pool(pr: Provider, where: str) -> None:
+    if not pr.credentials:
+        return
+    if pr.api_key_env:
+        raise ConfigError(f"{where}: api_key_env or credentials, not both")
+    if pr.kind == "vertex":
+        raise ConfigError(f"{where}.credentials: a Vertex provider mints its own tokens (api_key_env)")
+    ids = [c.id for c in pr.credentials]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}.credentials: duplicate credential id")
+    for j, c in enumerate(pr.credentials):
+        _check_id(c.id, f"{where}.credentials[{j}].id")
+        if not c.weight > 0:
+            raise ConfigError(f"{where}.credentials[{j}].weight: must be positive")
+    if pr.credential_cooldown_s <= 0:
+        raise ConfigError(f"{where}.credential_cooldown_s: must be positive")
+
+
 def _validate(cfg: NexusConfig) -> None:
     seen: set[str] = set()
     for i, o in enumerate(cfg.orgs):
@@ -282,6 +314,7 @@ def _validate(cfg: NexusConfig) -> None:
         )
         if pr.connect_timeout_s <= 0 or pr.read_timeout_s <= 0:
             raise ConfigError(f"providers[{i}]: timeouts must be positive")
+        _check_pool(pr, f"providers[{i}]")
     names: set[str] = set()
     for i, m in enumerate(cfg.models):
         if m.provider not in providers:

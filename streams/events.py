@@ -120,6 +120,7 @@ class UpstreamResult(Event, tag="upstream.result"):
     error_code: str = ""
     routing_rule: str = ""
     body: Body | None = None
+    credential_id: str = ""  # which credential of the provider's pool was used ("" = no pool)
 
 
 class UsageRecorded(Event, tag="usage.recorded"):

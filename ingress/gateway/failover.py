@@ -73,6 +73,59 @@ async def rebind(a: Admitted[Any], model: Model) -> Admitted[Any]:
     return moved
 
 
+def benched(exc: GatewayError) -> str | None:
+    """Why a failed attempt benches its credential: the provider refused it
+    (401/403) or rate limited it (429); None for anything else."""
+    if exc.stage != "upstream":
+        return None
+    if exc.code == "auth_failed":
+        return "refused"
+    return "rate_limited" if exc.status == 429 else None
+
+
+async def pooled_call(
+    a: Admitted[Any],
+    call: Callable[[Admitted[Any]], Awaitable[web.StreamResponse]],
+    rng: random.Random,
+    more: Callable[[], bool],
+) -> web.StreamResponse:
+    """``call`` with a credential drawn from the target's pool by weight;
+    one refused or rate limited is benched and the next one tried at once
+    (each try is an attempt of its own; ``more``: whether the request may
+    make another).  A target without a pool is one plain call."""
+    pool = a.route.pool
+    ctx = a.ctx
+    if pool is None:
+        ctx.credential_id = ""  # a previous candidate's pool is no longer in play
+        return await call(a)
+    tried: set[str] = set()
+    while True:
+        cred = pool.pick(rng.random(), tried)
+        assert cred is not None  # a pool is never empty, and we stop before all were tried
+        tried.add(cred.id)
+        ctx.credential_id = cred.id
+        attempt = Admitted(
+            a.state,
+            ctx,
+            a.body,
+            a.parsed,
+            a.model,
+            a.upstream.with_credential(cred.secret),
+            a.route.with_credential(cred.secret),
+            a.raw,
+        )
+        try:
+            return await call(attempt)
+        except GatewayError as exc:
+            reason = benched(exc)
+            if reason is None:
+                raise
+            pool.cool(cred.id, reason, exc.retry_after_s)
+            if not pool.has_another(tried) or not more():
+                raise
+            ctx.attempt += 1
+
+
 async def serve_routed(
     request: web.Request,
     a: Admitted[Any],
@@ -87,7 +140,7 @@ async def serve_routed(
     decision = ctx.routing
     runtime = request.app.get(ROUTING)
     if decision is None or runtime is None:
-        return await call(a)
+        return await pooled_call(a, call, runtime.rng if runtime else random.Random(), lambda: True)
     retry = runtime.retry_for(decision.rule)
     breakers = runtime.breakers
     last: GatewayError | None = None
@@ -108,8 +161,11 @@ async def serve_routed(
             total += 1
             ctx.attempt = total
             try:
-                response = await call(target)
+                response = await pooled_call(
+                    target, call, runtime.rng, lambda: ctx.attempt < retry.max_total_attempts
+                )
             except GatewayError as exc:
+                total = ctx.attempt  # credentials of a pool tried in between
                 if exc.stage != "upstream":
                     # A policy answer (hook block, quota): no verdict on the
                     # target, and a half-open probe slot is handed back.
@@ -136,6 +192,7 @@ async def serve_routed(
             except BaseException:
                 breakers.release(cand.model)  # cancelled (the caller left): no verdict
                 raise
+            total = ctx.attempt
             if ctx.outcome_status >= 500:
                 breakers.failure(cand.model)  # a stream that broke after it began
             else:

@@ -122,6 +122,7 @@ def upstream_result(
             provider_model=ctx.provider_model,
             attempt=ctx.attempt,
             routing_rule=ctx.routing_rule,
+            credential_id=ctx.credential_id,
             status=status,
             upstream_ms=upstream_ms,
             ttft_ms=ttft_ms,

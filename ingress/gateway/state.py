@@ -94,6 +94,7 @@ class RequestContext:
         "client_ip",
         "compliance",
         "cost_usd",
+        "credential_id",
         "endpoint",
         "grammar",
         "model",
@@ -140,6 +141,7 @@ class RequestContext:
         self.routing: Decision | None = None
         self.routing_rule = ""
         self.attempt = 1
+        self.credential_id = ""  # the pooled credential of the attempt in progress
         # Cache: hit | miss | coalesced | bypass | skipped ("" = no cache),
         # what a hit saved, and what this request's usage cost (a cache
         # entry remembers it).

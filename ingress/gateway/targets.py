@@ -6,6 +6,7 @@ first use and refreshed before it expires: ``ingress.gateway.credentials``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import aiohttp
@@ -14,11 +15,14 @@ import msgspec
 from adapters.base import Codec, Target
 from adapters.registry import CODECS
 from ingress.gateway.credentials import VertexServiceAccount
+from ingress.routing.credentials import Credential, CredentialPool
 from streams.config import ConfigSnapshot, Model, Provider
+
+log = logging.getLogger("nexus.gateway.targets")
 
 
 class Route:
-    __slots__ = ("codec", "minted", "model", "provider", "target")
+    __slots__ = ("codec", "minted", "model", "pool", "provider", "target")
 
     def __init__(
         self,
@@ -27,6 +31,7 @@ class Route:
         codec: Codec | None,
         target: Target,
         minted: VertexServiceAccount | None = None,
+        pool: CredentialPool | None = None,
     ) -> None:
         self.model = model
         self.provider = provider
@@ -35,6 +40,13 @@ class Route:
         # swapped in by ``refresh`` when the cached token changes.
         self.target = target
         self.minted = minted
+        # The provider's credential pool (shared by its models), if it has one.
+        self.pool = pool
+
+    def with_credential(self, api_key: str) -> Route:
+        """This route for one attempt made with a pool's credential."""
+        target = msgspec.structs.replace(self.target, api_key=api_key)
+        return Route(self.model, self.provider, self.codec, target, self.minted, self.pool)
 
     async def refresh(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
         """Make sure a minted credential (Vertex service account) is fresh."""
@@ -58,6 +70,19 @@ class Route:
 def build_routes(snapshot: ConfigSnapshot, env: Mapping[str, str]) -> dict[str, Route]:
     routes: dict[str, Route] = {}
     minted: dict[str, VertexServiceAccount | None] = {}
+    for p in snapshot.config.providers:
+        for c in p.credentials:
+            if not env.get(c.env):
+                log.warning("provider %s: credential %s: %s is not set", p.name, c.id, c.env)
+    pools = {
+        p.name: CredentialPool(
+            p.name,
+            [Credential(c.id, env.get(c.env, ""), c.weight) for c in p.credentials],
+            p.credential_cooldown_s,
+        )
+        for p in snapshot.config.providers
+        if p.credentials
+    }
     for model in snapshot.config.models:
         provider = snapshot.providers[model.provider]
         api_key = env.get(provider.api_key_env) if provider.api_key_env else None
@@ -74,5 +99,7 @@ def build_routes(snapshot: ConfigSnapshot, env: Mapping[str, str]) -> dict[str, 
             headers=dict(provider.headers),
             options=dict(provider.options),
         )
-        routes[model.name] = Route(model, provider, CODECS.get(provider.kind), target, account)
+        routes[model.name] = Route(
+            model, provider, CODECS.get(provider.kind), target, account, pools.get(provider.name)
+        )
     return routes

@@ -35,6 +35,18 @@ class Upstream:
         self.headers = headers
         self.has_credential = bool(api_key)
 
+    def with_credential(self, api_key: str) -> Upstream:
+        """The same session and URLs, with another credential (a pool's pick)
+        in the headers the OpenAI-shaped relays send as they are."""
+        other = Upstream.__new__(Upstream)
+        other.provider = self.provider
+        other.session = self.session
+        other.chat_url = self.chat_url
+        other.embeddings_url = self.embeddings_url
+        other.headers = {**self.headers, "Authorization": f"Bearer {api_key}"}
+        other.has_credential = True
+        return other
+
 
 class UpstreamPool:
     def __init__(self, providers: Iterable[Provider], env: Mapping[str, str] | None = None) -> None:

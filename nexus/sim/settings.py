@@ -18,6 +18,9 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True):
     hang: bool = False  # never answer (the caller's timeout fires)
     # When set, requests must carry ``Authorization: Bearer <api_key>``.
     api_key: str | None = None
+    # Per-credential failure injection: a request presenting one of these
+    # credentials is answered with its status (401, 403, 429, ...).
+    credential_status: dict[str, int] = {}
     record_limit: int = 100  # how many request bodies /_sim/requests keeps
     models: tuple[str, ...] = ("sim-small", "sim-large", "sim-embed")
     embedding_dimensions: int = 256

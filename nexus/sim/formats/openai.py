@@ -21,6 +21,7 @@ from adapters.canonical import ChatRequest, ImagePart
 from nexus.sim import core, text
 from nexus.sim.behaviour import BadSimHeader, Behaviour, resolve
 from nexus.sim.formats import common, responses
+from nexus.sim.recorder import presented_credential
 from nexus.sim.state import SIM_STATE, SimState
 
 _encoder = msgspec.json.Encoder()
@@ -146,6 +147,14 @@ async def _admit(
             ok = headers.get(flavour.auth_header, "") == state.settings.api_key
         if not ok:
             return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
+    refused = state.settings.credential_status.get(presented_credential(headers))
+    if refused:
+        return error_response(
+            refused,
+            f"Simulated credential failure ({refused}).",
+            code="sim_credential_failure",
+            headers={"Retry-After": "1"} if refused == 429 else None,
+        )
     try:
         behaviour = resolve(state.settings, headers, state.next_request_number())
     except BadSimHeader as exc:
