@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,11 +59,16 @@ async def _answer(
     route = state.routes.get(node.router)
     if route is None or route.codec is None:
         return SmartPick(None, "router_error")
+    codec = route.codec
     upstream = state.upstreams.get(route.provider.name)
+    credential = route.pool.pick(random.random()) if route.pool is not None else None
+    if credential is not None:
+        route = route.with_credential(credential.secret)
+        upstream = upstream.with_credential(credential.secret)
     try:
         async with asyncio.timeout(node.timeout_ms / 1000):
             await route.refresh(upstream.session, node.timeout_ms / 1000)
-            wire = route.codec.encode_chat(router_request(node, models, text), route.target)
+            wire = codec.encode_chat(router_request(node, models, text), route.target)
             guard(upstream, wire.url)
             async with upstream.session.request(
                 wire.method, as_sent(wire.url), data=wire.body, headers=wire.headers
@@ -74,9 +80,11 @@ async def _answer(
     except (aiohttp.ClientError, GatewayError, CodecError):
         return SmartPick(None, "router_error")
     if not 200 <= status < 300:
+        if credential is not None and route.pool is not None and status in (401, 403, 429):
+            route.pool.cool(credential.id, "rate_limited" if status == 429 else "refused")
         return SmartPick(None, "router_error")
     try:
-        response = route.codec.decode_chat(payload, route.target)
+        response = codec.decode_chat(payload, route.target)
     except CodecError:
         return SmartPick(None, "unparseable")
     content = response.choices[0].message.content if response.choices else None

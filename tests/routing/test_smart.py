@@ -21,6 +21,7 @@ import pytest
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from ingress.routing.smart import read_answer, request_text
 from nexus.sim import SimServer, SimSettings, start_sim
+from nexus.sim.recorder import credential_fingerprint
 from streams.config import ConfigError, ConfigSnapshot, parse_config
 from streams.events import RequestCompleted, UpstreamResult, UsageRecorded
 from streams.keys import hash_key, new_key
@@ -97,11 +98,18 @@ def config(
             provider("sim500", **{"x-sim-fail-status": "500"}),
             provider("simslow", **{"x-sim-delay-ms": "3000"}),
             provider("sim503", **{"x-sim-fail-status": "503", "x-sim-retry-after": "0"}),
+            {
+                "name": "simpool",
+                "base_url": sim.url,
+                "allow_private_network": True,
+                "credentials": [{"id": "only", "env": "SIM_KEY"}],
+            },
         ],
         "models": [
             {"name": "router", "provider": "sim", "provider_model": "router-v1"},
             {"name": "router-500", "provider": "sim500", "provider_model": "router-v1"},
             {"name": "router-slow", "provider": "simslow", "provider_model": "router-v1"},
+            {"name": "router-pooled", "provider": "simpool", "provider_model": "router-v1"},
             {"name": "cheap", "provider": "sim", "provider_model": "cheap-v1", "price": {"input": 0.1}},
             {"name": "strong", "provider": "sim", "provider_model": "strong-v1", "price": {"input": 3}},
             {"name": "premium", "provider": "sim", "provider_model": "premium-v1"},
@@ -113,6 +121,7 @@ def config(
                 {"name": "auto", "match": ["auto"], "strategy": smart("router")},
                 {"name": "auto-500", "match": ["auto-500"], "strategy": smart("router-500")},
                 {"name": "auto-slow", "match": ["auto-slow"], "strategy": smart("router-slow", 200)},
+                {"name": "auto-pooled", "match": ["auto-pooled"], "strategy": smart("router-pooled")},
                 {
                     "name": "auto-policy",
                     "match": ["auto-policy"],
@@ -239,6 +248,14 @@ async def test_any_router_failure_serves_the_default(
     assert attempts == [("cheap-v1", 200, rule)]
     assert done.routing_rule == rule and usage.model == "cheap"
     assert await metric(stack, model, why) == before + 1
+
+
+async def test_a_router_behind_a_credential_pool_presents_a_pooled_credential(stack: SmartStack) -> None:
+    _, routed, _ = await ask(stack, "auto-pooled", "hello sim:choose=strong")
+    assert routed == "strong-v1"
+    router_call = stack.sim.state.recorder.snapshot()["requests"][0]
+    assert router_call.body["model"] == "router-v1"
+    assert router_call.credential == credential_fingerprint("sk-sim")
 
 
 async def test_the_router_cannot_widen_what_a_key_may_call(stack: SmartStack) -> None:
