@@ -107,7 +107,13 @@ class Provider(_Strict, kw_only=True, frozen=True):
     # the operator says so here (the built-in simulated provider needs it).
     allow_private_network: bool = False
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 300.0
+    read_timeout_s: float = 300.0  # the longest silence between two reads
+    # A stream whose first token has not arrived this long after the request
+    # was sent is abandoned as a timeout (and failed over: nothing reached the
+    # caller yet); once it has spoken only the total bounds it.  None: off.
+    ttft_timeout_s: float | None = None
+    # One attempt, request sent -> last byte (None: gateway.request_timeout_s).
+    total_timeout_s: float | None = None
     max_connections: int = 256
     options: Mapping[str, Any] = {}
 
@@ -312,7 +318,12 @@ def _validate(cfg: NexusConfig) -> None:
         check_outbound_url(
             pr.base_url, allow_private=pr.allow_private_network, where=f"providers[{i}].base_url"
         )
-        if pr.connect_timeout_s <= 0 or pr.read_timeout_s <= 0:
+        optional = (pr.ttft_timeout_s, pr.total_timeout_s)
+        if (
+            pr.connect_timeout_s <= 0
+            or pr.read_timeout_s <= 0
+            or any(t is not None and t <= 0 for t in optional)
+        ):
             raise ConfigError(f"providers[{i}]: timeouts must be positive")
         _check_pool(pr, f"providers[{i}]")
     names: set[str] = set()

@@ -21,6 +21,7 @@ from adapters.openai.sse import SSEEvent
 from adapters.wirekit.fold import fold
 from ingress.gateway import compliance, errors, quota, recording
 from ingress.gateway.errors import GatewayError
+from ingress.gateway.firsttoken import TTFT_TIMED_OUT, FirstToken
 from ingress.gateway.metrics import UPSTREAM_ERRORS
 from ingress.gateway.pipeline import event_usage, record_response, stream_timings
 from ingress.gateway.state import GatewayState, RequestContext
@@ -50,13 +51,15 @@ class _Relay:
         "decoder",
         "first_token",
         "first_token_upstream",
+        "hold",
         "meter",
         "out",
         "wants_usage",
     )
 
-    def __init__(self, out: web.StreamResponse, wants_usage: bool) -> None:
+    def __init__(self, out: web.StreamResponse, wants_usage: bool, hold: FirstToken) -> None:
         self.out = out
+        self.hold = hold  # the TTFT bound: what precedes the first token waits
         self.wants_usage = wants_usage
         self.decoder = OpenAIStreamDecoder()
         self.chunks: list[ChatChunk] = []
@@ -94,9 +97,16 @@ class _Relay:
             parts.append(ev.raw)
         return parts, has_token
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, token: bool = False) -> None:
         try:
-            await self.out.write(data)
+            await self.hold.write(data, token)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            raise _ClientGone from None
+
+    async def flush(self) -> None:
+        """Whatever was held back goes out (the stream ended or failed)."""
+        try:
+            await self.hold.release()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             raise _ClientGone from None
 
@@ -113,9 +123,11 @@ async def relay_stream(
     wants_usage: bool,
 ) -> web.StreamResponse:
     sent = time.perf_counter()
-    deadline = asyncio.get_running_loop().time() + state.request_timeout_s
+    now = asyncio.get_running_loop().time()
+    deadline = now + (upstream.provider.total_timeout_s or state.request_timeout_s)
+    ttft = upstream.provider.ttft_timeout_s
     try:
-        async with asyncio.timeout_at(deadline):
+        async with asyncio.timeout_at(min(deadline, now + ttft) if ttft else deadline):
             resp = await upstream.session.post(upstream.chat_url, data=wire, headers=upstream.headers)
     except TimeoutError:
         _attempt_failed(state, ctx, sent, 0, "timeout")
@@ -137,12 +149,19 @@ async def relay_stream(
                 "X-Accel-Buffering": "no",
             }
         )
-        await out.prepare(request)
-        relay = _Relay(out, wants_usage)
+        hold = FirstToken(request, out, deadline, ttft, now)
+        if ttft is None:
+            await hold.release()  # nothing to hold back: the headers go out now
+        relay = _Relay(out, wants_usage, hold)
         relay.meter = quota.meter_for(ctx, "openai")
-        failure = await _pump(resp, relay, deadline)
+        failure = await _pump(resp, relay)
     finally:
         resp.release()
+    if hold.silent_timeout(failure):
+        # No first token in time and the caller has heard nothing: a
+        # timeout like any other, which failover may take elsewhere.
+        _attempt_failed(state, ctx, sent, 200, "ttft_timeout")
+        raise errors.upstream_timeout()
 
     upstream_ms, upstream_ttft, caller_ttft = stream_timings(
         ctx, sent, relay.first_token_upstream, relay.first_token
@@ -163,7 +182,11 @@ async def relay_stream(
             state, ctx, status=200, upstream_ms=upstream_ms, ttft_ms=upstream_ttft, body=captured
         )
         record_response(state, ctx, model, usage, estimated=estimated, ttft_ms=caller_ttft)
-        await out.write_eof()
+        try:
+            await relay.flush()
+            await out.write_eof()
+        except (_ClientGone, ConnectionResetError):
+            pass
         return out
 
     error_code: str
@@ -175,6 +198,7 @@ async def relay_stream(
         else:  # cut at its quota reservation: the provider did nothing wrong
             gw_err, error_code = failure, ""
         try:
+            await relay.flush()
             await relay.write(b"data: " + gw_err.encode() + b"\n\n")
             await out.write_eof()
         except (_ClientGone, ConnectionResetError):
@@ -196,18 +220,18 @@ async def relay_stream(
 
 
 async def _pump(
-    resp: aiohttp.ClientResponse, relay: _Relay, deadline: float
+    resp: aiohttp.ClientResponse, relay: _Relay
 ) -> CanonicalError | GatewayError | _ClientGone | None:
     """Relay until the provider finishes.  Returns what went wrong, if anything."""
     decoder = relay.decoder
     try:
-        async with asyncio.timeout_at(deadline):
+        async with relay.hold.bounded():
             async for data in resp.content.iter_any():
                 parts, has_token = relay.select(decoder.sse.feed(data))
                 if has_token and relay.first_token_upstream is None:
                     relay.first_token_upstream = time.perf_counter()
                 if parts:
-                    await relay.write(b"".join(parts))
+                    await relay.write(b"".join(parts), has_token)
                     if has_token and relay.first_token is None:
                         relay.first_token = time.perf_counter()
                 if relay.cut:
@@ -220,7 +244,7 @@ async def _pump(
     except _ClientGone as gone:
         return gone
     except TimeoutError:
-        return _TIMED_OUT
+        return TTFT_TIMED_OUT if relay.hold.holding else _TIMED_OUT
     except aiohttp.ClientError:
         return _DROPPED
     except CodecError as exc:

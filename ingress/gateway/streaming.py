@@ -21,6 +21,7 @@ from adapters.wirekit.fold import fold
 from ingress.gateway import compliance, errors, quota, recording
 from ingress.gateway.compliance import RequestCompliance, StreamBlocked
 from ingress.gateway.errors import GatewayError
+from ingress.gateway.firsttoken import TTFT_TIMED_OUT, FirstToken
 from ingress.gateway.intake import Admitted
 from ingress.gateway.metrics import UPSTREAM_ERRORS
 from ingress.gateway.pipeline import event_usage, record_response, stream_timings
@@ -108,6 +109,7 @@ class _Pump:
         "first_token",
         "first_token_upstream",
         "forwarded_error",
+        "hold",
         "meter",
         "out",
         "raw",
@@ -116,9 +118,15 @@ class _Pump:
     )
 
     def __init__(
-        self, out: web.StreamResponse, decoder: StreamDecoder, encoder: StreamEncoder, raw: bool
+        self,
+        out: web.StreamResponse,
+        decoder: StreamDecoder,
+        encoder: StreamEncoder,
+        raw: bool,
+        hold: FirstToken,
     ) -> None:
         self.out = out
+        self.hold = hold  # the TTFT bound: what precedes the first token waits
         self.decoder = decoder
         self.encoder = encoder
         self.raw = raw  # forward the provider's bytes as they are (same-format call)
@@ -134,11 +142,18 @@ class _Pump:
         # Quota: output metered against the reservation (None: no cap).
         self.meter: StreamMeter | None = None
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, token: bool = False) -> None:
         if not data:
             return
         try:
-            await self.out.write(data)
+            await self.hold.write(data, token)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            raise _ClientGone from None
+
+    async def flush(self) -> None:
+        """Whatever was held back goes out (the stream ended or failed)."""
+        try:
+            await self.hold.release()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             raise _ClientGone from None
 
@@ -164,17 +179,15 @@ class _Pump:
         if self.meter is not None and not quota.within(self.meter, new):
             raise quota.StreamCut
         if self.raw:
-            await self.write(data)
+            await self.write(data, token)
         else:
-            await self.write(b"".join(self.encoder.feed(c) for c in new))
+            await self.write(b"".join(self.encoder.feed(c) for c in new), token)
         if token and self.first_token is None:
             self.first_token = time.perf_counter()
 
-    async def run(
-        self, resp: aiohttp.ClientResponse, deadline: float
-    ) -> CanonicalError | GatewayError | _ClientGone | None:
+    async def run(self, resp: aiohttp.ClientResponse) -> CanonicalError | GatewayError | _ClientGone | None:
         try:
-            async with asyncio.timeout_at(deadline):
+            async with self.hold.bounded():
                 async for data in resp.content.iter_any():
                     try:
                         new = self.decoder.feed(data)
@@ -195,7 +208,7 @@ class _Pump:
         except quota.StreamCut as cut:
             return cut.error
         except TimeoutError:
-            return _TIMED_OUT
+            return TTFT_TIMED_OUT if self.hold.holding else _TIMED_OUT
         except aiohttp.ClientError:
             return _DROPPED
         except CodecError as exc:
@@ -218,10 +231,13 @@ async def stream_call(
 ) -> web.StreamResponse:
     state, ctx = a.state, a.ctx
     sent = time.perf_counter()
-    deadline = asyncio.get_running_loop().time() + state.request_timeout_s
+    provider = a.upstream.provider
+    now = asyncio.get_running_loop().time()
+    deadline = now + (provider.total_timeout_s or state.request_timeout_s)
+    ttft = provider.ttft_timeout_s
     guard(a.upstream, wire.url)
     rc = ctx.compliance
-    resp = await _open(state, ctx, a, wire, normalise, deadline)
+    resp = await _open(state, ctx, a, wire, normalise, min(deadline, now + ttft) if ttft else deadline)
     try:
         out = web.StreamResponse(
             headers={
@@ -230,15 +246,22 @@ async def stream_call(
                 "X-Accel-Buffering": "no",
             }
         )
-        await out.prepare(request)
-        pump = _Pump(out, decoder, encoder, raw)
+        hold = FirstToken(request, out, deadline, ttft, now)
+        if ttft is None:
+            await hold.release()  # nothing to hold back: the headers go out now
+        pump = _Pump(out, decoder, encoder, raw, hold)
         pump.fallback_id = "nexus-" + ctx.request_id
         pump.meter = quota.meter_for(ctx, a.route.kind)
         if rc is not None and rc.response_hooks:
             pump.screen, pump.state = rc, state
-        failure = await pump.run(resp, deadline)
+        failure = await pump.run(resp)
     finally:
         resp.release()
+    if hold.silent_timeout(failure):
+        # No first token in time and the caller has heard nothing: a
+        # timeout like any other, which failover may take elsewhere.
+        failed_attempt(state, ctx, sent, 200, "ttft_timeout")
+        raise errors.upstream_timeout()
 
     upstream_ms, upstream_ttft, caller_ttft = stream_timings(
         ctx, sent, pump.first_token_upstream, pump.first_token
@@ -251,6 +274,7 @@ async def stream_call(
 
     if failure is None:
         try:
+            await pump.flush()
             await pump.write(encoder.finish() if not raw else b"")
             await out.write_eof()
         except (_ClientGone, ConnectionResetError):
@@ -276,6 +300,7 @@ async def stream_call(
             # A compliance block: the provider did nothing wrong.
             gw_err, error_code = failure, ""
         try:
+            await pump.flush()
             if not pump.forwarded_error:
                 await pump.write(encoder.error(gw_err.failure()))
             await out.write_eof()

@@ -53,7 +53,7 @@ async def exchange(
     sent = time.perf_counter()
     try:
         async with (
-            asyncio.timeout(state.request_timeout_s),
+            asyncio.timeout(upstream.provider.total_timeout_s or state.request_timeout_s),
             upstream.session.request(
                 wire.method, as_sent(wire.url), data=wire.body, headers=wire.headers
             ) as resp,
