@@ -22,6 +22,7 @@ from ingress.gateway import GatewayServer, create_app, start_gateway
 from ingress.routing.smart import read_answer, request_text
 from nexus.sim import SimServer, SimSettings, start_sim
 from nexus.sim.recorder import credential_fingerprint
+from projections.traffic import fold
 from streams.config import ConfigError, ConfigSnapshot, parse_config
 from streams.events import RequestCompleted, UpstreamResult, UsageRecorded
 from streams.keys import hash_key, new_key
@@ -185,6 +186,11 @@ async def ask(s: SmartStack, model: str, prompt: str, key: str | None = None) ->
     )
 
 
+def traffic_row(s: SmartStack, rid: str) -> dict[str, Any]:
+    """The traffic_event row the projection folds from this request's events."""
+    return fold(s.events.of(rid))[rid]
+
+
 def recorded(s: SmartStack, rid: str) -> tuple[list[tuple[str, int, str]], RequestCompleted, UsageRecorded]:
     evs = s.events.of(rid)
     attempts = [(e.provider_model, e.status, e.routing_rule) for e in evs if isinstance(e, UpstreamResult)]
@@ -219,6 +225,14 @@ async def test_the_router_pick_serves_the_request(stack: SmartStack) -> None:
     assert attempts == [("strong-v1", 200, "auto:smart")]  # the router call is not an attempt
     assert done.routing_rule == "auto:smart" and done.attempts == 1
     assert usage.model == "strong"
+    row = traffic_row(stack, rid)
+    assert (row["routing_rule"], row["model"], row["provider_model"], row["attempts"]) == (
+        "auto:smart",
+        "strong",
+        "strong-v1",
+        1,
+    )
+    assert row["requested_model"] == "auto"
     assert await metric(stack, "auto", "picked") == before + 1
 
 
@@ -247,6 +261,7 @@ async def test_any_router_failure_serves_the_default(
     rule = f"{model}:smart-default:{why}"
     assert attempts == [("cheap-v1", 200, rule)]
     assert done.routing_rule == rule and usage.model == "cheap"
+    assert traffic_row(stack, rid)["routing_rule"] == rule
     assert await metric(stack, model, why) == before + 1
 
 
@@ -291,6 +306,13 @@ async def test_a_pick_that_fails_upstream_falls_back_to_the_default(stack: Smart
     attempts, done, _ = recorded(stack, rid)
     assert attempts == [("broken-v1", 503, "auto:smart"), ("cheap-v1", 200, "auto:smart")]
     assert done.attempts == 2
+    row = traffic_row(stack, rid)
+    assert (row["attempts"], row["upstream_attempt"], row["provider_model"], row["model"]) == (
+        2,
+        2,
+        "cheap-v1",
+        "cheap",
+    )
 
 
 async def test_a_streamed_request_is_smart_routed(stack: SmartStack) -> None:

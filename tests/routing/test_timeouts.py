@@ -20,6 +20,7 @@ import pytest
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from nexus.sim import SimServer, SimSettings, start_sim
+from projections.traffic import fold
 from streams.config import ConfigError, ConfigSnapshot, parse_config
 from streams.events import RequestCompleted, UpstreamResult
 from streams.keys import hash_key, new_key
@@ -152,6 +153,13 @@ async def test_a_late_first_token_is_failed_over_as_a_timeout(stack: TimeoutStac
     assert stack.attempts(rid) == [(1, "late", 200, "ttft_timeout"), (2, "backup", 200, "")]
     (done,) = [e for e in stack.events.of(rid) if isinstance(e, RequestCompleted)]
     assert done.attempts == 2 and done.provider == "backup"
+    row = fold(stack.events.of(rid))[rid]
+    assert (row["attempts"], row["upstream_attempt"], row["provider"], row["routing_rule"]) == (
+        2,
+        2,
+        "backup",
+        "late-then-backup",
+    )
 
 
 @pytest.mark.parametrize("stream", SDKS)
