@@ -17,6 +17,7 @@ import httpx
 import msgspec
 import openai
 import pytest
+import valkey.asyncio as avalkey
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from ingress.routing.smart import read_answer, request_text
@@ -66,7 +67,12 @@ def smart(router: str, timeout_ms: float = 2000) -> dict[str, Any]:
 
 
 def config(
-    sim: SimServer, key: str, narrow: str, strong_only: str, hooks: dict[str, Any] | None = None
+    sim: SimServer,
+    key: str,
+    narrow: str,
+    strong_only: str,
+    hooks: dict[str, Any] | None = None,
+    cache: dict[str, Any] | None = None,
 ) -> bytes:
     def provider(name: str, **headers: str) -> dict[str, Any]:
         return {
@@ -117,6 +123,7 @@ def config(
             {"name": "broken", "provider": "sim503", "provider_model": "broken-v1"},
         ],
         "hooks": hooks or {},
+        "cache": cache or {},
         "routing": {
             "rules": [
                 {"name": "auto", "match": ["auto"], "strategy": smart("router")},
@@ -134,12 +141,18 @@ def config(
     return msgspec.yaml.encode(doc)
 
 
-async def _stack(hooks: dict[str, Any] | None = None) -> SmartStack:
+async def _stack(
+    hooks: dict[str, Any] | None = None,
+    cache: dict[str, Any] | None = None,
+    valkey: Any = None,
+    prefix: str = "nexus:",
+) -> SmartStack:
     sim = await start_sim(SimSettings(record_limit=1000))
     key, narrow, strong_only = new_key(), new_key(), new_key()
-    snapshot = ConfigSnapshot(parse_config(config(sim, key, narrow, strong_only, hooks)), SECRET)
+    snapshot = ConfigSnapshot(parse_config(config(sim, key, narrow, strong_only, hooks, cache)), SECRET)
     events = EventRecorder()
-    gateway = await start_gateway(create_app(snapshot, events, env={"SIM_KEY": "sk-sim"}))
+    app = create_app(snapshot, events, env={"SIM_KEY": "sk-sim"}, valkey=valkey, valkey_prefix=prefix)
+    gateway = await start_gateway(app)
     return SmartStack(gateway, sim, events, key, narrow, strong_only)
 
 
@@ -340,6 +353,29 @@ async def test_the_router_never_sees_what_the_request_stage_stops(guarded: Smart
     assert router_call.body["model"] == "router-v1"
     assert "hunter2" not in router_call.body["messages"][1]["content"]
     assert "hunter2" not in served.body["messages"][0]["content"]
+
+
+@pytest.fixture
+async def cached(valkey_url: str, valkey_prefix: str) -> AsyncIterator[SmartStack]:
+    client = avalkey.from_url(valkey_url)  # type: ignore[no-untyped-call]
+    s = await _stack(cache={"enabled": True, "coalesce": False}, valkey=client, prefix=valkey_prefix)
+    yield s
+    await s.gateway.close()
+    await s.sim.close()
+    await client.aclose()
+
+
+@pytest.mark.integration
+async def test_a_cached_answer_asks_no_router(cached: SmartStack) -> None:
+    async with openai.AsyncOpenAI(base_url=cached.url, api_key=cached.key, max_retries=0) as c:
+        answers = []
+        for _ in range(2):
+            raw = await c.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": "cache me sim:choose=strong"}]
+            )
+            answers.append((raw.headers["x-nexus-cache"], raw.parse().choices[0].message.content))
+    assert [h for h, _ in answers] == ["MISS", "HIT"] and answers[0][1] == answers[1][1]
+    assert cached.models_asked() == ["router-v1", "strong-v1"]  # the hit asked nobody
 
 
 # --- the pure parts ---------------------------------------------------------
