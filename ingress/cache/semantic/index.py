@@ -123,29 +123,47 @@ class VectorIndex:
         return True
 
     def search(self, partition: str, vec: Vector, k: int = 1) -> list[tuple[str, float]]:
-        """The ``k`` most similar live entries of ``partition``, best first."""
+        """The ``k`` most similar live entries of ``partition``, best first.
+        Expired entries met on the way are tombstoned; when the nearest
+        ones were all dead, the search widens."""
         part = self._parts.get(partition)
         if part is None or part.size == 0:
             return []
         now = self.clock()
         want = k + min(len(part.dead), 16)
         q = vec.reshape(1, DIM).astype(np.float32, copy=False)
-        if part.hnsw is not None:
+        while True:
+            out: list[tuple[str, float]] = []
+            expired: list[str] = []
+            pairs = self._nearest(part, q, want)
+            for row, score in pairs:
+                eid = part.ids[row]
+                if eid in part.dead:
+                    continue
+                if part.expires.get(eid, 0.0) <= now:
+                    expired.append(eid)
+                    continue
+                out.append((eid, score))
+                if len(out) == k:
+                    break
+            for eid in expired:
+                self.remove(eid)
+            if len(out) == k or len(pairs) < want or want >= part.size or partition not in self._parts:
+                return out
+            part = self._parts[partition]  # (a removal may have compacted it)
+            want *= 4
+
+    def _nearest(self, part: _Partition, q: Vector, want: int) -> list[tuple[int, float]]:
+        if part.hnsw is not None and part.hnsw is not False:
             scores, rows = part.hnsw.search(q, want)
-            pairs = [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
+            return [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
+        sims = part.rows[: part.size] @ q[0]
+        if part.size > want:
+            top = np.argpartition(-sims, want - 1)[:want]
+            top = top[np.argsort(-sims[top])]
         else:
-            sims = part.rows[: part.size] @ q[0]
-            top = np.argsort(-sims)[:want] if part.size > want else np.argsort(-sims)
-            pairs = [(int(r), float(sims[r])) for r in top]
-        out: list[tuple[str, float]] = []
-        for row, score in pairs:
-            eid = part.ids[row]
-            if eid in part.dead or part.expires.get(eid, 0.0) <= now:
-                continue
-            out.append((eid, score))
-            if len(out) == k:
-                break
-        return out
+            top = np.argsort(-sims)
+        return [(int(r), float(sims[r])) for r in top]
 
     def clear(self) -> None:
         self._parts.clear()

@@ -27,6 +27,7 @@ SCRIPTS: dict[str, str] = {
     "hooks_latency.py": "compliance hooks with the default packs",
     "quota_check.py": "quota / rate check against Valkey",
     "cache_hit.py": "exact-cache hit latency",
+    "semantic_cache.py": "semantic cache: index top-1 over 100k entries, embed time per prompt",
     "translation_overhead.py": "provider format translation",
     "gateway_hooks_latency.py": "hooks on the gateway's request path",
 }
@@ -51,7 +52,7 @@ SIZE_ARGS: dict[str, dict[str, list[str]]] = {
 }
 
 # A longer leash for scripts whose full-size run is long by nature.
-FULL_TIMEOUT_S: dict[str, float] = {"projection_throughput.py": 900.0}
+FULL_TIMEOUT_S: dict[str, float] = {"projection_throughput.py": 900.0, "semantic_cache.py": 600.0}
 
 
 @dataclass
