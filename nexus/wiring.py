@@ -66,7 +66,9 @@ def quota_valkey(url: str) -> Any:
     connection instead of opening one per request."""
     import valkey.asyncio as avalkey
 
-    pool = avalkey.BlockingConnectionPool.from_url(url, max_connections=256, timeout=30)
+    pool = avalkey.BlockingConnectionPool.from_url(
+        url, max_connections=256, timeout=30, socket_timeout=None, socket_connect_timeout=5
+    )  # the gate bounds each call (QuotaGate.timeout_s)
     return avalkey.Valkey(connection_pool=pool)
 
 

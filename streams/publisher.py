@@ -54,6 +54,7 @@ class Publisher:
         *,
         name: str = "nexus-publisher",
         batch_max: int = 512,
+        linger_s: float = 0.004,
         ack_timeout_s: float = 2.0,
         retry_backoff_s: float = 0.5,
         connect_kwargs: dict[str, Any] | None = None,
@@ -63,6 +64,12 @@ class Publisher:
         self._name = name
         self._outbox = Outbox(outbox_path)
         self._batch_max = batch_max
+        # Under load, batches go out at most every linger_s: each one costs
+        # a socket write and an ack read (tens of microseconds each on a VM)
+        # whatever its size, and a request emits several events.  Idle,
+        # an event goes out at once: the wait counts from the last batch.
+        self._linger = linger_s
+        self._last_batch_at = 0.0
         self._ack_timeout = ack_timeout_s
         self._backoff = retry_backoff_s
         self._connect_kwargs = connect_kwargs or {}
@@ -225,6 +232,11 @@ class Publisher:
                     if self._closing:
                         return
                 continue
+            if self._linger and len(self._buf) < self._batch_max and not self._closing:
+                wait = self._last_batch_at + self._linger - asyncio.get_running_loop().time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._last_batch_at = asyncio.get_running_loop().time()
             batch = [self._buf.popleft() for _ in range(min(self._batch_max, len(self._buf)))]
             self._inflight = len(batch)
             try:

@@ -86,7 +86,9 @@ def lifecycle(valkey: Any, key_prefix: str, env: Mapping[str, str]) -> Any:
             if client is None and url:
                 import valkey.asyncio as avalkey
 
-                pool = avalkey.BlockingConnectionPool.from_url(url, max_connections=256, timeout=30)
+                pool = avalkey.BlockingConnectionPool.from_url(
+                    url, max_connections=256, timeout=30, socket_timeout=None, socket_connect_timeout=5
+                )  # the gate bounds each call (QuotaGate.timeout_s)
                 client = owned = avalkey.Valkey(connection_pool=pool)
             if client is None:
                 log.warning("quotas are configured but no Valkey is: requests they apply to get 503")

@@ -10,6 +10,7 @@ the difference goes back; a reservation nobody settles expires.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -219,8 +220,13 @@ class QuotaGate:
         *,
         provider_kinds: dict[str, str] | None = None,
         clock: Callable[[], int] = _now_ms,
+        timeout_s: float = 5.0,
     ) -> None:
         self.client = client
+        # One deadline per call, here: the gateway's pool runs without
+        # valkey-py's per-socket-operation timeouts, which cost a task and
+        # two timers on every command (a few percent of a request's CPU).
+        self.timeout_s = timeout_s
         self.policy = policy
         self.provider_kinds = provider_kinds or {}
         self.clock = clock
@@ -410,14 +416,18 @@ class QuotaGate:
             for head, amount, c in zip(hit[2], amounts, counters, strict=True)
         )
         argv = [mode, now, now + ttl_ms, keys.res_prefix, request_id, _PURGE_PER_CALL, packed]
-        result: list[Any] = await self._reserve(keys=kv, args=argv)
+        async with asyncio.timeout(self.timeout_s):
+            result: list[Any] = await self._reserve(keys=kv, args=argv)
         return result
 
     async def release(self, request_id: str) -> int:
         """Give back a reservation that no usage event will settle (the
         request failed before the provider billed anything)."""
         keys = self.policy.keys
-        n: int = await self._release(keys=[keys.res_expiry, keys.reservation(request_id)], args=[request_id])
+        async with asyncio.timeout(self.timeout_s):
+            n: int = await self._release(
+                keys=[keys.res_expiry, keys.reservation(request_id)], args=[request_id]
+            )
         return n
 
     async def peek(self, counters: Sequence[Counter], now: int) -> list[tuple[int, int]]:

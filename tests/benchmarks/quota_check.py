@@ -28,6 +28,7 @@ import valkey.asyncio as valkey
 
 from adapters.canonical import ChatRequest, Message
 from ingress.quota import QuotaGate
+from nexus.wiring import quota_valkey
 from processors.quota import QuotaProcessor
 from streams.config_quota import QuotaPolicy
 from streams.jetstream import connect, ensure_streams
@@ -149,7 +150,7 @@ async def main() -> None:
     ap.add_argument("--nats", default="nats://127.0.0.1:4222")
     args = ap.parse_args()
     prefix = f"nxbench:{uuid.uuid4().hex[:8]}:"
-    client = valkey.Valkey.from_url(args.valkey)
+    client = quota_valkey(args.valkey)  # the gateway's own client and pool settings
     try:
         await bench_check(client, prefix, args.requests)
         await bench_settle(args.nats, args.valkey, prefix, args.rate, args.seconds)
