@@ -5,7 +5,10 @@ equal the one in the environment variable ``auth.admin_token_env`` names
 
 Body: ``{"model": "chat-auto", "endpoint": "/v1/chat/completions",
 "stream": false, "headers": {"x-tier": "gold"}, "key_id": "k-1"}`` — the
-key (optional) brings its org/project/user and its allowed models."""
+key (optional) brings its org/project/user and its allowed models.  For a
+smart rule, ``messages`` (optional, the caller's turns) makes the explain
+ask the router model what it would pick (a real call to it); without them
+the default is shown."""
 
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ from aiohttp import web
 from ingress.gateway.auth import may_use
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.routed import ROUTING
+from ingress.gateway.smart import SmartPick, pick
 from ingress.gateway.state import STATE
 from ingress.routing import RouteContext
+from streams.config_routing import root_smart
 
 _encoder = msgspec.json.Encoder()
 
@@ -30,6 +35,7 @@ class ExplainRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     stream: bool = False
     headers: dict[str, str] = {}
     key_id: str | None = None
+    messages: list[dict[str, Any]] | None = None
 
 
 _decoder = msgspec.json.Decoder(ExplainRequest)
@@ -92,5 +98,19 @@ async def explain(request: web.Request) -> web.Response:
     def allowed(name: str) -> bool:
         return key is None or may_use(key, models[name], name)
 
-    decision = runtime.decide(rule, ctx, allowed)
-    return web.Response(body=_encoder.encode(decision.explain()), content_type="application/json")
+    smart = root_smart(rule.strategy)
+    picked: SmartPick | None = None
+    if smart is not None and body.messages is not None:
+        picked = await pick(state, rule.name, smart, models, {"messages": body.messages}, allowed)
+    decision = runtime.decide(rule, ctx, allowed, picked.model if picked is not None else None)
+    out = decision.explain()
+    if smart is not None:
+        out["smart"] = {
+            "router": smart.router,
+            "default": smart.default,
+            "asked": picked is not None,
+            "pick": picked.model if picked is not None else None,
+            "outcome": picked.outcome if picked is not None else None,
+            "routing_rule": picked.routing_rule(rule.name) if picked is not None else None,
+        }
+    return web.Response(body=_encoder.encode(out), content_type="application/json")

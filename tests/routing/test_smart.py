@@ -28,7 +28,7 @@ from streams.config import ConfigError, ConfigSnapshot, parse_config
 from streams.events import RequestCompleted, UpstreamResult, UsageRecorded
 from streams.keys import hash_key, new_key
 from tests.gateway.conftest import EventRecorder
-from tests.routing.conftest import SECRET
+from tests.routing.conftest import ADMIN, SECRET
 
 
 @dataclass
@@ -151,7 +151,8 @@ async def _stack(
     key, narrow, strong_only = new_key(), new_key(), new_key()
     snapshot = ConfigSnapshot(parse_config(config(sim, key, narrow, strong_only, hooks, cache)), SECRET)
     events = EventRecorder()
-    app = create_app(snapshot, events, env={"SIM_KEY": "sk-sim"}, valkey=valkey, valkey_prefix=prefix)
+    env = {"SIM_KEY": "sk-sim", "NEXUS_ADMIN_TOKEN": ADMIN}
+    app = create_app(snapshot, events, env=env, valkey=valkey, valkey_prefix=prefix)
     gateway = await start_gateway(app)
     return SmartStack(gateway, sim, events, key, narrow, strong_only)
 
@@ -376,6 +377,32 @@ async def test_a_cached_answer_asks_no_router(cached: SmartStack) -> None:
             answers.append((raw.headers["x-nexus-cache"], raw.parse().choices[0].message.content))
     assert [h for h, _ in answers] == ["MISS", "HIT"] and answers[0][1] == answers[1][1]
     assert cached.models_asked() == ["router-v1", "strong-v1"]  # the hit asked nobody
+
+
+async def test_explain_asks_the_router_only_when_given_the_turns(stack: SmartStack) -> None:
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    explain = stack.url.removesuffix("/v1") + "/internal/routing/explain"
+    async with httpx.AsyncClient() as h:
+        shown = (await h.post(explain, json={"model": "auto"}, headers=auth)).json()
+        assert stack.models_asked() == []  # no turns: the router is not called
+        assert shown["target"] == "cheap" and shown["smart"]["asked"] is False
+        messages = [{"role": "user", "content": "integrate x^2 sim:choose=premium"}]
+        body = {"model": "auto", "messages": messages, "key_id": "k-narrow"}
+        shown = (await h.post(explain, json=body, headers=auth)).json()
+    assert stack.models_asked() == ["router-v1"]  # asked, nothing served
+    assert shown["smart"] == {
+        "router": "router",
+        "default": "cheap",
+        "asked": True,
+        "pick": None,
+        "outcome": "not_allowed",
+        "routing_rule": "auto:smart-default:not_allowed",
+    }
+    assert shown["target"] == "cheap"
+    async with httpx.AsyncClient() as h:
+        shown = (await h.post(explain, json={"model": "auto", "messages": messages}, headers=auth)).json()
+    assert shown["target"] == "premium" and shown["smart"]["outcome"] == "picked"
+    assert [c["model"] for c in shown["candidates"]] == ["premium", "cheap"]
 
 
 # --- the pure parts ---------------------------------------------------------
