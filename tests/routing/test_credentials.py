@@ -242,6 +242,43 @@ async def test_a_pool_with_every_credential_refused_falls_back(stack: PoolStack)
     )
 
 
+async def test_requests_spread_over_the_pool_by_weight() -> None:
+    """200 requests over a 3:1 pool through the gateway: the heavy
+    credential's share is within five standard deviations of 150."""
+    sim = await start_sim(SimSettings(record_limit=1000))
+    key = new_key()
+    doc = {
+        "orgs": [{"id": "acme"}],
+        "projects": [{"id": "web", "org": "acme"}],
+        "virtual_keys": [{"id": "k", "hash": hash_key(key, SECRET), "org": "acme", "project": "web"}],
+        "providers": [
+            {
+                "name": "pooled",
+                "base_url": sim.url,
+                "allow_private_network": True,
+                "credentials": [{"id": "heavy", "env": "A", "weight": 3}, {"id": "light", "env": "B"}],
+            }
+        ],
+        "models": [{"name": "m", "provider": "pooled"}],
+    }
+    snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(doc)), SECRET)
+    gateway = await start_gateway(
+        create_app(snapshot, EventRecorder(), env={"A": "sk-heavy", "B": "sk-light"})
+    )
+    try:
+        async with openai.AsyncOpenAI(base_url=gateway.url, api_key=key, max_retries=0) as c:
+            for i in range(200):
+                await c.chat.completions.create(model="m", messages=[{"role": "user", "content": str(i)}])
+        requests = sim.state.recorder.snapshot()["requests"]
+    finally:
+        await gateway.close()
+        await sim.close()
+    counts = Counter(r.credential for r in requests)
+    heavy, light = counts[credential_fingerprint("sk-heavy")], counts[credential_fingerprint("sk-light")]
+    assert heavy + light == 200
+    assert abs(heavy - 150) <= 5 * (200 * 0.75 * 0.25) ** 0.5, counts
+
+
 @pytest.mark.parametrize(
     ("provider", "error"),
     [
