@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+PRODUCTION = Path(__file__).resolve().parent / "nexus-production.yaml"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -56,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--nexus-config-extra",
         metavar="FILE",
-        help="YAML merged into the generated Nexus config (top-level sections), e.g. to add budgets",
+        default=str(PRODUCTION),
+        help="YAML merged into the generated Nexus config (top-level sections); default: the "
+        "production features (compliance hooks with the default packs, quota budgets and a rate "
+        f"limit checked on Valkey: {PRODUCTION.relative_to(REPO)}); 'none' for the bare gateway",
     )
     p.add_argument("--out", default=str(REPO / "bench-results"), help="results folder")
     p.add_argument("--soak", metavar="DURATION", help="soak mode instead: e.g. 30m (Nexus only)")
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.connections < 1:
         p.error("--connections must be at least 1")
     extra = None
-    if args.nexus_config_extra:
+    if args.nexus_config_extra and args.nexus_config_extra != "none":
         import yaml
 
         try:

@@ -32,6 +32,36 @@ from tests.benchmarks.harness.report import (
 ALL_SYSTEMS = ("direct", "nexus", "litellm", "portkey")
 
 
+def nexus_features(extra: dict[str, Any] | None) -> list[str]:
+    """What the Nexus rows ran with, read off the config they were given."""
+    out = [
+        "virtual-key auth (HMAC-SHA256 lookup, constant-time)",
+        "event publishing to JetStream (benchmark's own stream prefix, deleted afterwards)",
+    ]
+    extra = extra or {}
+    hooks = (extra.get("hooks") or {}).get("pipeline") or []
+    if hooks:
+        named = ", ".join(
+            f"{h.get('id')} ({h.get('stage')}: "
+            + ", ".join((h.get("settings") or {}).get("packs") or [h.get("type", "")])
+            + ")"
+            for h in hooks
+        )
+        out.append(f"compliance hooks: {named}; verdict events published")
+    quotas = extra.get("quotas") or {}
+    limits = [b.get("id") for b in quotas.get("budgets") or []] + [
+        r.get("id") for r in quotas.get("rate_limits") or []
+    ]
+    if limits:
+        out.append(f"quota reservation on Valkey before every request: {', '.join(map(str, limits))}")
+    rest = sorted(set(extra) - {"hooks", "quotas"})
+    if rest:
+        out.append(f"also from the extra config: {', '.join(rest)}")
+    if not hooks and not limits:
+        out.append("no hooks, no quotas (--nexus-config-extra none): the bare gateway")
+    return out
+
+
 @dataclass
 class Plan:
     quick: bool = False
@@ -377,11 +407,7 @@ def _meta(
         },
         "upstreams": {v: f"nexus sim {' '.join(systems.SIM_VARIANTS[v]) or '(no delay)'}" for v in upstreams},
         "systems": s.versions,
-        "nexus_features": [
-            "virtual-key auth (HMAC-SHA256 lookup, constant-time)",
-            "event publishing to JetStream (benchmark's own stream prefix, deleted afterwards)",
-            "everything else the gateway turns on by default in this checkout (config: defaults)",
-        ],
+        "nexus_features": nexus_features(p.nexus_config_extra),
         "caveats": [
             "the machine is shared: other work may run at the same time (see load average)",
             "NATS and Valkey are the machine's own services, not pinned and not counted in RSS/CPU",
