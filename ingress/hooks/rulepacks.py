@@ -82,6 +82,7 @@ class RuleSet:
                     specs.append(PatternSpec(p, caseless=rule.case_insensitive, ucp=False))
                     self._owner.append(len(self.rules) - 1)
         self.entity_names = sorted({e for r in self.rules for e in r.rule.entities})
+        self._entity_rules = [i for i, r in enumerate(self.rules) if r.rule.entities]
         self._entities = entities
         self._prefilter = Prefilter.cached(tuple(specs), prefilter=False, ends=False)
 
@@ -92,11 +93,19 @@ class RuleSet:
         found: list[Span] = []
         if self.entity_names and self._entities is not None:
             found = self._entities.analyze(text, ENTITY_MIN_SCORE)
+        if not hit_patterns and not found:
+            return []  # clean text: the common case, decided by the pre-scan alone
         by_entity: dict[str, list[Span]] = {}
         for s in found:
             by_entity.setdefault(s.entity, []).append(s)
+        # Only the rules the pre-scan or an entity pointed at, in pack order.
+        owner = self._owner
+        candidates = {owner[p] for p in hit_patterns}
+        if by_entity:
+            candidates.update(self._entity_rules)
         hits: list[RuleHit] = []
-        for cr in self.rules:
+        for i in sorted(candidates):
+            cr = self.rules[i]
             spans: list[Span] = []
             for j, rx in enumerate(cr.regexes):
                 if cr.first_pattern + j not in hit_patterns:
