@@ -55,12 +55,16 @@ class Org(_Strict, kw_only=True, frozen=True):
     name: str = ""
     timezone: str = "UTC"
     parent: str | None = None
+    # Labels routing conditions can test (``metadata.<name>``); a project's
+    # override its org's, a key's override both.
+    metadata: Mapping[str, str | int | float | bool] = {}
 
 
 class Project(_Strict, kw_only=True, frozen=True):
     id: str
     org: str
     name: str = ""
+    metadata: Mapping[str, str | int | float | bool] = {}
 
 
 KeyStatus = Literal["active", "pending", "expired", "rejected", "revoked"]
@@ -80,6 +84,7 @@ class VirtualKey(_Strict, kw_only=True, frozen=True):
     status: KeyStatus = "active"
     user: str = ""
     description: str = ""
+    metadata: Mapping[str, str | int | float | bool] = {}
 
 
 class PooledCredential(_Strict, kw_only=True, frozen=True):

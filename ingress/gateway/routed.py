@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -17,7 +18,7 @@ from ingress.gateway.errors import GatewayError
 from ingress.gateway.smart import pick
 from ingress.gateway.state import STATE, RequestContext
 from ingress.routing import Decision, RouteContext, RoutingRuntime
-from streams.config import Model, VirtualKey
+from streams.config import ConfigSnapshot, Model, VirtualKey
 from streams.config_routing import Rule, Smart, root_smart
 
 ROUTING = web.AppKey("nexus_routing", RoutingRuntime)
@@ -55,6 +56,17 @@ def _fit(decision: Decision, models: Mapping[str, Model], kind: str) -> Decision
     return dataclasses.replace(decision, candidates=fit)
 
 
+def key_metadata(snapshot: ConfigSnapshot, key: VirtualKey) -> dict[str, Any]:
+    """What ``metadata.<name>`` conditions see: the org's labels, then the
+    project's, then the key's (the nearer one wins)."""
+    org, project = snapshot.orgs.get(key.org), snapshot.projects.get(key.project)
+    return {
+        **(org.metadata if org is not None else {}),
+        **(project.metadata if project is not None else {}),
+        **key.metadata,
+    }
+
+
 def choose(request: web.Request, ctx: RequestContext, key: VirtualKey, kind: str) -> Model | None:
     """The first candidate of the rule that matches the requested model
     (None: no rule; the model is looked up as named).  The decision stays on
@@ -74,6 +86,7 @@ def choose(request: web.Request, ctx: RequestContext, key: VirtualKey, kind: str
         stream=ctx.stream,
         headers={k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"},
         key=meta,
+        metadata=key_metadata(request.app[STATE].snapshot, key),
     )
     models = runtime.models
 

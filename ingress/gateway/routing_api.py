@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ingress.gateway.auth import may_use
 from ingress.gateway.errors import GatewayError
-from ingress.gateway.routed import ROUTING
+from ingress.gateway.routed import ROUTING, key_metadata
 from ingress.gateway.smart import SmartPick, pick
 from ingress.gateway.state import STATE
 from ingress.routing import RouteContext
@@ -80,18 +80,21 @@ async def explain(request: web.Request) -> web.Response:
         out["steps"] = ["no routing rule: the model is served as named"]
         return web.Response(body=_encoder.encode(out), content_type="application/json")
     key_meta: dict[str, str] = {}
+    labels: dict[str, Any] = {}
     key = None
     if body.key_id is not None:
         key = next((k for k in state.snapshot.config.virtual_keys if k.id == body.key_id), None)
         if key is None:
             raise GatewayError(404, "invalid_request_error", "key_not_found", f"No key {body.key_id!r}.")
         key_meta = {"id": key.id, "org": key.org, "project": key.project, "user": key.user}
+        labels = key_metadata(state.snapshot, key)
     ctx = RouteContext(
         model=body.model,
         endpoint=body.endpoint,
         stream=body.stream,
         headers={k.lower(): v for k, v in body.headers.items()},
         key=key_meta,
+        metadata=labels,
     )
     models = runtime.models
 

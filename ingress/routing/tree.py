@@ -42,7 +42,7 @@ class RouteContext:
     stream: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
     key: Mapping[str, str] = field(default_factory=dict)  # id, org, project, user
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # org < project < key labels
 
     def as_mapping(self) -> dict[str, Any]:
         return {

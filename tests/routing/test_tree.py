@@ -111,7 +111,7 @@ def test_conditional_operators() -> None:
     bob = RouteContext(model="auto", endpoint="/v1/messages", key={"user": "bob", "project": "web"})
     assert names(run(cfg, bob)) == ["b"]
     assert names(run(cfg, RouteContext(model="auto"))) == ["d"]
-    many = RouteContext(model="auto", metadata={"n": 7}, key={"project": "web"})  # type: ignore[dict-item]
+    many = RouteContext(model="auto", metadata={"n": 7}, key={"project": "web"})
     assert names(run(cfg, many)) == ["b"]
 
 
