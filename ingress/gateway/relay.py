@@ -230,6 +230,7 @@ async def _pump(
                 parts, has_token = relay.select(decoder.sse.feed(data))
                 if has_token and relay.first_token_upstream is None:
                     relay.first_token_upstream = time.perf_counter()
+                    await relay.flush()  # the provider has spoken: the TTFT bound is met
                 if parts:
                     await relay.write(b"".join(parts), has_token)
                     if has_token and relay.first_token is None:

@@ -164,6 +164,9 @@ class _Pump:
         token = any(_has_token(c) for c in new)
         if token and self.first_token_upstream is None:
             self.first_token_upstream = time.perf_counter()
+            # The provider has spoken: the TTFT bound is met even if a
+            # guard below holds this token back from the caller.
+            await self.flush()
         if self.screen is not None and self.state is not None:
             for n, chunk in enumerate(new):
                 try:
