@@ -146,6 +146,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("compliance_tags", _T, Rule.UNION),
     # Cache (migration 0003): what a hit saved.
     Column("cache_saving_usd", _F),
+    # Routing (migration 0004): the pooled credential of the final attempt.
+    Column("credential_id", _T, Rule.RANKED, "upstream_attempt"),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -205,6 +207,7 @@ def _upstream(e: UpstreamResult) -> Row:
         "upstream_ttft_ms": e.ttft_ms,
         "upstream_error_code": e.error_code,
         "routing_rule": e.routing_rule,
+        "credential_id": e.credential_id,
     }
     return _route(row, e.provider, e.provider_model, min(attempt, _ROUTE_USAGE - 1))
 

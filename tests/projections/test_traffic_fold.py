@@ -86,3 +86,10 @@ def test_a_cache_hit_records_what_it_saved() -> None:
     )
     row = fold([RequestReceived(request_id="r-hit", requested_model="m"), hit])["r-hit"]
     assert (row["cache_status"], row["attempts"], row["cache_saving_usd"]) == ("hit", 0, 0.0042)
+
+
+def test_the_final_attempt_names_its_pooled_credential() -> None:
+    benched = UpstreamResult(request_id="r-pool", attempt=1, status=429, credential_id="key-a")
+    served = UpstreamResult(request_id="r-pool", attempt=2, status=200, credential_id="key-b")
+    for events in ([benched, served], [served, benched]):
+        assert fold(events)["r-pool"]["credential_id"] == "key-b"
