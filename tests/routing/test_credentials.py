@@ -21,6 +21,7 @@ from ingress.gateway import GatewayServer, create_app, start_gateway
 from ingress.routing.credentials import Credential, CredentialPool
 from nexus.sim import SimServer, SimSettings, start_sim
 from nexus.sim.recorder import credential_fingerprint
+from projections.traffic import fold
 from streams.config import ConfigError, ConfigSnapshot, parse_config
 from streams.events import RequestCompleted, UpstreamResult
 from streams.keys import hash_key, new_key
@@ -216,6 +217,8 @@ async def test_a_refused_credential_moves_traffic_to_the_others(stack: PoolStack
     assert first[1].attempt == 2 and first[1].status == 200 and first[1].credential_id in ("good-1", "good-2")
     (done,) = [e for e in stack.events.of(ids[0]) if isinstance(e, RequestCompleted)]
     assert done.attempts == 2
+    row = fold(stack.events.of(ids[0]))[ids[0]]
+    assert (row["attempts"], row["credential_id"]) == (2, first[1].credential_id)
     async with httpx.AsyncClient() as h:
         metrics = (await h.get(stack.url.removesuffix("/v1") + "/metrics")).text
     assert 'nexus_credential_cooldowns_total{credential="bad",provider="pooled"' in metrics
