@@ -287,6 +287,10 @@ async def serve_cached(
         return await call()
     ctx = a.ctx
     cfg = rt.config
+    bad = request.headers.get(semantic_gw.POISON_HEADER)
+    if bad and rt.semantic is not None:
+        exact_prefix = rt.exact.prefix if rt.exact is not None else ""
+        await semantic_gw.poison_own(rt.semantic, exact_prefix, bad, _scope(a, cfg.scope))
     if request.headers.get(NO_CACHE_HEADER) == "1":
         return await _through(ctx, "bypass", "BYPASS", call)
     if (ctx.stream and not cfg.streams) or time_sensitive(_last_user_text(chat), cfg.skip_patterns):

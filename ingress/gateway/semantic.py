@@ -33,6 +33,9 @@ from streams.config_cache import CacheConfig
 log = logging.getLogger("nexus.cache.semantic")
 
 ENTRY_HEADER = "X-Nexus-Cache-Entry"  # a semantic hit's entry: what poison feedback names
+# A caller's own thumbs-down: "the answer of this entry was bad" on its next
+# request; honoured only for an entry of the caller's own scope.
+POISON_HEADER = "x-nexus-cache-poison"
 SIMILARITY_HEADER = "X-Nexus-Cache-Similarity"
 
 _any: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
@@ -119,6 +122,23 @@ def partition(a: Admitted[Any], chat: ChatRequest, scope: str, config: CacheConf
     return h.hexdigest(), text
 
 
+def _entry_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and value.isalnum() and value.isascii()
+
+
+async def poison_own(cache: SemanticCache, exact_prefix: str, eid: str, scope: str) -> bool:
+    if not _entry_id(eid):
+        return False
+    found = await cache.get(eid)
+    if found is None or found.scope != scope:
+        return False  # another scope's entry (or none): the caller may not touch it
+    try:
+        return await cache.poison(eid, exact_prefix)
+    except Exception as exc:
+        log.warning("semantic cache poison failed (%s)", type(exc).__name__)
+        return False
+
+
 class Feedback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     entry: str  # the X-Nexus-Cache-Entry of a semantic hit
     verdict: str = "bad"
@@ -141,7 +161,7 @@ async def feedback(request: web.Request) -> web.Response:
         raise GatewayError(
             400, "invalid_request_error", "invalid_request", f"Invalid request: {exc}"
         ) from None
-    if body.verdict != "bad" or not body.entry.isalnum() or len(body.entry) > 64:
+    if body.verdict != "bad" or not _entry_id(body.entry):
         raise GatewayError(
             400, "invalid_request_error", "invalid_request", "verdict must be 'bad' with an entry id"
         )

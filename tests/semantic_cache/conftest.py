@@ -50,7 +50,9 @@ async def make_semantic_stack(valkey_url: str, prefix: str, **semantic: Any) -> 
 
     sim = await start_sim(SimSettings(record_limit=1000))
     key, other = new_key(), new_key()
-    doc = msgspec.yaml.decode(config(sim, key, other, semantic={"enabled": True, **semantic}))
+    # a generous embed timeout: these tests are about answers, on a shared 2-core machine
+    semantic = {"enabled": True, "embed_timeout_ms": 5000, **semantic}
+    doc = msgspec.yaml.decode(config(sim, key, other, semantic=semantic))
     snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(doc)), SECRET)
     env = {"SIM_KEY": "sk", "NEXUS_ADMIN_TOKEN": ADMIN}
     nodes = []
@@ -65,7 +67,17 @@ async def make_semantic_stack(valkey_url: str, prefix: str, **semantic: Any) -> 
 
 
 async def close_semantic_stack(s: Any) -> None:
-    for node in (s.second, s):
-        await node.gateway.close()
-        await node.valkey.aclose()
-    await s.sim.close()
+    import asyncio
+
+    async def close() -> None:
+        for node in (s.second, s):
+            await node.gateway.close()
+            await node.valkey.aclose()
+        await s.sim.close()
+
+    try:
+        await asyncio.wait_for(close(), 20)
+    except TimeoutError:
+        for task in asyncio.all_tasks():  # what a stuck shutdown waits on
+            task.print_stack()
+        raise

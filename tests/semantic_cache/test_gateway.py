@@ -193,3 +193,27 @@ async def test_a_model_that_cannot_load_leaves_the_cache_off_and_requests_served
         assert r.status_code == 200 and r.headers["x-nexus-cache"] == "MISS"
     finally:
         await close_semantic_stack(s)
+
+
+async def test_a_caller_poisons_only_its_own_scope(sem: Any) -> None:
+    async with oai(sem) as c, oai(sem, sem.other_key) as other:
+        await c.chat.completions.create(model="gpt-sim", messages=msgs(Q1))
+        await settle(sem)
+        hit = await c.chat.completions.with_raw_response.create(model="gpt-sim", messages=msgs(Q2))
+        entry = hit.headers["x-nexus-cache-entry"]
+        poison = {"x-nexus-cache-poison": entry}
+
+        # another key names the entry: nothing happens to it
+        await other.chat.completions.create(model="gpt-sim", messages=msgs("Hello"), extra_headers=poison)
+        still = await c.chat.completions.with_raw_response.create(model="gpt-sim", messages=msgs(Q2))
+        assert still.headers["x-nexus-cache"] == "SEMANTIC_HIT"
+        assert sem.upstream_calls == 2
+
+        # its own key does: this very request is answered fresh
+        fresh = await c.chat.completions.with_raw_response.create(
+            model="gpt-sim", messages=msgs(Q2), extra_headers=poison
+        )
+    assert fresh.headers["x-nexus-cache"] == "MISS"
+    assert sem.upstream_calls == 3
+    sem_cache = sem.gateway.runner.app[CACHE].semantic
+    assert await sem_cache.get(entry) is None

@@ -23,7 +23,6 @@ calls are bounded and fail open, as in the exact cache."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -126,18 +125,27 @@ class SemanticCache:
         self._slots = workers  # free workers: a busy pool is a skipped lookup, never a queue
         self._last_id = "0-0"
         self._sync: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
+        """Loads the shared log and tails it, in the background: a node
+        with a large log serves at once (with fewer hits until it is in)."""
+        self._sync = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
         await self.catch_up()
-        self._sync = asyncio.get_running_loop().create_task(self._tail())
+        await self._tail()
 
     async def close(self) -> None:
+        self._closed = True
         if self._sync is not None:
+            # The Valkey client may turn a cancellation inside a blocking
+            # XREAD into a connection error; the flag ends the loop then,
+            # and the wait is bounded whatever happens.
             self._sync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync
+            await asyncio.wait({self._sync}, timeout=2.0)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- embedding ---------------------------------------------------------
@@ -272,7 +280,10 @@ class SemanticCache:
 
     # -- the shared index log ---------------------------------------------
 
-    def _apply(self, batch: list[tuple[Any, dict[bytes, bytes]]], bulk: bool) -> None:
+    def _apply(
+        self, batch: list[tuple[Any, dict[bytes, bytes]]], bulk: bool, index: VectorIndex | None = None
+    ) -> None:
+        index = index if index is not None else self.index  # (an empty index is falsy)
         now = self.clock()
         adds: dict[str, list[tuple[str, Vector, float]]] = defaultdict(list)
         for msg_id, fields in batch:
@@ -282,7 +293,7 @@ class SemanticCache:
             if op == b"del":
                 for items in adds.values():
                     items[:] = [it for it in items if it[0] != eid]
-                self.index.remove(eid)
+                index.remove(eid)
             elif op == b"add":
                 expires = float(fields.get(b"x", b"0"))
                 raw = fields.get(b"v", b"")
@@ -293,26 +304,34 @@ class SemanticCache:
                 if bulk:
                     adds[part].append((eid, vec, expires))
                 else:
-                    self.index.add(part, eid, vec, expires)
+                    index.add(part, eid, vec, expires)
         for part, items in adds.items():
-            self.index.add_many(part, items)
+            index.add_many(part, items)
 
     async def catch_up(self) -> None:
-        """Load the log (a node starting, or re-syncing after an error)."""
-        start = "-"
+        """Load the whole log into a fresh index, built in a worker thread
+        (an HNSW graph over 100k vectors takes tens of seconds; faiss
+        releases the GIL), then swapped in.  What this node wrote meanwhile
+        is in the log after the point loaded, and the tail adds it back."""
+        start, pages = "-", []
         try:
             while True:
                 async with asyncio.timeout(5.0):
-                    batch = await self.client.xrange(self.log_key, min=start, count=5000)
-                if not batch:
+                    page = await self.client.xrange(self.log_key, min=start, count=5000)
+                if not page:
                     break
-                self._apply(batch, bulk=True)
-                start = "(" + self._last_id
+                pages.extend(page)
+                last = page[-1][0]
+                start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
         except Exception as exc:
             log.warning("semantic cache: loading the index log failed (%s)", type(exc).__name__)
+        fresh = VectorIndex(max_entries=self.max_entries, clock=self.clock)
+        if pages:
+            await asyncio.get_running_loop().run_in_executor(None, self._apply, pages, True, fresh)
+        self.index = fresh
 
     async def _tail(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 res = await self.client.xread({self.log_key: self._last_id}, count=1000, block=1000)
                 for _stream, batch in res or []:
@@ -320,5 +339,7 @@ class SemanticCache:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._closed:
+                    return
                 log.warning("semantic cache: tailing the index log failed (%s)", type(exc).__name__)
                 await asyncio.sleep(1.0)
