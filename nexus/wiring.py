@@ -15,6 +15,7 @@ from typing import Any
 
 from ingress.gateway.app import create_app, default_node_id
 from ingress.gateway.app import start_gateway as serve_gateway
+from ingress.quota.resp import PipelinedValkey
 from processors.quota import QuotaProcessor
 from projections.projector import Projector
 from projections.settings import ProjectorSettings
@@ -90,6 +91,8 @@ async def start_gateway(
     js = nc.jetstream()
     await ensure_streams(js, topology)
     valkey = quota_valkey(ep["valkey_url"]) if ep.get("valkey_url") else None
+    # The quota gate's scripts go over one pipelined connection of their own.
+    reserve = PipelinedValkey.from_url(ep["valkey_url"]) if ep.get("valkey_url") else None
     app = create_app(
         snapshot,
         publisher,
@@ -97,6 +100,7 @@ async def start_gateway(
         spill=SpillStore(js, topology.spill_bucket),
         valkey=valkey,
         valkey_prefix=QUOTA_KEY_PREFIX,
+        quota_client=reserve,
     )
     gw = snapshot.config.gateway
     try:
@@ -107,6 +111,8 @@ async def start_gateway(
         if valkey is not None:
             await valkey.aclose()
             await valkey.connection_pool.aclose()
+        if reserve is not None:
+            await reserve.aclose()
         raise RuntimeError(f"cannot listen on {host or gw.host}:{gw.port}: {exc.strerror}") from None
 
     async def stop() -> None:
@@ -116,6 +122,8 @@ async def start_gateway(
         if valkey is not None:
             await valkey.aclose()
             await valkey.connection_pool.aclose()
+        if reserve is not None:
+            await reserve.aclose()
 
     return f"http://{server.host}:{server.port}", stop
 

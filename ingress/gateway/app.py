@@ -47,6 +47,7 @@ def create_app(
     env: Mapping[str, str] | None = None,
     valkey: Any = None,
     valkey_prefix: str = "nexus:",
+    quota_client: Any = None,
 ) -> web.Application:
     """The gateway app.  The caller owns ``publisher`` (start/close it);
     the app owns its upstream sessions (created on startup, closed on
@@ -57,7 +58,9 @@ def create_app(
     limiter) use ``valkey`` (a ``valkey.asyncio`` client the caller owns),
     else a client the app opens from ``NEXUS_VALKEY_URL`` in ``env``; the
     other hooks need none.  Quotas (when the snapshot has any) reserve on
-    the same client, under ``valkey_prefix`` (the quota processor's)."""
+    the same client, under ``valkey_prefix`` (the quota processor's),
+    unless ``quota_client`` (a ``ingress.quota.resp.PipelinedValkey``, which
+    the caller owns too) is given for them."""
     node = Node(kind="gateway", id=node_id or snapshot.config.gateway.node_id or default_node_id())
     # Inside the error middleware: a reservation is released before the
     # error answer is written.
@@ -74,7 +77,7 @@ def create_app(
     app[ROUTING] = RoutingRuntime(snapshot, admin_token=environ.get(snapshot.config.auth.admin_token_env, ""))
     app[_SETUP] = _Setup(valkey, valkey_prefix, environ.get("NEXUS_VALKEY_URL", ""))
     app.cleanup_ctx.append(_lifecycle)
-    app.cleanup_ctx.append(quota.lifecycle(valkey, valkey_prefix, environ))
+    app.cleanup_ctx.append(quota.lifecycle(quota_client or valkey, valkey_prefix, environ))
     app[CACHE] = CacheRuntime(snapshot)
     app.cleanup_ctx.append(cache_lifecycle(valkey, valkey_prefix, environ))
     app.on_response_prepare.append(tap_prepare)

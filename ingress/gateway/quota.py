@@ -28,6 +28,7 @@ from ingress.gateway.intake import Admitted
 from ingress.gateway.state import CTX, STATE, GatewayState, RequestContext
 from ingress.quota import KeyUsage, QuotaDecision, QuotaGate, QuotaUnavailable, StreamMeter, key_usage
 from ingress.quota.estimate import count_text, counting_rule, encoding
+from ingress.quota.resp import PipelinedValkey
 from ingress.translate.grammar import ANTHROPIC_MESSAGES, OPENAI_CHAT
 from streams.config import ConfigSnapshot
 from streams.config_quota import QuotaPolicy, Subject
@@ -84,12 +85,9 @@ def lifecycle(valkey: Any, key_prefix: str, env: Mapping[str, str]) -> Any:
             client = valkey
             url = env.get("NEXUS_VALKEY_URL", "")
             if client is None and url:
-                import valkey.asyncio as avalkey
-
-                pool = avalkey.BlockingConnectionPool.from_url(
-                    url, max_connections=256, timeout=30, socket_timeout=None, socket_connect_timeout=5
-                )  # the gate bounds each call (QuotaGate.timeout_s)
-                client = owned = avalkey.Valkey(connection_pool=pool)
+                # One pipelined connection: the reservations of concurrent
+                # requests share its writes and reads (ingress.quota.resp).
+                client = owned = PipelinedValkey.from_url(url)
             if client is None:
                 log.warning("quotas are configured but no Valkey is: requests they apply to get 503")
             prefix = env.get("NEXUS_VALKEY_PREFIX", key_prefix) if valkey is None else key_prefix
@@ -100,7 +98,6 @@ def lifecycle(valkey: Any, key_prefix: str, env: Mapping[str, str]) -> Any:
         yield
         if owned is not None:
             await owned.aclose()
-            await owned.connection_pool.aclose()
 
     return ctx
 

@@ -28,6 +28,7 @@ import valkey.asyncio as valkey
 
 from adapters.canonical import ChatRequest, Message
 from ingress.quota import QuotaGate
+from ingress.quota.resp import PipelinedValkey
 from nexus.wiring import quota_valkey
 from processors.quota import QuotaProcessor
 from streams.config_quota import QuotaPolicy
@@ -51,9 +52,12 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-async def bench_check(client: valkey.Valkey, prefix: str, n: int) -> None:
+async def bench_check(client: valkey.Valkey, url: str, prefix: str, n: int) -> None:
     cfg = config(QUOTAS)
-    gate = QuotaGate(client, QuotaPolicy(cfg, prefix), provider_kinds={"sim": "openai"})
+    # The gateway's own connection for the scripts (ingress.quota.resp);
+    # ``client`` (valkey-py) only times the bare PING floor.
+    reserve = PipelinedValkey.from_url(url)
+    gate = QuotaGate(reserve, QuotaPolicy(cfg, prefix), provider_kinds={"sim": "openai"})
     req = ChatRequest(
         model="big",
         messages=[
@@ -107,6 +111,7 @@ async def bench_check(client: valkey.Valkey, prefix: str, n: int) -> None:
     )
     print(f"  of which estimate (tiktoken) p50 {pct(estimates, 50):.3f} ms")
     print(f"  bare Valkey PING round trip p50 {pct(pings, 50):.3f} ms (the floor)")
+    await reserve.aclose()
 
 
 async def bench_settle(nats_url: str, valkey_url: str, prefix: str, rate: int, seconds: float) -> None:
@@ -150,9 +155,9 @@ async def main() -> None:
     ap.add_argument("--nats", default="nats://127.0.0.1:4222")
     args = ap.parse_args()
     prefix = f"nxbench:{uuid.uuid4().hex[:8]}:"
-    client = quota_valkey(args.valkey)  # the gateway's own client and pool settings
+    client = quota_valkey(args.valkey)
     try:
-        await bench_check(client, prefix, args.requests)
+        await bench_check(client, args.valkey, prefix, args.requests)
         await bench_settle(args.nats, args.valkey, prefix, args.rate, args.seconds)
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from ingress.quota import QuotaGate
+from ingress.quota.resp import PipelinedValkey
 from processors.quota import QuotaProcessor, replay_quotas
 from streams import codec
 from streams.config import NexusConfig
@@ -65,9 +66,11 @@ def pct(values: list[float], p: float) -> float:
         ),
     ],
 )
+@pytest.mark.parametrize("client_kind", ["valkey-py-pool", "pipelined"])
 async def test_500_concurrent_requests_never_overshoot_a_hard_cap(
     quotas: str,
     unit: str,
+    client_kind: str,
     nats_url: str,
     valkey_url: str,
     valkey_prefix: str,
@@ -78,7 +81,10 @@ async def test_500_concurrent_requests_never_overshoot_a_hard_cap(
     cfg = config(quotas)
     proc = await running(cfg, nats_url, valkey_url, topology, valkey_prefix)
     policy = QuotaPolicy(cfg, valkey_prefix)
-    gate = QuotaGate(vk, policy)
+    # The gateway's own pipelined connection, or a valkey-py pool (both
+    # are what a deployment may hand the gate).
+    client = PipelinedValkey.from_url(valkey_url) if client_kind == "pipelined" else vk
+    gate = QuotaGate(client, policy)
     r = random.Random(7)
     max_out = 200
     plan = [
@@ -124,6 +130,7 @@ async def test_500_concurrent_requests_never_overshoot_a_hard_cap(
                 break
             admitted += wave
         (counter,) = policy.counters(_subject(policy), admitted[0].occurred_at_ms)
+        shown: Callable[[int], str]
         if unit == "usd":
             spend = sum(usd_to_nano(e.cost_usd) for e in admitted)
             cap = usd_to_nano(0.25)
@@ -155,6 +162,8 @@ async def test_500_concurrent_requests_never_overshoot_a_hard_cap(
         assert cap - one_max <= spend
     finally:
         await proc.stop()
+        if client is not vk:
+            await client.aclose()
 
 
 def _subject(policy: QuotaPolicy) -> Any:
