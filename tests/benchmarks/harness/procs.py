@@ -48,6 +48,43 @@ class CorePlan:
         )
 
 
+SHARED_SERVICES = ("nats-server", "redis-server", "valkey-server")
+
+
+def pin_shared_services(cpus: tuple[int, ...] | None) -> tuple[str, list[tuple[int, set[int]]]]:
+    """Move the machine's NATS and Valkey/Redis servers onto ``cpus`` (the
+    load generator's) for the run, so the system under test has its core to
+    itself: in a deployment they run on other hosts, and their CPU is not
+    the gateway's.  Returns a description and what to restore."""
+    if cpus is None:
+        return "NATS and Valkey not pinned (single CPU)", []
+    moved: list[tuple[int, set[int]]] = []
+    names: list[str] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm not in SHARED_SERVICES:
+                continue
+            pid = int(entry.name)
+            before = os.sched_getaffinity(pid)
+            os.sched_setaffinity(pid, cpus)
+        except (OSError, ValueError):
+            continue  # gone, or not ours to move
+        moved.append((pid, before))
+        names.append(f"{comm}[{pid}]")
+    if not moved:
+        return "NATS and Valkey not pinned (none found, or not permitted)", []
+    return f"NATS and Valkey ({', '.join(sorted(names))}) pinned to CPU {_fmt(cpus)} for the run", moved
+
+
+def restore_affinity(moved: list[tuple[int, set[int]]]) -> None:
+    for pid, before in moved:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, before)
+
+
 def _fmt(cpus: tuple[int, ...] | None) -> str:
     return "any" if cpus is None else ",".join(map(str, cpus))
 

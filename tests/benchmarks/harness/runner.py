@@ -18,7 +18,16 @@ from typing import Any
 from tests.benchmarks.harness import systems
 from tests.benchmarks.harness.figures import ScriptFigures, run_scripts
 from tests.benchmarks.harness.loadgen import REPO, Target, ensure_wrk, run_openloop, run_wrk
-from tests.benchmarks.harness.procs import CorePlan, Meter, Phase, Proc, set_nice, settle
+from tests.benchmarks.harness.procs import (
+    CorePlan,
+    Meter,
+    Phase,
+    Proc,
+    pin_shared_services,
+    restore_affinity,
+    set_nice,
+    settle,
+)
 from tests.benchmarks.harness.profile import take_profile
 from tests.benchmarks.harness.report import (
     Row,
@@ -116,6 +125,7 @@ class Session:
     versions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     profile: str = ""
+    services: str = ""  # where the machine's NATS and Valkey ran
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
@@ -326,6 +336,9 @@ def run(plan: Plan) -> tuple[Path, Path, list[Row]]:
 
     sims: list[Proc] = []
     upstreams: dict[str, str] = {}
+    services, moved = pin_shared_services(cores.load)
+    s.services = services
+    print(services, flush=True)
     try:
         for variant in plan.upstreams:
             proc, url = systems.start_sim(f"upstream-sim-{variant}", variant, cores.sim, work)
@@ -356,6 +369,7 @@ def run(plan: Plan) -> tuple[Path, Path, list[Row]]:
     finally:
         for p in sims:
             p.stop()
+        restore_affinity(moved)
 
     figs: list[ScriptFigures] = []
     if plan.figures:
@@ -410,7 +424,7 @@ def _meta(
         "nexus_features": nexus_features(p.nexus_config_extra),
         "caveats": [
             "the machine is shared: other work may run at the same time (see load average)",
-            "NATS and Valkey are the machine's own services, not pinned and not counted in RSS/CPU",
+            f"NATS and Valkey are the machine's own services, not counted in RSS/CPU; {s.services}",
             *s.notes,
         ],
         "profile": s.profile,
