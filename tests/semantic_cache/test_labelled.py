@@ -70,3 +70,19 @@ async def test_the_threshold_is_what_decides(
     assert hit is not None and hit.entry.body == b"c"
     await strict.close()
     await lax.close()
+
+
+async def test_prompts_past_the_models_window_are_not_looked_up(
+    embedder: Embedder, valkey_client: Any, valkey_prefix: str
+) -> None:
+    # Two long prompts that differ only past the 256 tokens the model reads
+    # would get one vector: they must not share an answer.
+    head = "Please review the following incident report carefully. " * 40
+    cache = make_cache(valkey_client, valkey_prefix, embedder)
+    probe = await cache.lookup("p", "key:k-1", head + "Was the root cause the database?")
+    assert probe.outcome == "too_long" and probe.vector is None
+    assert await cache.fill(probe, Entry(kind="response", content_type="application/json", body=b"x")) is None
+    other = await cache.lookup("p", "key:k-1", head + "Was the root cause the network?")
+    assert other.hit is None and other.outcome == "too_long"
+    assert len(cache.index) == 0
+    await cache.close()
