@@ -106,3 +106,31 @@ async def test_a_new_model_version_never_reads_old_vectors(
     assert (await old.lookup("p", "key:k-1", "What is the capital of France?")).hit is not None
     await old.close()
     await new.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"threshold": 0.3},
+        {"embed_workers": 0},
+        {"embed_timeout_ms": 0},
+        {"max_entries": 10},
+        {"treshold": 0.9},  # a typo is an error, not a silent default
+    ],
+    ids=["threshold", "workers", "timeout", "max_entries", "unknown_key"],
+)
+def test_bad_semantic_config_is_a_clear_error(bad: dict[str, object]) -> None:
+    import msgspec
+
+    from streams.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"semantic|treshold"):
+        parse_config(msgspec.yaml.encode({"cache": {"semantic": bad}}))
+
+
+def test_semantic_cache_is_off_unless_configured() -> None:
+    from streams.config import parse_config
+
+    assert parse_config(b"cache: {enabled: true}\n").cache.semantic.enabled is False
+    sem = parse_config(b"cache: {semantic: {enabled: true}}\n").cache.semantic
+    assert (sem.enabled, sem.threshold, sem.allow_cross_model) == (True, 0.93, False)
