@@ -64,12 +64,12 @@ class Publisher:
         self._name = name
         self._outbox = Outbox(outbox_path)
         self._batch_max = batch_max
-        # Under load, batches go out at most every linger_s: each one costs
-        # a socket write and an ack read (tens of microseconds each on a VM)
-        # whatever its size, and a request emits several events.  Idle,
-        # an event goes out at once: the wait counts from the last batch.
+        # A batch waits linger_s for company (unless it is full): each one
+        # costs a socket write and an ack read whatever its size, and a
+        # request emits several events.  Waiting also moves the write off
+        # the request's path: its events go out after its answer did (the
+        # write can hand the CPU to a NATS server on the same machine).
         self._linger = linger_s
-        self._last_batch_at = 0.0
         self._ack_timeout = ack_timeout_s
         self._backoff = retry_backoff_s
         self._connect_kwargs = connect_kwargs or {}
@@ -235,10 +235,7 @@ class Publisher:
                         return
                 continue
             if self._linger and len(self._buf) < self._batch_max and not self._closing:
-                wait = self._last_batch_at + self._linger - asyncio.get_running_loop().time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            self._last_batch_at = asyncio.get_running_loop().time()
+                await asyncio.sleep(self._linger)
             batch = [self._buf.popleft() for _ in range(min(self._batch_max, len(self._buf)))]
             self._inflight = len(batch)
             try:
