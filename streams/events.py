@@ -32,12 +32,12 @@ class _RandomPool:
         self.buf = b""
         self.pos = 0
 
-    def take10(self) -> int:
+    def take10(self) -> bytes:
         pos = self.pos
         if pos + 10 > len(self.buf):
             self.buf, pos = os.urandom(4096), 0
         self.pos = pos + 10
-        return int.from_bytes(self.buf[pos : pos + 10], "big")
+        return self.buf[pos : pos + 10]
 
 
 _random = _RandomPool()
@@ -48,12 +48,11 @@ if hasattr(os, "register_at_fork"):  # a forked worker must not repeat its paren
 def uuid7() -> str:
     """A time-ordered UUIDv7 (RFC 9562): ids sort by creation time, which
     keeps indexes append-mostly and makes logs readable."""
-    ms = time.time_ns() // 1_000_000
-    rand = _random.take10()
-    rand_a = (rand >> 68) & 0xFFF
-    rand_b = rand & ((1 << 62) - 1)
-    value = ((ms & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    h = f"{value:032x}"
+    b = bytearray((time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big"))
+    b += _random.take10()
+    b[6] = 0x70 | (b[6] & 0x0F)  # version 7
+    b[8] = 0x80 | (b[8] & 0x3F)  # variant 10
+    h = b.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

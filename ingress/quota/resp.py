@@ -42,10 +42,8 @@ class _Incomplete(Exception):
 def _pack(args: Sequence[bytes | str | int | float]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n" % len(b))
-        out.append(b)
-        out.append(_CRLF)
+        b = a.encode() if isinstance(a, str) else a if isinstance(a, bytes) else str(a).encode()
+        out += (b"$%d\r\n" % len(b), b, _CRLF)
     return b"".join(out)
 
 
