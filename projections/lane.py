@@ -12,18 +12,14 @@ The stores, not NATS, own the position, so the consumer is disposable: after
 a NATS restart, a lost connection or a database error the lane drops it,
 re-reads the checkpoints and creates a new one from the lowest.
 
-Reading: nats-py's ``fetch`` costs a task, a ``wait_for`` and a ``uuid4`` per
-message (about as much as decoding it).  ``_Puller`` publishes the pull
-requests itself and collects messages from a subscription callback, keeping
-at most ``window`` messages requested or unread (the backpressure a slow
-store needs: nothing piles up in the client or the server).
+Reading: see ``projections.pullwire`` (nats-py's ``fetch`` cost as much per
+message as decoding and folding it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -33,13 +29,12 @@ from dataclasses import dataclass
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from projections import metrics
+from projections.pullwire import PULL_CHUNK, Delivery, Puller, open_puller
 from projections.schema import MigrationError
 from projections.store import FoldedItems, Item, Store, StoreBusy
 from streams.codec import UnknownEvent, decode
@@ -55,9 +50,6 @@ ProgressFn = Callable[[str, int, int], None]  # (store name, last applied sequen
 _PROBE_AFTER_IDLE_S = 2.0
 _MAX_BACKOFF_S = 5.0
 _REPLAY_ATTEMPTS = 5
-# Messages per pull request (~1 MB), and how long a request waits for them.
-_PULL_CHUNK = 2500
-_PULL_EXPIRES_S = 10.0
 
 
 class StoreFailed(Exception):
@@ -66,10 +58,6 @@ class StoreFailed(Exception):
     def __init__(self, store: Store, exc: BaseException) -> None:
         super().__init__(f"{store.name}: {type(exc).__name__}: {exc}")
         self.store = store
-
-
-class ConsumerGone(Exception):
-    """The server ended our pull consumer (deleted, leadership change, ...)."""
 
 
 class Lane:
@@ -180,7 +168,7 @@ class Lane:
             mem_storage=True,
         )
         await self._js.add_consumer(stream, config=config)
-        puller = _Puller(self._nc, stream, name, window=max(2 * self._batch_size, _PULL_CHUNK))
+        puller = open_puller(self._nc, stream, name, window=max(2 * self._batch_size, PULL_CHUNK))
         await puller.start()
         # Reading, decoding and folding the next batch overlaps writing this
         # one: the databases work in their own process / thread meanwhile.
@@ -205,7 +193,7 @@ class Lane:
             await _quietly(self._js.delete_consumer(stream, name))
 
     async def _fetch_loop(
-        self, puller: _Puller, name: str, position: int, out: asyncio.Queue[_Batch | BaseException]
+        self, puller: Puller, name: str, position: int, out: asyncio.Queue[_Batch | BaseException]
     ) -> None:
         try:
             await self._fill(puller, name, position, out)
@@ -215,7 +203,7 @@ class Lane:
             await out.put(exc)
 
     async def _fill(
-        self, puller: _Puller, name: str, position: int, out: asyncio.Queue[_Batch | BaseException]
+        self, puller: Puller, name: str, position: int, out: asyncio.Queue[_Batch | BaseException]
     ) -> None:
         last = position
         idle_since = time.monotonic()
@@ -245,18 +233,18 @@ class Lane:
                     await self._js.consumer_info(self.stream, name)  # NotFoundError -> re-create
                     idle_since = time.monotonic()
 
-    def _decode(self, msgs: list[Msg], after: int) -> _Batch | None:
+    def _decode(self, msgs: list[Delivery], after: int) -> _Batch | None:
         items: list[Item] = []
         last = after
         skipped = self._skipped
         pending = 0
-        for msg in msgs:
-            seq, pending = _seq_and_pending(msg)
+        for reply, data in msgs:
+            seq, pending = _seq_and_pending(reply)
             if seq <= last:
                 continue
             last = seq
             try:
-                event = decode(msg.data)
+                event = decode(data)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 # A poison message must not wedge the projection; it is still
                 # in the stream for whoever fixes the producer.
@@ -319,88 +307,17 @@ class _Batch:
         self.items = FoldedItems(self.items)
 
 
-class _Puller:
-    """A pull consumer read by hand: pull requests of ``_PULL_CHUNK``
-    messages are published to the consumer's next-message subject with our
-    inbox as the reply, messages land in ``_buf`` from the subscription's
-    callback, and requests are topped up so that at most ``window`` messages
-    are requested or unread."""
-
-    def __init__(self, nc: NATS, stream: str, consumer: str, *, window: int) -> None:
-        self._nc = nc
-        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-        self._inbox = nc.new_inbox()
-        self._window = window
-        self._chunk = min(_PULL_CHUNK, window)
-        self._request = json.dumps({"batch": self._chunk, "expires": int(_PULL_EXPIRES_S * 1e9)}).encode()
-        self._buf: list[Msg] = []
-        self._ready = asyncio.Event()
-        self._credit = 0  # messages requested and neither delivered nor expired
-        self._requests_end = 0.0  # when the last request sent expires
-        self._error: Exception | None = None
-        self._sub: Subscription | None = None
-
-    async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
-
-    async def stop(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            await sub.unsubscribe()
-
-    async def _on_msg(self, msg: Msg) -> None:
-        if msg.reply:  # a stream message: its reply subject is its $JS.ACK metadata
-            self._buf.append(msg)
-            self._credit -= 1
-            self._ready.set()
-            return
-        headers = msg.headers or {}
-        status = headers.get("Status", "")
-        if status == "100":  # an idle heartbeat
-            return
-        ended = headers.get("Nats-Pending-Messages")
-        # A request ended before it was filled (408 expired, 404 nothing
-        # there, 409 the server ended it): its remainder is no longer owed.
-        self._credit = max(0, self._credit - (int(ended) if ended else self._chunk))
-        if status == "409" or (status and status not in ("404", "408")):
-            self._error = ConsumerGone(f"pull consumer: {status} {headers.get('Description', '')}".strip())
-        self._ready.set()
-
-    async def _top_up(self) -> None:
-        now = time.monotonic()
-        if self._credit and now > self._requests_end + 1.0:
-            self._credit = 0  # every request has expired; their endings were lost (a reconnect)
-        while self._credit + len(self._buf) + self._chunk <= self._window:
-            await self._nc.publish(self._next, self._request, reply=self._inbox)
-            self._credit += self._chunk
-            self._requests_end = now + _PULL_EXPIRES_S
-
-    async def take(self, wait_s: float) -> list[Msg]:
-        """What has arrived, waiting up to ``wait_s`` when nothing has."""
-        await self._top_up()
-        if not self._buf and self._error is None:
-            self._ready.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
-                    await self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        msgs, self._buf = self._buf, []
-        return msgs
-
-
-def _seq_and_pending(msg: Msg) -> tuple[int, int]:
+def _seq_and_pending(reply: bytes) -> tuple[int, int]:
     """Stream sequence and pending count from the ack subject, without
     building nats-py's Metadata (which parses a timestamp per message).
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``,
     or the 11/12-token form with domain and account hash after ``ACK``."""
-    tokens = (msg.reply or "").split(".")
+    tokens = reply.split(b".")
     if len(tokens) == 9:
         return int(tokens[5]), int(tokens[8])
-    if len(tokens) >= 11 and tokens[0] == "$JS":
+    if len(tokens) >= 11 and tokens[0] == b"$JS":
         return int(tokens[7]), int(tokens[10])
-    md = msg.metadata  # let nats-py raise its own error on anything else
-    return md.sequence.stream, md.num_pending
+    raise ValueError(f"not a JetStream reply subject: {reply!r}")
 
 
 async def _quietly(aw: Awaitable[object]) -> None:

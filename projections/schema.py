@@ -84,21 +84,6 @@ def check_applied(dialect: Dialect, applied: dict[int, str]) -> list[Migration]:
 
 # --- upsert statements ------------------------------------------------------
 
-_PG_ARRAY = {
-    Kind.TEXT: "text[]",
-    Kind.INT: "bigint[]",
-    Kind.FLOAT: "double precision[]",
-    Kind.BOOL: "boolean[]",
-    Kind.TS: "bigint[]",
-}
-_DUCK_ARRAY = {
-    Kind.TEXT: "VARCHAR[]",
-    Kind.INT: "BIGINT[]",
-    Kind.FLOAT: "DOUBLE[]",
-    Kind.BOOL: "BOOLEAN[]",
-    Kind.TS: "BIGINT[]",
-}
-
 
 def _select_expr(col: Column, dialect: Dialect) -> str:
     # Timestamps travel as epoch milliseconds (exact, cheap to bind) and are
@@ -132,22 +117,35 @@ def _set_clause(col: Column, dialect: Dialect) -> str:
     return f"{n} = CASE WHEN EXCLUDED.{col.rank} > t.{col.rank} THEN EXCLUDED.{n} ELSE t.{n} END"
 
 
+# The relation a batch is upserted from: in Postgres a temporary table the
+# batch is COPYed into, in DuckDB an Arrow table registered under this name.
+BATCH_RELATION = "_nexus_batch"
+
+_PG_TYPE = {
+    Kind.TEXT: "text",
+    Kind.INT: "bigint",
+    Kind.FLOAT: "double precision",
+    Kind.BOOL: "boolean",
+    Kind.TS: "bigint",  # epoch milliseconds, converted by the upsert
+}
+
+
+def pg_batch_table_ddl() -> str:
+    """The session's staging table for one batch (emptied at each commit)."""
+    cols = ", ".join(f"{c.name} {_PG_TYPE[c.kind]}" for c in COLUMNS)
+    return f"CREATE TEMPORARY TABLE IF NOT EXISTS {BATCH_RELATION} ({cols}) ON COMMIT DELETE ROWS"
+
+
 def upsert_sql(dialect: Dialect) -> str:
-    """One statement that upserts a whole batch of folded rows, passed as one
-    array per column (unnest): one round trip, no per-row statements."""
+    """One statement that upserts a whole batch of folded rows from
+    ``BATCH_RELATION`` (Postgres: COPYed into the staging table; DuckDB: an
+    Arrow table): no per-row statements, and no per-value parameter binding
+    (binding one array per column cost several times more per row)."""
     names = ", ".join(c.name for c in COLUMNS)
     select = ", ".join(_select_expr(c, dialect) for c in COLUMNS)
     updates = ",\n    ".join(_set_clause(c, dialect) for c in COLUMNS if c.name != "request_id")
-    if dialect == "postgres":
-        args = ", ".join(f"${i}::{_PG_ARRAY[c.kind]}" for i, c in enumerate(COLUMNS, 1))
-        source = f"unnest({args}) AS u({names})"
-    else:
-        unnests = ", ".join(
-            f"unnest(${i}::{_DUCK_ARRAY[c.kind]}) AS {c.name}" for i, c in enumerate(COLUMNS, 1)
-        )
-        source = f"(SELECT {unnests}) AS u"
     return (
-        f"INSERT INTO {TABLE} AS t ({names})\nSELECT {select}\nFROM {source}\n"
+        f"INSERT INTO {TABLE} AS t ({names})\nSELECT {select}\nFROM {BATCH_RELATION} AS u\n"
         f"ON CONFLICT (request_id) DO UPDATE SET\n    {updates}"
     )
 
