@@ -4,6 +4,7 @@
     python tests/benchmarks/run.py --quick         # a smoke run: short durations, fewer rates
     python tests/benchmarks/run.py --profile       # also a py-spy flame graph of Nexus at peak
     python tests/benchmarks/run.py --soak 30m      # Nexus alone at a steady rate, RSS over time (not in CI)
+    python tests/benchmarks/run.py --only-figures projection_throughput.py   # one per-feature figure alone
 
 It starts the simulated upstream (no delay, and a realistic one), then each
 system routed to it, pinned to its own CPU with the load generator on
@@ -46,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--upstreams", default="zero,realistic", help="sim variants: zero,realistic")
     p.add_argument("--no-install", action="store_true", help="do not install missing peers (report them)")
     p.add_argument("--no-figures", action="store_true", help="skip the per-feature benchmark scripts")
+    p.add_argument(
+        "--only-figures",
+        metavar="SCRIPTS",
+        help="only these per-feature scripts, comma-separated (e.g. projection_throughput.py); no systems",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy flame graph of Nexus at peak load")
     p.add_argument(
         "--nice",
@@ -85,6 +91,18 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--nice must be between -20 and 19")
         set_nice(args.nice)
         run_soak(duration, args.soak_rate, window, out, command.strip())
+        return 0
+    if args.only_figures:
+        from tests.benchmarks.harness.figures import discover, run_scripts
+        from tests.benchmarks.harness.report import figures_text
+
+        names = [n.strip() for n in args.only_figures.split(",") if n.strip()]
+        if not names or any(n not in discover() for n in names):
+            p.error(f"--only-figures: choose from {','.join(discover())}")
+        if not -20 <= args.nice <= 19:
+            p.error("--nice must be between -20 and 19")
+        set_nice(args.nice)
+        print(figures_text(run_scripts(quick=args.quick, timeout_s=300.0, cpus=None, only=names)))
         return 0
     chosen = tuple(s.strip() for s in args.systems.split(",") if s.strip())
     unknown = [s for s in chosen if s not in ALL_SYSTEMS]
