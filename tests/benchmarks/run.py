@@ -21,6 +21,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = Path(__file__).resolve().parent / "nexus-production.yaml"
@@ -75,11 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _config_extra(p: argparse.ArgumentParser, path: str | None) -> dict[str, Any] | None:
+    if not path or path == "none":
+        return None
+    import yaml
+
+    try:
+        extra = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        p.error(f"--nexus-config-extra: {exc}")
+    if not isinstance(extra, dict):
+        p.error("--nexus-config-extra: the file must hold a mapping of config sections")
+    return extra
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
     command = "python tests/benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     out = Path(args.out)
+    extra = _config_extra(p, args.nexus_config_extra)
     if args.soak:
         try:
             duration, window = parse_duration(args.soak), parse_duration(args.soak_window)
@@ -90,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if not -20 <= args.nice <= 19:
             p.error("--nice must be between -20 and 19")
         set_nice(args.nice)
-        run_soak(duration, args.soak_rate, window, out, command.strip())
+        run_soak(duration, args.soak_rate, window, out, command.strip(), extra)
         return 0
     if args.only_figures:
         from tests.benchmarks.harness.figures import discover, run_scripts
@@ -115,16 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--nice must be between -20 and 19")
     if args.connections < 1:
         p.error("--connections must be at least 1")
-    extra = None
-    if args.nexus_config_extra and args.nexus_config_extra != "none":
-        import yaml
-
-        try:
-            extra = yaml.safe_load(Path(args.nexus_config_extra).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            p.error(f"--nexus-config-extra: {exc}")
-        if not isinstance(extra, dict):
-            p.error("--nexus-config-extra: the file must hold a mapping of config sections")
     # direct first: every other row is compared with it
     ordered = tuple(s for s in ALL_SYSTEMS if s in chosen)
     plan = Plan(

@@ -18,6 +18,7 @@ from tests.benchmarks.harness import systems
 from tests.benchmarks.harness.loadgen import run_openloop
 from tests.benchmarks.harness.procs import CorePlan, usage
 from tests.benchmarks.harness.report import machine_info
+from tests.benchmarks.harness.runner import nexus_features
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smh]?)$")
 
@@ -30,7 +31,14 @@ def parse_duration(text: str) -> float:
     return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
-def run_soak(duration_s: float, rate: int, window_s: float, out_dir: Path, command: str) -> Path:
+def run_soak(
+    duration_s: float,
+    rate: int,
+    window_s: float,
+    out_dir: Path,
+    command: str,
+    config_extra: dict[str, Any] | None = None,
+) -> Path:
     reason = systems.nexus_available()
     if reason:
         raise SystemExit(f"soak: {reason}")
@@ -41,7 +49,7 @@ def run_soak(duration_s: float, rate: int, window_s: float, out_dir: Path, comma
     sim, url = systems.start_sim("upstream-sim-zero", "zero", cores.sim, work)
     samples: list[dict[str, Any]] = []
     try:
-        running = systems.start_nexus({"zero": url}, cores, work, uuid.uuid4().hex[:12], {})
+        running = systems.start_nexus({"zero": url}, cores, work, uuid.uuid4().hex[:12], {}, config_extra)
         try:
             target = running.targets["zero"]
             t0 = time.monotonic()
@@ -94,6 +102,7 @@ def run_soak(duration_s: float, rate: int, window_s: float, out_dir: Path, comma
             "pinning": cores.describe(),
             "rate": rate,
             "window_s": window_s,
+            "nexus_features": nexus_features(config_extra),
         },
         "verdict": verdict,
         "samples": samples,
@@ -106,6 +115,7 @@ def run_soak(duration_s: float, rate: int, window_s: float, out_dir: Path, comma
         "",
         f"- command: `{command}`",
         f"- pinning: {cores.describe()}",
+        f"- nexus features: {'; '.join(doc['meta']['nexus_features'])}",
         f"- verdict: {json.dumps(verdict)}",
         "",
         "| t (s) | RSS (MB) | RPS | p50 (ms) | p99 (ms) | errors |",
