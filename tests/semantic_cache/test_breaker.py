@@ -95,3 +95,19 @@ async def test_a_busy_pool_skips_the_lookup_instead_of_queueing(
     assert {first.outcome, second.outcome} == {"miss", "busy"}
     assert cache.breakers.state(BREAKER_TARGET) is BreakerState.CLOSED  # busy is not the embedder's fault
     await cache.close()
+
+
+async def test_identical_prompts_in_flight_share_one_embedding(
+    embedder: Embedder, valkey_client: Any, valkey_prefix: str
+) -> None:
+    import asyncio
+
+    flaky = Flaky(embedder)
+    flaky.mode = "slow"
+    cache = make_cache(valkey_client, valkey_prefix, flaky, workers=1, embed_timeout_s=2.0)
+    probes = await asyncio.gather(*(cache.lookup("p", "key:k-1", "the same question") for _ in range(20)))
+    assert {p.outcome for p in probes} == {"miss"} and all(p.vector is not None for p in probes)
+    assert flaky.calls == 1
+    await cache.lookup("p", "key:k-1", "the same question")  # a recent vector: no call either
+    assert flaky.calls == 1
+    await cache.close()

@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +55,7 @@ EMBED_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
 )
 BREAKER_TARGET = "semantic-cache-embedder"
+RECENT_VECTORS = 2048
 
 
 class SemEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +127,8 @@ class SemanticCache:
         self._last_id = "0-0"
         self._sync: asyncio.Task[None] | None = None
         self._closed = False
+        self._inflight: dict[bytes, asyncio.Future[tuple[Vector | None, str]]] = {}
+        self._recent: OrderedDict[bytes, Vector] = OrderedDict()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -151,7 +154,27 @@ class SemanticCache:
     # -- embedding ---------------------------------------------------------
 
     async def embed(self, text: str) -> tuple[Vector | None, str]:
-        """(vector, "") or (None, why it was skipped)."""
+        """(vector, "") or (None, why it was skipped).  Identical prompts
+        in flight share one embedding (a burst of the same request, which
+        the coalescer then merges, costs one), and recent vectors are kept
+        (by a digest of the prompt, not the prompt)."""
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        recent = self._recent.get(key)
+        if recent is not None:
+            self._recent.move_to_end(key)
+            return recent, ""
+        shared = self._inflight.get(key)
+        if shared is None:
+            shared = self._inflight[key] = asyncio.ensure_future(self._embed(text))
+            shared.add_done_callback(lambda _: self._inflight.pop(key, None))
+        vec, why = await asyncio.shield(shared)
+        if vec is not None:
+            self._recent[key] = vec
+            if len(self._recent) > RECENT_VECTORS:
+                self._recent.popitem(last=False)
+        return vec, why
+
+    async def _embed(self, text: str) -> tuple[Vector | None, str]:
         if not self.breakers.allow(BREAKER_TARGET):
             return None, "breaker_open"
         if self._slots <= 0:
