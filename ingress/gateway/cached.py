@@ -33,7 +33,7 @@ from aiohttp import web
 from adapters.base import CodecError
 from adapters.canonical import ChatRequest
 from ingress.cache import Coalescer, Entry, ExactCache, Flight, exact_key, time_sensitive
-from ingress.cache.semantic.cache import Probe, SemanticCache
+from ingress.cache.semantic.cache import Probe, SemanticCache, entry_id
 from ingress.gateway import recording
 from ingress.gateway import semantic as semantic_gw
 from ingress.gateway.errors import GatewayError
@@ -67,10 +67,11 @@ CACHE = web.AppKey("nexus_cache", CacheRuntime)
 class _Tap:
     """The bytes a leader's caller receives, as they are written."""
 
-    __slots__ = ("cap", "flight", "gone", "parts", "size")
+    __slots__ = ("cap", "entry", "flight", "gone", "parts", "size")
 
     def __init__(self, cap: int, flight: Flight | None) -> None:
         self.cap = cap
+        self.entry = ""  # the semantic entry this answer fills, for poison feedback
         self.flight = flight
         self.parts: list[bytes] | None = []  # None: over the size cap, not stored
         self.size = 0
@@ -98,6 +99,8 @@ async def tap_prepare(request: web.Request, response: web.StreamResponse) -> Non
     if tap is None or isinstance(response, web.Response):
         return
     response.headers[CACHE_HEADER] = "MISS"
+    if tap.entry:
+        response.headers[semantic_gw.ENTRY_HEADER] = tap.entry
     if tap.flight is not None:
         tap.flight.begin("stream", _SSE)
     original = response.write
@@ -346,6 +349,8 @@ async def _lead(
     ctx = a.ctx
     ctx.cache_status = "miss"
     tap = _Tap(rt.config.max_entry_bytes, flight)
+    if probe is not None and probe.vector is not None and rt.semantic is not None:
+        tap.entry = entry_id(probe.partition, probe.text)
     request[TAP] = tap
     try:
         resp = await call()
@@ -358,6 +363,8 @@ async def _lead(
         ok = resp.status == 200 and isinstance(body, bytes)
         content_type = resp.content_type or "application/json"
         resp.headers[CACHE_HEADER] = "MISS"
+        if ok and tap.entry:
+            resp.headers[semantic_gw.ENTRY_HEADER] = tap.entry
         if flight is not None:
             if ok:
                 assert isinstance(body, bytes)

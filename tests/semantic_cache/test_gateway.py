@@ -217,3 +217,22 @@ async def test_a_caller_poisons_only_its_own_scope(sem: Any) -> None:
     assert sem.upstream_calls == 3
     sem_cache = sem.gateway.runner.app[CACHE].semantic
     assert await sem_cache.get(entry) is None
+
+
+async def test_a_fresh_answer_names_its_entry_so_it_can_be_poisoned_before_anyone_hits_it(sem: Any) -> None:
+    async with oai(sem) as c:
+        fresh = await c.chat.completions.with_raw_response.create(model="gpt-sim", messages=msgs(Q1))
+        raw = await c.chat.completions.with_raw_response.create(
+            model="gpt-sim", messages=msgs(OTHER), stream=True
+        )
+        async for _ in raw.parse():
+            pass
+        await settle(sem)
+        entry = fresh.headers["x-nexus-cache-entry"]
+        assert raw.headers["x-nexus-cache-entry"] not in ("", entry)  # streams name theirs too
+        await c.chat.completions.create(
+            model="gpt-sim", messages=msgs("Hello"), extra_headers={"x-nexus-cache-poison": entry}
+        )
+        after = await c.chat.completions.with_raw_response.create(model="gpt-sim", messages=msgs(Q2))
+    assert after.headers["x-nexus-cache"] == "MISS"
+    assert sem.upstream_calls == 4
