@@ -357,9 +357,8 @@ def within(meter: StreamMeter | None, chunks: list[ChatChunk]) -> bool:
             for call in d.tool_calls or ():
                 if call.function is not None:
                     text += (call.function.name or "") + (call.function.arguments or "")
-            if text:
-                meter.add(text)
-    return meter.tokens / meter.rule.factor <= meter.cap + max(4, meter.cap // 20)
+            meter.note(text)
+    return meter.within_slack()
 
 
 class StreamCut(Exception):

@@ -72,3 +72,23 @@ def test_output_budget_prefers_the_callers_limit() -> None:
     assert output_budget(req, 1000, 4096) == 400
     assert output_budget(ChatRequest(model="m", messages=[]), 1000, 4096) == 1000
     assert output_budget(ChatRequest(model="m", messages=[]), 0, 4096) == 4096
+
+
+def test_stream_meter_counts_only_once_the_cap_could_be_near() -> None:
+    from ingress.quota import StreamMeter
+    from ingress.quota.estimate import count_text, counting_rule
+
+    meter = StreamMeter(4096)
+    deltas = ["Hello", " there", ", how", " can", " I", " help", "?"] * 10
+    assert all(meter.add(d) for d in deltas)
+    assert meter._tokens == 0 and meter._pending  # nothing counted: 70 deltas, far below 4,096
+    # Read, the count is that of the text as a whole.
+    assert meter.tokens == count_text("".join(deltas), counting_rule("openai"))
+    # Near the cap it counts, and stops the stream at it.
+    small = StreamMeter(20, "anthropic")
+    sent = 0
+    for _ in range(100):
+        if not small.add(" word"):
+            break
+        sent += 1
+    assert 12 <= sent < 20 and small.exhausted  # anthropic's factor 1.25 counts ahead
