@@ -36,7 +36,9 @@ def make_cache(client: Any, prefix: str, embedder: Embedder, **kw: Any) -> Seman
 ADMIN = "admin-token-for-tests"
 
 
-async def make_semantic_stack(valkey_url: str, prefix: str, **semantic: Any) -> Any:
+async def make_semantic_stack(
+    valkey_url: str, prefix: str, cache: dict[str, Any] | None = None, **semantic: Any
+) -> Any:
     """The exact-cache stack of tests/cache with the semantic cache on and
     an admin token; ``.second`` is another gateway node on the same Valkey."""
     import msgspec
@@ -52,7 +54,7 @@ async def make_semantic_stack(valkey_url: str, prefix: str, **semantic: Any) -> 
     key, other = new_key(), new_key()
     # a generous embed timeout: these tests are about answers, on a shared 2-core machine
     semantic = {"enabled": True, "embed_timeout_ms": 5000, **semantic}
-    doc = msgspec.yaml.decode(config(sim, key, other, semantic=semantic))
+    doc = msgspec.yaml.decode(config(sim, key, other, semantic=semantic, **(cache or {})))
     snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(doc)), SECRET)
     env = {"SIM_KEY": "sk", "NEXUS_ADMIN_TOKEN": ADMIN}
     nodes = []

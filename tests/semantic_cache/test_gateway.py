@@ -236,3 +236,46 @@ async def test_a_fresh_answer_names_its_entry_so_it_can_be_poisoned_before_anyon
         after = await c.chat.completions.with_raw_response.create(model="gpt-sim", messages=msgs(Q2))
     assert after.headers["x-nexus-cache"] == "MISS"
     assert sem.upstream_calls == 4
+
+
+async def test_semantic_cache_alone_without_the_exact_cache(valkey_url: str, valkey_prefix: str) -> None:
+    s = await make_semantic_stack(valkey_url, valkey_prefix, cache={"enabled": False, "coalesce": False})
+    try:
+        async with oai(s) as c:
+            await c.chat.completions.create(model="gpt-sim", messages=msgs(Q1))
+            await settle(s)
+            same = await c.chat.completions.with_raw_response.create(model="gpt-sim", messages=msgs(Q1))
+            para = await c.chat.completions.with_raw_response.create(model="gpt-sim", messages=msgs(Q2))
+        assert same.headers["x-nexus-cache"] == para.headers["x-nexus-cache"] == "SEMANTIC_HIT"
+        assert s.upstream_calls == 1
+        assert not [k async for k in s.valkey.scan_iter(f"{s.prefix}cache:exact:*")]
+    finally:
+        await close_semantic_stack(s)
+
+
+class Broken:
+    version = "ignored"  # the namespace was fixed when the cache started
+
+    def embed(self, text: str) -> Any:
+        raise RuntimeError("the ONNX session is gone")
+
+
+async def test_a_failing_embedder_opens_the_breaker_and_requests_are_still_served(sem: Any) -> None:
+    from ingress.cache.semantic.cache import BREAKER_TARGET
+    from ingress.routing.breaker import BreakerState
+
+    cache = sem.gateway.runner.app[CACHE].semantic
+    cache.embedder = Broken()
+    async with oai(sem) as c:
+        for i in range(7):
+            r = await c.chat.completions.with_raw_response.create(
+                model="gpt-sim", messages=msgs(f"Question number {i}")
+            )
+            assert r.status_code == 200 and r.headers["x-nexus-cache"] == "MISS"
+            assert r.parse().choices[0].message.content
+    assert sem.upstream_calls == 7
+    assert cache.breakers.state(BREAKER_TARGET) is BreakerState.OPEN  # 5 failures (the default)
+    async with httpx.AsyncClient(base_url=sem.base) as plain:
+        text = (await plain.get("/metrics")).text
+    assert 'nexus_semantic_cache_lookups_total{outcome="breaker_open"}' in text
+    assert 'nexus_circuit_breaker_state{target="semantic-cache-embedder"} 2.0' in text
