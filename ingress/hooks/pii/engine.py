@@ -1,4 +1,5 @@
-"""presidio's recognizers, run fast.
+"""presidio's recognizers, run fast (their patterns and validators as kept in
+``predefined``: presidio itself is imported for NER only).
 
 presidio's ``AnalyzerEngine`` runs every recognizer's regex over the whole
 text (~11 ms per KB here).  This engine keeps each recognizer's patterns,
@@ -20,10 +21,9 @@ from typing import Any
 
 import re2
 import regex
-from presidio_analyzer import EntityRecognizer, PatternRecognizer
-from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
 from ingress.hooks.pii import recognizers as recs
+from ingress.hooks.pii.predefined import EntityRecognizer, PatternRecognizer, PhoneRecognizer
 from ingress.hooks.scan import ENGINE, PatternSpec, Prefilter, windows
 from ingress.hooks.types import Span
 from streams.config_hooks import CustomPattern
@@ -257,6 +257,7 @@ class RecognizerEngine:
 
     def _phones(self, text: str, ends: list[int], pat: _Pattern, min_score: float) -> list[Span]:
         recognizer = pat.recognizer
+        assert isinstance(recognizer, PhoneRecognizer)
         context = recognizer.context or ()
         out: list[Span] = []
         seen: set[tuple[int, int]] = set()
@@ -275,7 +276,7 @@ class RecognizerEngine:
                     c_lo -= 1
                 while c_hi < len(text) and not text[c_hi].isspace() and c_hi < cand.end() + 8:
                     c_hi += 1
-                for r in recognizer.analyze(text[c_lo:c_hi], ["PHONE_NUMBER"], None):  # type: ignore[arg-type]
+                for r in recognizer.analyze(text[c_lo:c_hi], ["PHONE_NUMBER"], None):
                     span = (r.start + c_lo, r.end + c_lo)
                     if span in seen:
                         continue

@@ -1,6 +1,8 @@
-"""The recognizers that define each entity: presidio's own for PII, and
-presidio ``PatternRecognizer`` subclasses for secrets (presidio ships none),
-each with a validator that turns a bare pattern hit into a finding."""
+"""The recognizers that define each entity: presidio's own for PII (their
+patterns and validators, kept in ``predefined`` so pattern mode never
+imports presidio and spaCy), and ``PatternRecognizer`` subclasses for
+secrets (presidio ships none), each with a validator that turns a bare
+pattern hit into a finding."""
 
 from __future__ import annotations
 
@@ -9,18 +11,18 @@ import binascii
 import json
 from collections.abc import Sequence
 
-from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
-from presidio_analyzer.predefined_recognizers import (
+from ingress.hooks.pii.predefined import (
     CreditCardRecognizer,
     EmailRecognizer,
+    EntityRecognizer,
     IbanRecognizer,
     IpRecognizer,
+    Pattern,
+    PatternRecognizer,
     PhoneRecognizer,
     UrlRecognizer,
     UsSsnRecognizer,
 )
-
-from ingress.hooks.pii import offline  # noqa: F401 - must precede presidio
 from streams.config_hooks import CustomPattern
 
 
@@ -242,7 +244,8 @@ class GenericSecretRecognizer(PatternRecognizer):
 
 class CustomPatternRecognizer(PatternRecognizer):
     """An operator's own entity.  Its regex runs under RE2 (see engine); the
-    optional Luhn check is presidio's credit-card validator."""
+    optional Luhn check is presidio's credit-card validator (as kept in
+    ``predefined``)."""
 
     def __init__(self, spec: CustomPattern) -> None:
         super().__init__(
