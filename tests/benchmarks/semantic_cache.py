@@ -133,6 +133,9 @@ async def bench_lookup(index: VectorIndex, ids: list[str], queries: Any, picks: 
         def embed(self, text: str) -> Any:
             raise AssertionError
 
+        def residue(self, text: str) -> str:
+            raise AssertionError
+
     cache = SemanticCache(client, prefix, Stub(), threshold=0.9, ttl_s=300)
     cache.index = index
     try:

@@ -78,7 +78,7 @@ async def close_semantic_stack(s: Any) -> None:
         await s.sim.close()
 
     try:
-        await asyncio.wait_for(close(), 20)
+        await asyncio.wait_for(close(), 60)
     except TimeoutError:
         for task in asyncio.all_tasks():  # what a stuck shutdown waits on
             task.print_stack()

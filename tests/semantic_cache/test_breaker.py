@@ -39,6 +39,9 @@ class Flaky:
             time.sleep(0.3)
         return self.real.embed(text)
 
+    def residue(self, text: str) -> str:
+        return self.real.residue(text)
+
 
 BREAKER = Breaker(failures=3, window_s=30.0, open_s=0.3)
 

@@ -259,6 +259,9 @@ class Broken:
     def embed(self, text: str) -> Any:
         raise RuntimeError("the ONNX session is gone")
 
+    def residue(self, text: str) -> str:
+        return ""
+
 
 async def test_a_failing_embedder_opens_the_breaker_and_requests_are_still_served(sem: Any) -> None:
     from ingress.cache.semantic.cache import BREAKER_TARGET

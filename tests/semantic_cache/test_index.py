@@ -87,6 +87,9 @@ class OtherModel:
     def embed(self, text: str) -> Any:
         return self.real.embed(text)
 
+    def residue(self, text: str) -> str:
+        return self.real.residue(text)
+
 
 @pytest.mark.integration
 async def test_a_new_model_version_never_reads_old_vectors(

@@ -86,3 +86,19 @@ async def test_prompts_past_the_models_window_are_not_looked_up(
     assert other.hit is None and other.outcome == "too_long"
     assert len(cache.index) == 0
     await cache.close()
+
+
+async def test_what_the_model_cannot_read_must_match_exactly(
+    embedder: Embedder, valkey_client: Any, valkey_prefix: str
+) -> None:
+    # Emoji are [UNK] to the model: these two prompts get the same vector.
+    parrot, snake = "What does 🦜 mean?", "What does 🐍 mean?"
+    assert float(embedder.embed(parrot) @ embedder.embed(snake)) > 0.999
+    cache = make_cache(valkey_client, valkey_prefix, embedder)
+    probe = await cache.lookup("p", "key:k-1", parrot)
+    await cache.fill(probe, Entry(kind="response", content_type="text/plain", body=b"a parrot"))
+    assert (await cache.lookup("p", "key:k-1", snake)).hit is None
+    # the same unknown text still lets a paraphrase hit
+    again = await cache.lookup("p", "key:k-1", "What does 🦜 mean ?")
+    assert again.hit is not None and again.hit.entry.body == b"a parrot"
+    await cache.close()

@@ -127,8 +127,8 @@ class SemanticCache:
         self._last_id = "0-0"
         self._sync: asyncio.Task[None] | None = None
         self._closed = False
-        self._inflight: dict[bytes, asyncio.Future[tuple[Vector | None, str]]] = {}
-        self._recent: OrderedDict[bytes, Vector] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future[tuple[Vector | None, str, str]]] = {}
+        self._recent: OrderedDict[bytes, tuple[Vector, str]] = OrderedDict()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -153,8 +153,10 @@ class SemanticCache:
 
     # -- embedding ---------------------------------------------------------
 
-    async def embed(self, text: str) -> tuple[Vector | None, str]:
-        """(vector, "") or (None, why it was skipped).  Identical prompts
+    async def embed(self, text: str) -> tuple[Vector | None, str, str]:
+        """(vector, residue, "") or (None, "", why it was skipped).  The
+        residue is what the vector cannot tell apart (``Embedder.residue``).
+        Identical prompts
         in flight share one embedding (a burst of the same request, which
         the coalescer then merges, costs one), and recent vectors are kept
         (by a digest of the prompt, not the prompt)."""
@@ -162,28 +164,31 @@ class SemanticCache:
         recent = self._recent.get(key)
         if recent is not None:
             self._recent.move_to_end(key)
-            return recent, ""
+            return recent[0], recent[1], ""
         shared = self._inflight.get(key)
         if shared is None:
             shared = self._inflight[key] = asyncio.ensure_future(self._embed(text))
             shared.add_done_callback(lambda _: self._inflight.pop(key, None))
-        vec, why = await asyncio.shield(shared)
+        vec, residue, why = await asyncio.shield(shared)
         if vec is not None:
-            self._recent[key] = vec
+            self._recent[key] = (vec, residue)
             if len(self._recent) > RECENT_VECTORS:
                 self._recent.popitem(last=False)
-        return vec, why
+        return vec, residue, why
 
-    async def _embed(self, text: str) -> tuple[Vector | None, str]:
+    def _work(self, text: str) -> tuple[Vector, str]:
+        return self.embedder.embed(text), self.embedder.residue(text)
+
+    async def _embed(self, text: str) -> tuple[Vector | None, str, str]:
         if not self.breakers.allow(BREAKER_TARGET):
-            return None, "breaker_open"
+            return None, "", "breaker_open"
         if self._slots <= 0:
             self.breakers.release(BREAKER_TARGET)
-            return None, "busy"
+            return None, "", "busy"
         self._slots -= 1
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        fut = loop.run_in_executor(self._pool, self.embedder.embed, text)
+        fut = loop.run_in_executor(self._pool, self._work, text)
 
         def done(_: Any) -> None:
             self._slots += 1  # only when the thread is really free again
@@ -191,32 +196,36 @@ class SemanticCache:
         fut.add_done_callback(done)
         try:
             async with asyncio.timeout(self.embed_timeout_s):
-                vec = await asyncio.shield(fut)
+                vec, residue = await asyncio.shield(fut)
         except TimeoutError:
             self.breakers.failure(BREAKER_TARGET)
             log.warning("semantic cache: the embedder took longer than %.0f ms", self.embed_timeout_s * 1000)
-            return None, "embed_timeout"
+            return None, "", "embed_timeout"
         except PromptTooLong:
             self.breakers.success(BREAKER_TARGET)
-            return None, "too_long"
+            return None, "", "too_long"
         except Exception as exc:
             self.breakers.failure(BREAKER_TARGET)
             log.warning("semantic cache: the embedder failed (%s)", type(exc).__name__)
-            return None, "embed_error"
+            return None, "", "embed_error"
         EMBED_SECONDS.observe(time.perf_counter() - started)
         self.breakers.success(BREAKER_TARGET)
-        return np.asarray(vec, dtype=np.float32).reshape(DIM), ""
+        return np.asarray(vec, dtype=np.float32).reshape(DIM), residue, ""
 
     # -- lookup, fill, poison ------------------------------------------------
 
     async def lookup(self, partition: str, scope: str, text: str) -> Probe:
         probe = Probe(partition=partition, scope=scope, text=text)
-        vec, why = await self.embed(text)
+        vec, residue, why = await self.embed(text)
         if vec is None:
             probe.outcome = why
             LOOKUPS.labels(why).inc()
             return probe
         probe.vector = vec
+        if residue:
+            # What the model reads as unknown must match exactly: it joins
+            # the partition (and so the stored entry's).
+            partition = probe.partition = f"{partition}:{residue}"
         best = self.index.search(partition, vec, k=1)
         if best and best[0][1] >= self.threshold:
             eid, sim = best[0]

