@@ -159,7 +159,7 @@ class ProjectionsConfig(_Strict, kw_only=True, frozen=True):
     # The DuckDB file for analysts ("" = ~/.nexus/analytics.duckdb).  The
     # Postgres DSN carries a password, so it comes from NEXUS_POSTGRES_DSN only.
     duckdb_path: str = ""
-    batch_size: int = 5000
+    batch_size: int = 20_000  # see projections.settings
 
 
 class NexusConfig(_Strict, kw_only=True, frozen=True):

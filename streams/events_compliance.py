@@ -13,7 +13,7 @@ import msgspec
 from streams.events import Event
 
 
-class SpanFound(msgspec.Struct, frozen=True, omit_defaults=True):
+class SpanFound(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     entity: str  # CREDIT_CARD, AWS_ACCESS_KEY, or a rule id
     start: int  # character offsets in the stage's text view
     end: int

@@ -181,3 +181,13 @@ def test_the_progress_bar_keeps_one_bar_per_store_when_reports_interleave() -> N
     assert sum(line.startswith("replay postgres") for line in lines) == 11
     assert sum(line.startswith("replay duckdb") for line in lines) == 11
     assert lines[-1].startswith("replay duckdb") and "100.0%" in lines[-1]
+
+
+def test_decoded_events_are_not_tracked_by_the_cyclic_gc() -> None:
+    import gc
+
+    from streams.codec import decode, encode
+
+    for ev in ok_request(1) + retried_request(2):
+        back = decode(encode(ev))
+        assert not gc.is_tracked(back) and not gc.is_tracked(back.tenant), type(back).__name__
