@@ -4,11 +4,18 @@
   threshold.
 - ``LOOSE_PARAPHRASES``: the same question with more rewording ("How fast
   does light travel?"); the model scores them 0.83-0.92, below the default
-  threshold, so they miss: that is the price of never serving the answer of
-  a different question, and the tests count them so a change is seen.
+  threshold, so they miss (and "3 tips" / "three tips", whose numbers
+  differ): that is the price of never serving the answer of a different
+  question, and the tests count them so a change is seen.
 - ``DIFFERENT``: a different question, most of them one word apart, which
-  is where an embedding cache goes wrong; must miss.  The closest scores
-  0.89 ("read" vs "write a CSV file with pandas")."""
+  is where an embedding cache goes wrong; must miss.  Without the number
+  and negation guard (``ingress/cache/semantic/guard.py``) "with" /
+  "without recursion" scores 0.98 and "555-1234" / "555-9876" 0.96; of
+  the rest the closest scores 0.89 ("read" vs "write a CSV file").
+
+Known limit, not in the set: a reversed direction with the same words ("to
+the airport from downtown" / "to downtown from the airport", 0.99) is a
+paraphrase to this model; nothing here tells it apart."""
 
 PARAPHRASES: list[tuple[str, str]] = [
     ("How do I reverse a list in Python?", "What's the way to reverse a Python list?"),
@@ -45,6 +52,14 @@ PARAPHRASES: list[tuple[str, str]] = [
     ("What time zone is Tokyo in?", "Which time zone is Tokyo in?"),
     ("Please explain what a hash table is", "Explain what a hash table is"),
     ("How do I declare a constant in JavaScript?", "How can I declare a constant in JavaScript?"),
+    ("What is 15% of 200?", "What's 15% of 200?"),
+    ("Convert 5 miles to km", "Convert 5 miles into km"),
+    (
+        "Write a function that sorts a list without recursion",
+        "Write a function which sorts a list without using recursion",
+    ),
+    ("Why doesn't my Python script print anything?", "Why does my Python script not print anything?"),
+    ("What year did World War 2 start?", "In what year did World War 2 start?"),
 ]
 
 LOOSE_PARAPHRASES: list[tuple[str, str]] = [
@@ -60,6 +75,7 @@ LOOSE_PARAPHRASES: list[tuple[str, str]] = [
     ("Translate 'good morning' into Spanish", "How do you say 'good morning' in Spanish?"),
     ("What is machine learning?", "Can you explain what machine learning is?"),
     ("What are the symptoms of the flu?", "What symptoms does the flu cause?"),
+    ("Give me 3 tips for better sleep", "Give me three tips for better sleep"),
 ]
 
 DIFFERENT: list[tuple[str, str]] = [
@@ -104,4 +120,13 @@ DIFFERENT: list[tuple[str, str]] = [
     ("What is the square root of 144?", "What is the square root of 169?"),
     ("How do I kill a process in Linux?", "How do I start a process in the background in Linux?"),
     ("How do I declare a constant in JavaScript?", "How do I declare a constant in Rust?"),
+    (
+        "Write a function that sorts a list without recursion",
+        "Write a function that sorts a list with recursion",
+    ),
+    ("What is 2+2?", "What is 2+3?"),
+    ("Convert 5 miles to km", "Convert 6 miles to km"),
+    ("What year did World War 2 start?", "What year did World War 1 start?"),
+    ("Write a poem about love in 4 lines", "Write a poem about love in 8 lines"),
+    ("Remind me to call 555-1234", "Remind me to call 555-9876"),
 ]

@@ -137,3 +137,21 @@ def test_semantic_cache_is_off_unless_configured() -> None:
     assert parse_config(b"cache: {enabled: true}\n").cache.semantic.enabled is False
     sem = parse_config(b"cache: {semantic: {enabled: true}}\n").cache.semantic
     assert (sem.enabled, sem.threshold, sem.allow_cross_model) == (True, 0.93, False)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("Why doesn't it print?", "Why does it not print?", True),
+        ("I can\u2019t log in", "I cannot log in", True),
+        ("Sort without recursion", "Sort with recursion", False),
+        ("Convert 5 miles to km", "Convert 5 miles into km", True),
+        ("Move 3 to 5", "Move 5 to 3", False),
+        ("Call 555-1234", "Call 555-9876", False),
+        ("Hello there", "Hi there", True),
+    ],
+)
+def test_numbers_and_negations_must_match(a: str, b: str, same: bool) -> None:
+    from ingress.cache.semantic.guard import guard
+
+    assert (guard(a) == guard(b)) is same

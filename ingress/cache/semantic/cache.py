@@ -37,6 +37,7 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 
 from ingress.cache.semantic.embedder import DIM, Embedder, PromptTooLong, Vector
+from ingress.cache.semantic.guard import guard
 from ingress.cache.semantic.index import VectorIndex
 from ingress.cache.store import Entry
 from ingress.routing.breaker import Breakers
@@ -222,10 +223,13 @@ class SemanticCache:
             LOOKUPS.labels(why).inc()
             return probe
         probe.vector = vec
-        if residue:
-            # What the model reads as unknown must match exactly: it joins
-            # the partition (and so the stored entry's).
-            partition = probe.partition = f"{partition}:{residue}"
+        # What the vector blurs must match exactly (the text the model reads
+        # as unknown, numbers, negation): it joins the partition, and so
+        # the stored entry's.
+        exact = "|".join(filter(None, (residue, guard(text))))
+        if exact:
+            digest = hashlib.sha256(exact.encode()).hexdigest()[:16]
+            partition = probe.partition = f"{partition}:{digest}"
         best = self.index.search(partition, vec, k=1)
         if best and best[0][1] >= self.threshold:
             eid, sim = best[0]
