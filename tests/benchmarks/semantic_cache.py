@@ -76,7 +76,35 @@ def bench_embed(n: int) -> dict[str, Any]:
         out[f"embed_{name}_p50_ms"] = round(pct(times, 50), 2)
         out[f"embed_{name}_p99_ms"] = round(pct(times, 99), 2)
         print(f"embed {name:>10} ({tokens} tokens): p50 {pct(times, 50):.2f} ms  p99 {pct(times, 99):.2f} ms")
+    out.update(labelled(emb))
     return out
+
+
+def labelled(emb: MiniLMEmbedder, threshold: float = 0.93) -> dict[str, Any]:
+    """The labelled set of tests/semantic_cache, pair by pair, as the cache
+    decides: the exact part (unknown text, numbers, negations) must match,
+    then the cosine must reach the threshold."""
+    from ingress.cache.semantic.guard import guard
+    from tests.semantic_cache.labelled import DIFFERENT, LOOSE_PARAPHRASES, PARAPHRASES
+
+    def hits(pairs: list[tuple[str, str]]) -> int:
+        n = 0
+        for a, b in pairs:
+            same = (emb.residue(a), guard(a)) == (emb.residue(b), guard(b))
+            n += same and float(emb.embed(a) @ emb.embed(b)) >= threshold
+        return n
+
+    para, loose, diff = hits(PARAPHRASES), hits(LOOSE_PARAPHRASES), hits(DIFFERENT)
+    print(
+        f"labelled set at {threshold}: {para}/{len(PARAPHRASES)} paraphrases hit, "
+        f"{loose}/{len(LOOSE_PARAPHRASES)} loose paraphrases hit, "
+        f"{diff}/{len(DIFFERENT)} different questions hit"
+    )
+    return {
+        "labelled_paraphrase_hits": f"{para}/{len(PARAPHRASES)}",
+        "labelled_loose_hits": f"{loose}/{len(LOOSE_PARAPHRASES)}",
+        "labelled_false_hits": f"{diff}/{len(DIFFERENT)}",
+    }
 
 
 async def main() -> None:
