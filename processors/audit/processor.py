@@ -238,7 +238,8 @@ class AuditProcessor:
         return msgs
 
     async def _commit(self, stream: str, msgs: list[Msg]) -> None:
-        items = sorted(((m.metadata.sequence.stream, m.data) for m in msgs), key=lambda x: x[0])
+        seqs = [_stream_seq(m) for m in msgs]
+        items = sorted(zip(seqs, (m.data for m in msgs), strict=True), key=lambda x: x[0])
         backoff = 0.2
         loop = asyncio.get_running_loop()
         heartbeat_at = loop.time() + _ACK_WAIT_S / 3
@@ -272,7 +273,7 @@ class AuditProcessor:
             self._positions[stream] = max(self._positions.get(stream, 0), items[-1][0])
             self._progress.notify_all()
         # A lost ack only causes a redelivery, which the checkpoint skips.
-        newest = max(msgs, key=lambda m: m.metadata.sequence.stream)
+        newest = msgs[max(range(len(msgs)), key=seqs.__getitem__)]
         with contextlib.suppress(nats.errors.Error):
             await newest.ack()
 
@@ -302,3 +303,16 @@ class AuditProcessor:
         except (OSError, asyncpg.PostgresError, nats.errors.Error) as exc:
             log.warning("audit: retention pass failed: %s", type(exc).__name__)
         return bodies, spilled
+
+
+def _stream_seq(msg: Msg) -> int:
+    """The stream sequence from the ack subject, without nats-py's Metadata
+    (which also parses a timestamp and builds two objects per message):
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``,
+    or the 11/12-token form with domain and account hash after ``ACK``."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:
+        return int(tokens[5])
+    if len(tokens) >= 11 and tokens[0] == "$JS":
+        return int(tokens[7])
+    return msg.metadata.sequence.stream

@@ -24,6 +24,7 @@ BENCH_DIR = REPO / "tests" / "benchmarks"
 SCRIPTS: dict[str, str] = {
     "gateway_overhead.py": "gateway RPS and added latency vs the sim (event spine)",
     "projection_throughput.py": "event pipeline: publish rate, projection rate (Postgres, DuckDB), replay",
+    "audit_throughput.py": "audit processor: hash-chained records/s into Postgres",
     "hooks_latency.py": "compliance hooks with the default packs",
     "quota_check.py": "quota / rate check against Valkey",
     "cache_hit.py": "exact-cache hit latency",
@@ -48,6 +49,7 @@ def discover() -> dict[str, str]:
 # quick run for a small one.
 SIZE_ARGS: dict[str, dict[str, list[str]]] = {
     "projection_throughput.py": {"full": ["--count", "1000000"], "quick": ["--count", "20000"]},
+    "audit_throughput.py": {"quick": ["--count", "20000"]},
     "quota_check.py": {"quick": ["--requests", "2000", "--seconds", "3"]},
 }
 
