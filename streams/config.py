@@ -151,6 +151,13 @@ class Gateway(_Strict, kw_only=True, frozen=True):
     # near capacity x acceptable latency (about 1,000 req/s x 250 ms per core
     # here): a larger gate only queues, which is what it exists to prevent.
     max_inflight: int = 256
+    # Event-loop lag gate: a probe timer fires every loop_probe_interval_ms;
+    # while it fires later than shed_loop_lag_ms twice running (a standing
+    # queue, not one pause) new requests get 429 + Retry-After at once, so
+    # admitted ones keep a bounded latency at any offered rate.  Well above
+    # what a loop that keeps up shows (a few ms); 0 turns the gate off.
+    shed_loop_lag_ms: float = 50.0
+    loop_probe_interval_ms: float = 10.0
     request_timeout_s: float = 600.0
     node_id: str = ""
 

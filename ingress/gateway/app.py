@@ -22,6 +22,7 @@ from ingress.gateway import quota
 from ingress.gateway.cached import CACHE, CacheRuntime, tap_prepare
 from ingress.gateway.cached import lifecycle as cache_lifecycle
 from ingress.gateway.compliance import build_engine, wants_engine
+from ingress.gateway.listener import Listener
 from ingress.gateway.middleware import gateway_middleware, stamp_headers
 from ingress.gateway.routed import ROUTING
 from ingress.gateway.routes import add_routes
@@ -117,7 +118,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             state.snapshot, valkey=valkey, key_prefix=setup.valkey_prefix, node_id=state.node.id
         )
     await state.upstreams.start()
+    state.admission.start()
     yield
+    state.admission.stop()
     if state.background:
         await asyncio.gather(*state.background, return_exceptions=True)
     await state.upstreams.close()
@@ -128,10 +131,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 class GatewayServer:
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, listener: Listener | None = None) -> None:
         self.runner = runner
         self.host = host
         self.port = port
+        self.listener = listener
 
     @property
     def url(self) -> str:
@@ -139,6 +143,8 @@ class GatewayServer:
         return f"http://{self.host}:{self.port}/v1"
 
     async def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
         await self.runner.cleanup()
 
 
@@ -146,9 +152,8 @@ async def start_gateway(app: web.Application, *, host: str = "127.0.0.1", port: 
     """Serve ``app`` on the running loop; ``port=0`` picks a free port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    # A burst of new connections must queue, not be reset (aiohttp's default backlog is 128).
-    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
-    await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    return GatewayServer(runner, host, int(bound))
+    assert runner.server is not None
+    # Not a TCPSite: the loop's own accept takes one connection per loop
+    # iteration, too few when the gateway is saturated (listener.py).
+    listener = Listener(host, port, runner.server)
+    return GatewayServer(runner, host, listener.port, listener)

@@ -36,3 +36,9 @@ UPSTREAM_ERRORS = Counter(
     "nexus_gateway_upstream_errors_total", "Failed upstream attempts", ["provider", "code"]
 )
 INFLIGHT = Gauge("nexus_gateway_inflight_requests", "Requests in progress")
+SHED = Counter(
+    "nexus_gateway_shed_total",
+    "Requests refused at admission with 429 + Retry-After, by reason (inflight | event_loop_lag)",
+    ["reason"],
+)
+LOOP_LAG = Gauge("nexus_gateway_event_loop_lag_seconds", "How late the admission probe timer last fired")

@@ -1,4 +1,4 @@
-"""Around every request: a request id, the in-flight admission gate, the
+"""Around every request: a request id, the admission gates (admission.py), the
 one place errors become OpenAI-shaped responses (including anything
 unexpected: a 500 with no internals, logged with its request id), and the
 request metrics."""
@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ingress.gateway import errors, recording
+from ingress.gateway.admission import shed_response
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.metrics import INFLIGHT, LATENCY, REQUESTS
 from ingress.gateway.state import CTX, STATE, GatewayState, RequestContext
@@ -65,13 +66,12 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[CTX] = ctx
     gated = request.path.startswith("/v1/")
     resp: web.StreamResponse
-    if gated and state.inflight >= state.max_inflight:
-        err = errors.overloaded()
-        _record_failure(state, ctx, err)
-        resp = error_response(err)
-        REQUESTS.labels(str(err.status), "").inc()
-        return resp
     if gated:
+        # Before anything else (body, auth, hooks): shedding must be cheap.
+        shed = state.admission.check(state.inflight)
+        if shed is not None:
+            REQUESTS.labels("429", "").inc()
+            return shed_response(request, shed)
         state.inflight += 1
         INFLIGHT.inc()
     try:

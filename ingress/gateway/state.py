@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from ingress.gateway.admission import Admission
 from ingress.gateway.targets import Route
 from ingress.translate.grammar import OPENAI_CHAT, Grammar
 from ingress.upstream import UpstreamPool
@@ -35,6 +36,7 @@ class EventSink(Protocol):
 
 class GatewayState:
     __slots__ = (
+        "admission",
         "background",
         "break_glass",
         "compliance",
@@ -73,6 +75,11 @@ class GatewayState:
         self.max_inflight = gw.max_inflight
         self.request_timeout_s = gw.request_timeout_s
         self.inflight = 0
+        self.admission = Admission(
+            max_inflight=gw.max_inflight,
+            lag_threshold_s=gw.shed_loop_lag_ms / 1000,
+            probe_interval_s=gw.loop_probe_interval_ms / 1000,
+        )
         self.background: set[asyncio.Task[None]] = set()
         # The compliance engine of this snapshot (None: no hook configured)
         # and what it needs: a Valkey client (rate limiter) and this node's

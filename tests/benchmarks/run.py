@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", action="store_true", help="py-spy flame graph of Nexus at peak load")
     p.add_argument(
+        "--overload-only",
+        action="store_true",
+        help="only the non-stream peak and the overload row (open loop at twice that peak)",
+    )
+    p.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -140,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         install_peers=not args.no_install,
         figures=not args.no_figures,
         profile=args.profile,
+        overload_only=args.overload_only,
         connections=args.connections,
         nice=args.nice,
         nexus_config_extra=extra,

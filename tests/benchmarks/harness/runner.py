@@ -93,6 +93,8 @@ class Plan:
     realistic_rates: tuple[int, ...] = (100, 500)
     realistic_modes: tuple[str, ...] = ("non-stream", "stream")
     overload: bool = True
+    # only the non-stream peak (the overload rate is twice it) and the overload row
+    overload_only: bool = False
     profile_s: float = 15.0
     figures_timeout_s: float = 300.0
     # an open-loop rate this many times above the system's own measured peak
@@ -112,6 +114,8 @@ class Plan:
             self.profile_s = 3.0
             self.figures_timeout_s = 120.0
             self.settle_s = 2.0
+        if self.overload_only:
+            self.overload = True
 
 
 @dataclass
@@ -200,6 +204,8 @@ def _drive(s: Session, running: systems.Running, upstream: str, peaks: dict[str,
     meter = Meter(running.pids).start()
     try:
         modes = ("non-stream", "stream") if upstream == "zero" else plan.realistic_modes
+        if plan.overload_only:
+            modes = ("non-stream",)
         if upstream == "zero" and s.wrk:
             for mode in modes:
                 stream = mode == "stream"
@@ -240,6 +246,8 @@ def _drive(s: Session, running: systems.Running, upstream: str, peaks: dict[str,
                 Row(running.name, upstream, "non-stream", "peak", "wrk", note="not run: wrk is not installed")
             )
         rates = plan.rates if upstream == "zero" else plan.realistic_rates
+        if plan.overload_only:
+            rates = ()
         for mode in modes:
             for rate in rates:
                 row = Row(running.name, upstream, mode, f"{rate}/s", "open-loop")
