@@ -11,13 +11,17 @@ from __future__ import annotations
 import base64
 import threading
 import urllib.parse
+from typing import TYPE_CHECKING
 
 import msgspec
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from adapters.base import CodecError, WireRequest
 from adapters.wirekit.errors import make
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+# cryptography (~6 MB resident) is imported when a Vertex key is first used.
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
@@ -72,6 +76,9 @@ def _b64url(data: bytes) -> str:
 
 
 def _private_key(pem: str) -> rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError):
@@ -94,6 +101,9 @@ def build_assertion(sa: ServiceAccount, now: int, scope: str = SCOPE) -> str:
         "exp": now + ASSERTION_LIFETIME_S,
     }
     signing_input = _b64url(msgspec.json.encode(header)) + "." + _b64url(msgspec.json.encode(claims))
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     signature = _private_key(sa.private_key).sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return signing_input + "." + _b64url(signature)
 
@@ -147,6 +157,8 @@ class TokenCache:
 
 def public_key_pem(sa: ServiceAccount) -> bytes:
     """For tests and diagnostics: the public half of the account's key."""
+    from cryptography.hazmat.primitives import serialization
+
     return (
         _private_key(sa.private_key)
         .public_key()

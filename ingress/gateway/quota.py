@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import Gauge
 
 from adapters.canonical import ChatChunk, ChatRequest, EmbeddingRequest
+from ingress import heap
 from ingress.gateway import errors
 from ingress.gateway.auth import authenticate
 from ingress.gateway.errors import GatewayError
@@ -74,6 +75,19 @@ def build_runtime(snapshot: ConfigSnapshot, client: Any, key_prefix: str) -> Quo
     return QuotaRuntime(gate.policy, gate)
 
 
+def encodings_needed(snapshot: ConfigSnapshot) -> set[str]:
+    """The token encodings the configured models count with, under the
+    model's own name (the gate's estimate) and its provider model (the
+    gateway's)."""
+    kinds = {p.name: p.kind for p in snapshot.config.providers}
+    out: set[str] = set()
+    for m in snapshot.config.models:
+        kind = kinds.get(m.provider, "openai")
+        for name in (m.name, m.provider_model or m.name):
+            out.add(counting_rule(kind, name).encoding)
+    return out
+
+
 def lifecycle(valkey: Any, key_prefix: str, env: Mapping[str, str]) -> Any:
     """The app's cleanup context for quotas: the gate on the caller's Valkey
     client, else on one opened from ``NEXUS_VALKEY_URL`` (and closed here)."""
@@ -92,9 +106,12 @@ def lifecycle(valkey: Any, key_prefix: str, env: Mapping[str, str]) -> Any:
                 log.warning("quotas are configured but no Valkey is: requests they apply to get 503")
             prefix = env.get("NEXUS_VALKEY_PREFIX", key_prefix) if valkey is None else key_prefix
             state.quota = build_runtime(state.snapshot, client, prefix)
-            # Load the BPE tables now (seconds), not on the first request.
-            await asyncio.to_thread(encoding, "o200k_base")
-            await asyncio.to_thread(encoding, "cl100k_base")
+            # Load the BPE tables now (seconds), not on the first request:
+            # only those of the configured models (tens of MB each); another
+            # loads on first use.
+            for name in sorted(encodings_needed(state.snapshot)):
+                await asyncio.to_thread(encoding, name)
+            await asyncio.to_thread(heap.trim)  # the loader's garbage: freed, still resident
         yield
         if owned is not None:
             await owned.aclose()

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from adapters.canonical import ChatRequest, ChatResponse
+from ingress import heap
 from ingress.hooks import emergency
 from ingress.hooks.builtin import HOOK_CLASSES, BaseHook, BuildContext, entities_needed
 from ingress.hooks.emergency import NO_BYPASS, Bypass
@@ -102,7 +103,10 @@ class ComplianceEngine:
         """Build in a worker thread: compiling the pre-scans (and loading a
         spaCy model when NER is configured) takes seconds, which must not
         stall the event loop of a node that is already serving traffic."""
-        return await asyncio.to_thread(cls, cfg, valkey=valkey, key_prefix=key_prefix, node_id=node_id)
+        engine = await asyncio.to_thread(cls, cfg, valkey=valkey, key_prefix=key_prefix, node_id=node_id)
+        # The compiles' scratch memory is free now, but resident until trimmed.
+        await asyncio.to_thread(heap.trim)
+        return engine
 
     @property
     def pattern_mode(self) -> str:

@@ -79,8 +79,20 @@ def encoding(name: str) -> tiktoken.Encoding:
         raise EstimateError(f"no offline BPE file for encoding {name!r}")
     seed_tiktoken_cache()
     import tiktoken
+    import tiktoken.registry
+    from tiktoken_ext import openai_public
 
-    return tiktoken.get_encoding(name)
+    known = tiktoken.registry.ENCODINGS.get(name)
+    if known is not None:
+        return known
+    # What ``tiktoken.get_encoding`` does, less the Python copy of the
+    # ranks: the Rust core keeps its own, and ``Encoding`` holds the dict
+    # only to pickle an unregistered encoding (~27 MB for o200k_base).
+    # Registered, it pickles by name.
+    spec = getattr(openai_public, name)()
+    enc = tiktoken.Encoding(**spec)
+    spec["mergeable_ranks"].clear()
+    return tiktoken.registry.ENCODINGS.setdefault(name, enc)
 
 
 class CountingRule(msgspec.Struct, frozen=True):
