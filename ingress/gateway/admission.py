@@ -2,7 +2,7 @@
 queueing it, so that the requests the gateway does admit keep a bounded
 latency however much is offered.
 
-Two gates, checked in this order before anything else touches a ``/v1``
+Three gates, checked in this order before anything else touches a ``/v1``
 request (no body read, no auth, no hooks):
 
 - **in-flight cap** (``gateway.max_inflight``): requests in progress.  It
@@ -20,6 +20,14 @@ request (no body read, no auth, no hooks):
   and still waiting), so a single pause (a GC, one slow callback) costs
   latency, never a 429.  Once the loop keeps time again, the next probe
   clears it: recovery takes one probe interval.
+- **adaptive in-flight limit**: shedding new arrivals is not enough when
+  the requests already admitted fill the loop (each needs several loop
+  passes; with 256 in progress on a saturated core each waited ~0.5 s).
+  While the lag stands over the threshold, the limit drops to 90 % of what
+  is in flight (at most once per probe, down to 8); each on-time probe
+  raises it by one, back up to ``max_inflight`` (100 a second at a 10 ms
+  probe).  Under normal load the lag never stands, so the limit stays at
+  ``max_inflight``.
 
 A shed request is a counter (``nexus_gateway_shed_total{reason}``) and no
 event: it was never authenticated nor parsed, so a RequestFailed would
@@ -53,6 +61,9 @@ LOOP_LAG_REASON = "event_loop_lag"
 
 RETRY_AFTER_S = 1
 _LOG_EVERY_S = 10.0
+_MIN_LIMIT = 8.0
+_DECREASE = 0.9
+_INCREASE = 1.0
 _FAILURE = Failure(429, "rate_limit_error", "overloaded", "The gateway is at capacity; retry shortly.")
 # Built once: shedding must be the cheapest answer the gateway gives.
 _OPENAI_BODY = OPENAI_CHAT.error_body(_FAILURE)
@@ -69,10 +80,12 @@ class Admission:
         "_due",
         "_handle",
         "_loop",
+        "_seen_inflight",
         "_warned",
         "_warned_at",
         "interval_s",
         "last_lag_s",
+        "limit",
         "max_inflight",
         "prev_lag_s",
         "shedding",
@@ -88,6 +101,10 @@ class Admission:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.max_inflight = max_inflight
+        # The adaptive in-flight limit (AIMD on the lag): cut while the lag
+        # stands over the threshold, grown back one request per on-time probe.
+        self.limit = float(max_inflight)
+        self._seen_inflight = 0
         self.threshold_s = lag_threshold_s  # <= 0: the lag gate is off
         self.interval_s = probe_interval_s
         self._clock = clock
@@ -106,6 +123,9 @@ class Admission:
         """None: admit.  Else why the request is shed."""
         if inflight >= self.max_inflight:
             return INFLIGHT
+        self._seen_inflight = inflight
+        if inflight >= self.limit:
+            return LOOP_LAG_REASON
         threshold = self.threshold_s
         # The last probe was late; a standing queue if the one before was
         # late too, or if the next one is already late as well.
@@ -120,7 +140,15 @@ class Admission:
         self.prev_lag_s = self.last_lag_s
         self.last_lag_s = lag_s
         LOOP_LAG.set(lag_s)
-        shedding = 0 < self.threshold_s < min(lag_s, self.prev_lag_s)
+        threshold = self.threshold_s
+        shedding = 0 < threshold < min(lag_s, self.prev_lag_s)
+        if shedding:
+            # Fewer requests in progress, shorter loop iterations: what is
+            # admitted moves faster.  From what is in flight (not a limit
+            # nobody reaches), at most down to a floor.
+            self.limit = max(_MIN_LIMIT, min(self.limit, self._seen_inflight) * _DECREASE)
+        elif lag_s <= threshold and self.limit < self.max_inflight:
+            self.limit = min(float(self.max_inflight), self.limit + _INCREASE)
         if shedding == self.shedding:
             return
         self.shedding = shedding

@@ -95,3 +95,24 @@ async def test_the_probe_sees_a_blocked_loop_and_its_recovery() -> None:
     finally:
         a.stop()
     assert a._handle is None
+
+
+def test_a_standing_lag_cuts_the_inflight_limit_and_on_time_probes_grow_it_back() -> None:
+    a = Admission(max_inflight=256, lag_threshold_s=0.05, clock=Clock())
+    assert a.check(200) is None  # under normal load the limit is max_inflight
+    a.observe(0.001)
+    assert a.limit == 256
+    a.observe(0.09)
+    assert a.limit == 256  # one late probe: no cut
+    a.observe(0.08)  # standing: cut to 90 % of what is in flight
+    assert a.limit == 0.9 * 200
+    for _ in range(100):
+        a.observe(0.08)
+    assert a.limit == 8  # the floor
+    a.observe(0.001)  # on time: admitting again, within the limit
+    assert a.check(5) is None
+    assert a.check(9) == LOOP_LAG_REASON
+    for _ in range(1000):
+        a.observe(0.001)
+    assert a.limit == 256
+    assert a.check(200) is None
