@@ -146,7 +146,7 @@ def test_same_phone_matches(text: str) -> None:
 
 def test_pattern_mode_never_imports_presidio_or_spacy() -> None:
     """The compliance engine in pattern mode, built and run in a fresh
-    interpreter, leaves presidio, spaCy and tiktoken unloaded."""
+    interpreter, leaves presidio, spaCy, tiktoken and tldextract unloaded."""
     code = (
         "import sys\n"
         "from ingress.hooks import ComplianceEngine\n"
@@ -155,7 +155,69 @@ def test_pattern_mode_never_imports_presidio_or_spacy() -> None:
         "e = RecognizerEngine(ALWAYS_SCANNED)\n"
         "spans = e.analyze('card 4111 1111 1111 1111, call +1 415 555 2671, mail a@example.com', 0.3)\n"
         "assert {s.entity for s in spans} >= {'CREDIT_CARD', 'EMAIL_ADDRESS'}, spans\n"
-        "bad = [m for m in ('presidio_analyzer', 'spacy', 'thinc', 'tiktoken') if m in sys.modules]\n"
+        "heavy = ('presidio_analyzer', 'spacy', 'thinc', 'tiktoken', 'tldextract')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
         "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _suffix_cases() -> list[str]:
+    from ingress.hooks.pii import suffixes
+
+    rules = [p for p, is_rule in suffixes._load().items() if is_rule]
+    cases = [
+        "jane.doe@example.co.uk",
+        "jane.doe@example.notatld",
+        "ops@EXAMPLE.COM",
+        "a@b.c",
+        "x@localhost",
+        "x@localhost.localdomain",
+        "user@xn--80ak6aa92e.com",
+        "user@example.xn--p1ai",
+        "user@пример.рф",
+        "user@foo.blogspot.com",
+        "user@blogspot.com",
+        "u@10.0.0.1",
+        "u@1.2.3.4.5",
+        "u@co.uk",
+        "u@www.ck",
+        "u@foo.ck",
+        "u@bar.foo.ck",
+        "u@city.kawasaki.jp",
+        "u@foo.kawasaki.jp",
+        "u@a.b.kawasaki.jp",
+        "u@example.com.",
+        "u@exa_mple.com",
+        "u@xn--zz-invalid.com",
+        "u@example。com",
+        "a@b@example.org",
+        "http://user@example.org/path",
+    ]
+    for rule in rules:
+        bare = rule.lstrip("!").replace("*", "wild")
+        cases += [f"u@{bare}", f"u@shop.{bare}", f"u@a.b.{bare}", f"u@SHOP.{bare.upper()}"]
+    return cases
+
+
+def test_email_domain_check_matches_tldextract_on_every_rule() -> None:
+    from ingress.hooks.pii import offline
+    from ingress.hooks.pii.suffixes import has_fqdn
+
+    offline.guard()
+    import tldextract
+
+    mismatches = [c for c in _suffix_cases() if has_fqdn(c) != (tldextract.extract(c).fqdn != "")]
+    assert mismatches == []
+
+
+def test_email_domain_check_never_imports_tldextract() -> None:
+    code = (
+        "import sys\n"
+        "from ingress.hooks.pii.predefined import EmailRecognizer\n"
+        "r = EmailRecognizer()\n"
+        "assert r.validate_result('jane.doe@example.co.uk') is True\n"
+        "assert r.validate_result('jane.doe@example.notatld') is False\n"
+        "assert 'tldextract' not in sys.modules and 'requests' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

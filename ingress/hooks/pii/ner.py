@@ -12,7 +12,7 @@ import importlib.util
 import threading
 from collections.abc import Sequence
 
-from ingress.hooks.pii import offline  # noqa: F401 - must precede presidio
+from ingress.hooks.pii import offline
 from ingress.hooks.types import Span
 
 _lock = threading.Lock()
@@ -28,6 +28,7 @@ def _analyzer(model: str) -> object:
     with _lock:
         engine = _engines.get(model)
         if engine is None:
+            offline.guard()  # must precede presidio
             from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
             from presidio_analyzer.nlp_engine import SpacyNlpEngine
             from presidio_analyzer.predefined_recognizers import SpacyRecognizer

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import regex
 
-from ingress.hooks.pii import offline  # noqa: F401 - tldextract stays offline
 from ingress.hooks.pii.iban_patterns import regex_per_country
+from ingress.hooks.pii.suffixes import has_fqdn
 
 MIN_SCORE = 0.0
 MAX_SCORE = 1.0
@@ -204,9 +204,8 @@ class EmailRecognizer(PatternRecognizer):
         super().__init__("EMAIL_ADDRESS", "EmailRecognizer", self.PATTERNS, self.CONTEXT)
 
     def validate_result(self, pattern_text: str) -> bool | None:
-        import tldextract  # after ``offline`` (imported above): never downloads
-
-        return tldextract.extract(pattern_text).fqdn != ""
+        # presidio: ``tldextract.extract(pattern_text).fqdn != ""``
+        return has_fqdn(pattern_text)
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)"
