@@ -168,8 +168,11 @@ class Lane:
             mem_storage=True,
         )
         await self._js.add_consumer(stream, config=config)
-        puller = open_puller(self._nc, stream, name, window=max(2 * self._batch_size, PULL_CHUNK))
-        await puller.start()
+        try:
+            puller = await open_puller(self._nc, stream, name, window=max(2 * self._batch_size, PULL_CHUNK))
+        except BaseException:
+            await _quietly(self._js.delete_consumer(stream, name))
+            raise
         # Reading, decoding and folding the next batch overlaps writing this
         # one: the databases work in their own process / thread meanwhile.
         batches: asyncio.Queue[_Batch | BaseException] = asyncio.Queue(maxsize=2)

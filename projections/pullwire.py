@@ -128,6 +128,10 @@ class WireUnsupported(Exception):
     """The connection needs what the lean reader does not speak."""
 
 
+def _requires_tls(info: bytes) -> bool:
+    return b'"tls_required":true' in info.replace(b" ", b"")
+
+
 class _WireProtocol(asyncio.Protocol):
     def __init__(self, credit: _Credit, connected: asyncio.Future[None]) -> None:
         self._credit = credit
@@ -188,7 +192,9 @@ class _WireProtocol(asyncio.Protocol):
                     self._connected.set_exception(err)
                 credit.error = err
                 credit.ready.set()
-            # INFO and +OK need nothing
+            elif line.startswith(b"INFO ") and _requires_tls(line) and not self._connected.done():
+                self._connected.set_exception(WireUnsupported("the server requires TLS"))
+            # +OK needs nothing
         del buf[:pos]
 
 
@@ -301,9 +307,18 @@ class NatsPyPuller:
         return await credit.take(wait_s)
 
 
-def open_puller(nc: NATS, stream: str, consumer: str, *, window: int) -> Puller:
-    """The lean reader when it can speak to this server, else nats-py's."""
+async def open_puller(nc: NATS, stream: str, consumer: str, *, window: int) -> Puller:
+    """A started reader: the lean one when it can speak to this server,
+    else nats-py's."""
     try:
-        return WirePuller(nc, stream, consumer, window=window)
+        wire = WirePuller(nc, stream, consumer, window=window)
+        try:
+            await wire.start()
+        except BaseException:
+            await wire.stop()
+            raise
+        return wire
     except WireUnsupported:
-        return NatsPyPuller(nc, stream, consumer, window=window)
+        puller = NatsPyPuller(nc, stream, consumer, window=window)
+        await puller.start()
+        return puller

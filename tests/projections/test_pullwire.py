@@ -19,6 +19,7 @@ from projections.pullwire import (
     NatsPyPuller,
     Puller,
     WirePuller,
+    WireUnsupported,
     _Credit,
     _status_of,
     _WireProtocol,
@@ -80,6 +81,15 @@ async def test_statuses_end_requests_and_a_409_ends_the_read() -> None:
     with pytest.raises(ConsumerGone, match="409 Consumer Deleted"):
         await credit.take(0.01)
     assert _status_of(b"NATS/1.0 404 No Messages\r\n\r\n") == ("404", "No Messages", None)
+
+
+async def test_a_server_that_requires_tls_sends_the_reader_back_to_nats_py() -> None:
+    loop = asyncio.get_running_loop()
+    connected: asyncio.Future[None] = loop.create_future()
+    proto = _WireProtocol(_Credit("S", "c", 10_000), connected)
+    proto.data_received(b'INFO {"server_id":"x","tls_required": true,"headers":true}\r\n')
+    with pytest.raises(WireUnsupported, match="TLS"):
+        await connected
 
 
 def test_requests_are_topped_up_within_the_window_and_lost_ones_forgotten() -> None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.benchmarks.harness import procs
 from tests.benchmarks.harness.loadgen import REPO
-from tests.benchmarks.harness.procs import pinned
+from tests.benchmarks.harness.procs import pinned, set_autogroup_nice
 
 BENCH_DIR = REPO / "tests" / "benchmarks"
 
@@ -158,6 +159,8 @@ def run_scripts(
             env=env,
             start_new_session=True,
         )
+        if procs._NICE:  # --nice: its new session is its own autogroup
+            set_autogroup_nice(proc.pid, procs._NICE)
         try:
             stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
