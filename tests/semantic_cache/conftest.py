@@ -29,7 +29,9 @@ async def valkey_client(valkey_url: str) -> AsyncIterator[Any]:
 def make_cache(client: Any, prefix: str, embedder: Embedder, **kw: Any) -> SemanticCache:
     kw.setdefault("threshold", 0.93)
     kw.setdefault("ttl_s", 300)
-    kw.setdefault("embed_timeout_s", 2.0)  # a loaded 2-core machine: these tests are about answers
+    # a loaded 2-core machine: these tests are about answers, not latency
+    kw.setdefault("embed_timeout_s", 5.0)
+    kw.setdefault("timeout_s", 2.0)
     return SemanticCache(client, prefix, embedder, **kw)
 
 
@@ -54,7 +56,8 @@ async def make_semantic_stack(
     key, other = new_key(), new_key()
     # a generous embed timeout: these tests are about answers, on a shared 2-core machine
     semantic = {"enabled": True, "embed_timeout_ms": 5000, **semantic}
-    doc = msgspec.yaml.decode(config(sim, key, other, semantic=semantic, **(cache or {})))
+    cache = {"lookup_timeout_ms": 2000, **(cache or {})}
+    doc = msgspec.yaml.decode(config(sim, key, other, semantic=semantic, **cache))
     snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(doc)), SECRET)
     env = {"SIM_KEY": "sk", "NEXUS_ADMIN_TOKEN": ADMIN}
     nodes = []

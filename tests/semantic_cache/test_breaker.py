@@ -114,3 +114,23 @@ async def test_identical_prompts_in_flight_share_one_embedding(
     await cache.lookup("p", "key:k-1", "the same question")  # a recent vector: no call either
     assert flaky.calls == 1
     await cache.close()
+
+
+async def test_valkey_failing_at_lookup_is_a_miss_that_keeps_the_vector(
+    embedder: Embedder, valkey_client: Any, valkey_prefix: str
+) -> None:
+    import valkey.asyncio as avalkey
+
+    cache = make_cache(valkey_client, valkey_prefix, embedder, timeout_s=0.5)
+    probe = await cache.lookup("p", "key:k-1", "What is the capital of France?")
+    eid = await cache.fill(probe, Entry(kind="response", content_type="application/json", body=b"Paris"))
+    down = avalkey.from_url("redis://127.0.0.1:1/0")  # type: ignore[no-untyped-call]
+    cache.client = down
+    failed = await cache.lookup("p", "key:k-1", "Which city is the capital of France?")
+    assert failed.hit is None and failed.outcome == "store_error"
+    assert eid in cache.index  # a transient error does not forget the entry
+    cache.client = valkey_client
+    back = await cache.lookup("p", "key:k-1", "Which city is the capital of France?")
+    assert back.hit is not None and back.hit.entry.body == b"Paris"
+    await down.aclose()
+    await cache.close()

@@ -33,7 +33,7 @@ async def test_paraphrases_hit_and_different_questions_miss(
     for a, b in PARAPHRASES:
         probe = await cache.lookup("p", "key:k-1", b)
         if probe.hit is None or probe.hit.entry.body != a.encode():
-            wrong.append(f"missed {b!r} ({probe.similarity:.3f})")
+            wrong.append(f"missed {b!r} ({probe.outcome}, {probe.similarity:.3f})")
         else:
             assert probe.hit_id == ids[a] and probe.similarity >= 0.93
     for _a, b in DIFFERENT:

@@ -47,7 +47,8 @@ log = logging.getLogger("nexus.cache.semantic")
 
 LOOKUPS = Counter(
     "nexus_semantic_cache_lookups_total",
-    "Semantic cache lookups by outcome (hit, miss, too_long, breaker_open, busy, embed_error, embed_timeout)",
+    "Semantic cache lookups by outcome (hit, miss, too_long, breaker_open, busy, embed_error, embed_timeout,"
+    " store_error)",
     ["outcome"],
 )
 EMBED_SECONDS = Histogram(
@@ -233,13 +234,19 @@ class SemanticCache:
         best = self.index.search(partition, vec, k=1)
         if best and best[0][1] >= self.threshold:
             eid, sim = best[0]
-            found = await self._get(eid)
+            try:
+                found = await self._get(eid, strict=True)
+            except Exception as exc:  # fail open: a miss, and the vector stays indexed
+                log.warning("semantic cache lookup failed (%s): served as a miss", type(exc).__name__)
+                probe.outcome = "store_error"
+                found = None
+            else:
+                if found is None:
+                    self.index.remove(eid)  # expired or poisoned on another node
             # The partition is checked again on the entry itself: an index
             # bug must never turn into an answer for another scope.
             if found is not None and found.partition == partition and found.scope == scope:
                 probe.hit, probe.hit_id, probe.similarity, probe.outcome = found, eid, sim, "hit"
-            elif found is None:
-                self.index.remove(eid)  # expired or poisoned on another node
         LOOKUPS.labels(probe.outcome).inc()
         return probe
 
