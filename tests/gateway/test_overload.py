@@ -1,6 +1,6 @@
 """Overload, end to end with the official SDKs (retries off: they retry
 429s by default).  The gateway's event loop is saturated deliberately and
-deterministically: a test-only hog holds the loop for 80 ms on every
+deterministically: a test-only hog holds the loop for 150 ms on every
 iteration, so every lag probe fires late, as on a gateway offered more than
 its core can serve.  New requests then get 429 + Retry-After in the
 caller's format before auth or body parsing; a request admitted before
@@ -76,7 +76,7 @@ async def test_a_saturated_gateway_sheds_new_requests_keeps_admitted_ones_and_re
     stack = await make_stack()
     state = stack.gateway.runner.app[STATE]
     oai, ant = _clients(stack)
-    hog = Hog(0.08)
+    hog = Hog(0.15)
     try:
         # Normal load: both formats are served.
         ok = await oai.chat.completions.create(model="sim-small", messages=MESSAGES)
