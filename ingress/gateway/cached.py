@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -33,7 +33,6 @@ from aiohttp import web
 from adapters.base import CodecError
 from adapters.canonical import ChatRequest
 from ingress.cache import Coalescer, Entry, ExactCache, Flight, exact_key, time_sensitive
-from ingress.cache.semantic.cache import Probe, SemanticCache, entry_id
 from ingress.gateway import recording
 from ingress.gateway import semantic as semantic_gw
 from ingress.gateway.errors import GatewayError
@@ -41,6 +40,10 @@ from ingress.gateway.intake import Admitted
 from ingress.gateway.state import STATE
 from streams.config import ConfigSnapshot
 from streams.config_cache import CacheConfig
+
+if TYPE_CHECKING:
+    # numpy (~11 MB resident) loads only when the semantic cache starts.
+    from ingress.cache.semantic.cache import Probe, SemanticCache
 
 log = logging.getLogger("nexus.cache")
 
@@ -350,6 +353,8 @@ async def _lead(
     ctx.cache_status = "miss"
     tap = _Tap(rt.config.max_entry_bytes, flight)
     if probe is not None and probe.vector is not None and rt.semantic is not None:
+        from ingress.cache.semantic.cache import entry_id
+
         tap.entry = entry_id(probe.partition, probe.text)
     request[TAP] = tap
     try:

@@ -18,17 +18,20 @@ import hashlib
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
 
 from adapters.canonical import ChatRequest, Message, TextPart
-from ingress.cache.semantic.cache import SemanticCache
-from ingress.cache.semantic.embedder import Embedder, EmbedderError, MiniLMEmbedder
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
 from streams.config_cache import CacheConfig
+
+if TYPE_CHECKING:
+    # The cache itself (numpy, ~11 MB resident) is imported when it starts.
+    from ingress.cache.semantic.cache import SemanticCache
+    from ingress.cache.semantic.embedder import Embedder
 
 log = logging.getLogger("nexus.cache.semantic")
 
@@ -51,11 +54,16 @@ def load_embedder(model_path: str = "") -> Embedder:
     with _load_lock:
         emb = _loaded.get(model_path)
         if emb is None:
+            from ingress.cache.semantic.embedder import MiniLMEmbedder
+
             emb = _loaded[model_path] = MiniLMEmbedder(Path(model_path) if model_path else None)
         return emb
 
 
 async def start(client: Any, prefix: str, config: CacheConfig) -> SemanticCache | None:
+    from ingress.cache.semantic.cache import SemanticCache
+    from ingress.cache.semantic.embedder import EmbedderError
+
     sem = config.semantic
     try:
         embedder = await asyncio.get_running_loop().run_in_executor(None, load_embedder, sem.model_path)
