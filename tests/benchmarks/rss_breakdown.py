@@ -65,7 +65,7 @@ STEPS = textwrap.dedent(
     def scan():
         e = snap['engine']._ctx.entities
         e.analyze('card 4111 1111 1111 1111, call +1 415 555 2671, mail a@example.com, ' * 4, 0.3)
-    step('first PII scan (phonenumbers, tldextract)', scan)
+    step('first PII scan (phonenumbers, suffix list)', scan)
     from ingress import heap
     step('heap trim', heap.trim)
     from ingress.gateway.quota import encodings_needed
