@@ -210,11 +210,13 @@ class Lane:
     ) -> None:
         last = position
         idle_since = time.monotonic()
+        stalled = 0
         pending: _Batch | None = None
         while True:
             msgs = await puller.take(self._fetch_timeout_s)
             if msgs:
                 idle_since = time.monotonic()
+                stalled = 0
                 decoded = self._decode(msgs, last)
                 if decoded is not None:
                     last = decoded.last_seq
@@ -233,7 +235,13 @@ class Lane:
                     for store in self.stores:
                         metrics.LAG.labels(store.name).set(0)
                 if time.monotonic() - idle_since > _PROBE_AFTER_IDLE_S:
-                    await self._js.consumer_info(self.stream, name)  # NotFoundError -> re-create
+                    info = await self._js.consumer_info(self.stream, name)  # NotFoundError -> re-create
+                    # Messages wait for us, yet nothing arrived since the last
+                    # probe either: the reader's connection or its pull
+                    # requests are gone without a word (a half-open socket).
+                    stalled = stalled + 1 if info.num_pending else 0
+                    if stalled >= 2:
+                        raise ConnectionError(f"pull reader stalled with {info.num_pending} messages pending")
                     idle_since = time.monotonic()
 
     def _decode(self, msgs: list[Delivery], after: int) -> _Batch | None:

@@ -191,3 +191,42 @@ def test_decoded_events_are_not_tracked_by_the_cyclic_gc() -> None:
     for ev in ok_request(1) + retried_request(2):
         back = decode(encode(ev))
         assert not gc.is_tracked(back) and not gc.is_tracked(back.tenant), type(back).__name__
+
+
+@pytest.mark.slow
+async def test_a_reader_gone_silent_is_replaced_and_the_lane_finishes(
+    js: JetStreamContext,
+    topology: Topology,
+    settings: ProjectorSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from projections import lane as lane_module
+    from projections.pullwire import Delivery, Puller, open_puller
+
+    class _Silent:
+        """A reader whose connection died without a word: nothing arrives."""
+
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+        async def take(self, wait_s: float) -> list[Delivery]:
+            await asyncio.sleep(wait_s)
+            return []
+
+    opened: list[str] = []
+
+    async def first_silent(nc: object, stream: str, consumer: str, *, window: int) -> Puller:
+        opened.append(consumer)
+        if len(opened) == 1:
+            return _Silent()
+        return await open_puller(nc, stream, consumer, window=window)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lane_module, "open_puller", first_silent)
+    last = await publish(js, topology, [ev for i in range(200) for ev in ok_request(i)])
+    async with Projector(settings) as projector:
+        async with asyncio.timeout(30):
+            await projector.wait_for(last)
+    assert len(opened) >= 2  # the silent reader was given up and replaced
+    rows = await _rows(settings)
+    assert len(rows["postgres"]) == len(rows["duckdb"]) == 200
