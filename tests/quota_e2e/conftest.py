@@ -65,7 +65,14 @@ def config_dict(sim_port: int, keys: dict[str, str]) -> dict[str, Any]:
 
     return {
         "version": 1,
-        "gateway": {"request_timeout_s": 120, "max_inflight": 1024, "node_id": "gw-quota"},
+        # Bursts of 500 from clients on the gateway's own loop: no admission
+        # shedding (in-flight cap, loop-lag gate) in the way of the quota's answers.
+        "gateway": {
+            "request_timeout_s": 120,
+            "max_inflight": 1024,
+            "shed_loop_lag_ms": 0,
+            "node_id": "gw-quota",
+        },
         "orgs": [{"id": "acme", "timezone": "America/New_York"}],
         "projects": [{"id": "web", "org": "acme"}],
         "virtual_keys": [
