@@ -79,8 +79,8 @@ class Admission:
         "_clock",
         "_due",
         "_handle",
+        "_inflight",
         "_loop",
-        "_seen_inflight",
         "_warned",
         "_warned_at",
         "interval_s",
@@ -99,12 +99,13 @@ class Admission:
         lag_threshold_s: float,
         probe_interval_s: float = 0.01,
         clock: Callable[[], float] = time.perf_counter,
+        inflight: Callable[[], int] = lambda: 0,
     ) -> None:
         self.max_inflight = max_inflight
         # The adaptive in-flight limit (AIMD on the lag): cut while the lag
         # stands over the threshold, grown back one request per on-time probe.
         self.limit = float(max_inflight)
-        self._seen_inflight = 0
+        self._inflight = inflight  # requests in progress now (the gateway's count)
         self.threshold_s = lag_threshold_s  # <= 0: the lag gate is off
         self.interval_s = probe_interval_s
         self._clock = clock
@@ -123,7 +124,6 @@ class Admission:
         """None: admit.  Else why the request is shed."""
         if inflight >= self.max_inflight:
             return INFLIGHT
-        self._seen_inflight = inflight
         if inflight >= self.limit:
             return LOOP_LAG_REASON
         threshold = self.threshold_s
@@ -146,7 +146,7 @@ class Admission:
             # Fewer requests in progress, shorter loop iterations: what is
             # admitted moves faster.  From what is in flight (not a limit
             # nobody reaches), at most down to a floor.
-            self.limit = max(_MIN_LIMIT, min(self.limit, self._seen_inflight) * _DECREASE)
+            self.limit = max(_MIN_LIMIT, min(self.limit, self._inflight()) * _DECREASE)
         elif lag_s <= threshold and self.limit < self.max_inflight:
             self.limit = min(float(self.max_inflight), self.limit + _INCREASE)
         if shedding == self.shedding:

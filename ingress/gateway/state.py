@@ -79,6 +79,7 @@ class GatewayState:
             max_inflight=gw.max_inflight,
             lag_threshold_s=gw.shed_loop_lag_ms / 1000,
             probe_interval_s=gw.loop_probe_interval_ms / 1000,
+            inflight=lambda: self.inflight,
         )
         self.background: set[asyncio.Task[None]] = set()
         # The compliance engine of this snapshot (None: no hook configured)

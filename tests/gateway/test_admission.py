@@ -98,7 +98,8 @@ async def test_the_probe_sees_a_blocked_loop_and_its_recovery() -> None:
 
 
 def test_a_standing_lag_cuts_the_inflight_limit_and_on_time_probes_grow_it_back() -> None:
-    a = Admission(max_inflight=256, lag_threshold_s=0.05, clock=Clock())
+    inflight = [200]
+    a = Admission(max_inflight=256, lag_threshold_s=0.05, clock=Clock(), inflight=lambda: inflight[0])
     assert a.check(200) is None  # under normal load the limit is max_inflight
     a.observe(0.001)
     assert a.limit == 256
