@@ -107,7 +107,7 @@ class Admission:
         self.limit = float(max_inflight)
         self._inflight = inflight  # requests in progress now (the gateway's count)
         self.threshold_s = lag_threshold_s  # <= 0: the lag gate is off
-        self.interval_s = probe_interval_s
+        self.interval_s = max(probe_interval_s, 0.001)  # never a busy loop
         self._clock = clock
         self.last_lag_s = 0.0
         self.prev_lag_s = 0.0
