@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Protocol
+from typing import Protocol, cast
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -140,8 +140,8 @@ class _WireProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         err = ConnectionError(f"pull connection lost: {exc or 'closed by the server'}")

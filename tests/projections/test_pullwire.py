@@ -128,3 +128,38 @@ async def test_a_reader_gets_every_message_once_in_order(
         await puller.stop()
         await js.delete_consumer(topology.traffic_stream, name)
     assert seqs == list(range(1, last + 1))
+
+
+@pytest.mark.integration
+def test_the_wire_reader_runs_on_uvloop(nats_url: str, topology: Topology) -> None:
+    # `nexus up` runs on uvloop, whose transports are not asyncio.Transport
+    import uvloop
+
+    from streams.jetstream import connect, delete_streams, ensure_streams
+
+    async def main() -> list[int]:
+        nc = await connect(nats_url, name="pullwire-uvloop-test")
+        js = nc.jetstream()
+        await ensure_streams(js, topology)
+        try:
+            last = await publish(js, topology, [ev for i in range(50) for ev in ok_request(i)])
+            name = f"t-{uuid.uuid4().hex[:8]}"
+            await js.add_consumer(
+                topology.traffic_stream,
+                config=ConsumerConfig(name=name, ack_policy=AckPolicy.NONE, inactive_threshold=30.0),
+            )
+            puller = WirePuller(nc, topology.traffic_stream, name, window=100)
+            await puller.start()
+            seqs: list[int] = []
+            try:
+                async with asyncio.timeout(20):
+                    while len(seqs) < last:
+                        seqs += [_seq_and_pending(r)[0] for r, _ in await puller.take(0.5)]
+            finally:
+                await puller.stop()
+            return seqs
+        finally:
+            await delete_streams(js, topology)
+            await nc.close()
+
+    assert uvloop.run(main()) == list(range(1, 201))
