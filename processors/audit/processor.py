@@ -177,17 +177,34 @@ class AuditProcessor:
         return await self._js.pull_subscribe(subject, durable=self._consumer, stream=stream, config=cfg)
 
     async def _consume(self, stream: str) -> None:
+        psub = await self._resubscribe(stream)
+        while psub is not None and not self._stopping.is_set():
+            try:
+                await self._pump(psub, stream)
+                return
+            except _Gap as gap:
+                # Messages delivered but never received (a connection lost
+                # with them in flight).  Committing past them would skip
+                # them for good (the checkpoint) and ack them (AckPolicy
+                # ALL): start the consumer again from the checkpoint.
+                self._metrics.failures.labels(stream).inc()
+                log.warning("audit: %s; reading %s again from its checkpoint", gap, stream)
+                with contextlib.suppress(nats.errors.Error, ValueError):
+                    await psub.unsubscribe()
+                psub = await self._resubscribe(stream)
+
+    async def _resubscribe(self, stream: str) -> JetStreamContext.PullSubscription | None:
         backoff = 0.2
         while not self._stopping.is_set():
             try:
-                psub = await self._subscribe(stream)
-                break
+                return await self._subscribe(stream)
             except (nats.errors.Error, OSError, asyncpg.PostgresError) as exc:
                 log.warning("audit: cannot subscribe to %s yet: %s", stream, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
-        else:
-            return
+        return None
+
+    async def _pump(self, psub: JetStreamContext.PullSubscription, stream: str) -> None:
         # The next batch is fetched while this one commits.  One fetcher and
         # a FIFO keep stream order; a redelivered copy of a batch still in
         # the queue is skipped by the checkpoint.
@@ -198,6 +215,8 @@ class AuditProcessor:
                 await self._commit(stream, await batches.get())
         finally:
             fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
 
     async def _fetch_into(
         self, psub: JetStreamContext.PullSubscription, stream: str, out: asyncio.Queue[list[Msg]]
@@ -240,6 +259,7 @@ class AuditProcessor:
     async def _commit(self, stream: str, msgs: list[Msg]) -> None:
         seqs = [_stream_seq(m) for m in msgs]
         items = sorted(zip(seqs, (m.data for m in msgs), strict=True), key=lambda x: x[0])
+        await self._check_contiguous(stream, [seq for seq, _ in items])
         backoff = 0.2
         loop = asyncio.get_running_loop()
         heartbeat_at = loop.time() + _ACK_WAIT_S / 3
@@ -277,6 +297,26 @@ class AuditProcessor:
         with contextlib.suppress(nats.errors.Error):
             await newest.ack()
 
+    async def _check_contiguous(self, stream: str, seqs: list[int]) -> None:
+        """The consumer reads every subject of the stream, so the batch must
+        continue the checkpoint without a hole; a hole is only allowed where
+        the stream itself has no message any more (deleted, or aged out)."""
+        expected = self._positions.get(stream, 0) + 1
+        for seq in seqs:
+            if seq < expected:
+                continue  # a redelivery of what is committed: skipped by the store
+            for missing in range(expected, seq):
+                if await self._exists(stream, missing):
+                    raise _Gap(f"stream sequence {missing} was never received (got {seq})")
+            expected = seq + 1
+
+    async def _exists(self, stream: str, seq: int) -> bool:
+        try:
+            await self._js.get_msg(stream, seq)
+        except NotFoundError:
+            return False
+        return True
+
     async def _update_lag(self, psub: JetStreamContext.PullSubscription, stream: str) -> None:
         with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
             info = await psub.consumer_info()
@@ -303,6 +343,10 @@ class AuditProcessor:
         except (OSError, asyncpg.PostgresError, nats.errors.Error) as exc:
             log.warning("audit: retention pass failed: %s", type(exc).__name__)
         return bodies, spilled
+
+
+class _Gap(Exception):
+    """A batch that does not continue the checkpoint."""
 
 
 def _stream_seq(msg: Msg) -> int:

@@ -459,3 +459,42 @@ async def test_nexus_audit_run_process_records_and_stops_cleanly(
     assert code == 0 and "records 1-12" in out, out
     code, out = await _cli("purge", "--dsn", pg_dsn, "--nats", nats_url, "--prefix", topology.prefix)
     assert code == 0 and "purged 0 stored bodies and 0 spilled objects" in out, out
+
+
+async def test_a_delivery_lost_in_flight_is_read_again_not_skipped(
+    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+) -> None:
+    """A message the server delivered but the processor never received (a
+    connection lost with it in flight) must not be skipped: committing the
+    messages after it would move the checkpoint past it and acknowledge it
+    (AckPolicy ALL).  The loss is injected at the one place it shows: a
+    fetched batch with the message missing."""
+    await _publish(nats_url, topology, tmp_path, _events(30))
+    registry = CollectorRegistry()
+    proc = AuditProcessor(js, pg_dsn, topology, registry=registry)
+    real_fetch = proc._fetch_batch
+    dropped: list[int] = []
+
+    async def lossy(psub: object) -> list[object]:
+        msgs = await real_fetch(psub)  # type: ignore[arg-type]
+        if not dropped and len(msgs) > 3:
+            dropped.append(3)
+            return [m for i, m in enumerate(msgs) if i != 3]  # the 4th never arrived
+        return msgs  # type: ignore[return-value]
+
+    proc._fetch_batch = lossy  # type: ignore[method-assign,assignment]
+    await proc.start()
+    try:
+        async with asyncio.timeout(30):
+            await proc.wait_for(topology.traffic_stream, 30)
+    finally:
+        await proc.stop()
+    assert dropped, "the injected loss never happened"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch("SELECT n, stream_seq FROM audit_log ORDER BY n")
+        assert [(r["n"], r["stream_seq"]) for r in rows] == [(i, i) for i in range(1, 31)]
+        assert (await verify(conn)).ok
+    finally:
+        await conn.close()
+    assert registry.get_sample_value("nexus_audit_failures_total", {"stream": topology.traffic_stream})
