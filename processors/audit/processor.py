@@ -209,21 +209,29 @@ class AuditProcessor:
         # a FIFO keep stream order; a redelivered copy of a batch still in
         # the queue is skipped by the checkpoint.
         batches: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
-        fetcher = asyncio.create_task(self._fetch_into(psub, stream, batches))
+        done = asyncio.Event()
+        fetcher = asyncio.create_task(self._fetch_into(psub, stream, batches, done))
         try:
             while not self._stopping.is_set():
                 await self._commit(stream, await batches.get())
         finally:
+            # The event ends the fetcher even if a cancel is lost inside
+            # nats-py's fetch (wait_for can swallow one in 3.11); the wait
+            # is bounded so a stuck fetch never holds up the restart.
+            done.set()
             fetcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetcher
+            await asyncio.wait({fetcher}, timeout=2.0)
 
     async def _fetch_into(
-        self, psub: JetStreamContext.PullSubscription, stream: str, out: asyncio.Queue[list[Msg]]
+        self,
+        psub: JetStreamContext.PullSubscription,
+        stream: str,
+        out: asyncio.Queue[list[Msg]],
+        done: asyncio.Event,
     ) -> None:
         lag_every = 0.0
         loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not done.is_set():
             if loop.time() >= lag_every:
                 await self._update_lag(psub, stream)
                 lag_every = loop.time() + 1.0
