@@ -4,7 +4,9 @@ Ctrl-C, and a second `nexus up` that finds the data where it left it."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +19,15 @@ import pytest
 from nexus.up import DEMO_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_curl() -> str:
+    """The README's curl, exactly as a reader copies it."""
+    found = re.search(r"^curl -s http://127\.0\.0\.1:3050/.*?-d '[^\n]*'$", README.read_text(), re.M | re.S)
+    assert found, "README.md has no curl to the gateway on 127.0.0.1:3050"
+    return found.group(0)
 
 
 def _up(data: Path) -> subprocess.Popen[str]:
@@ -38,6 +49,7 @@ def _up(data: Path) -> subprocess.Popen[str]:
             break
         seen.append(line)
         if "Ctrl-C stops everything" in line:
+            assert any(DEMO_KEY in s for s in seen), "nexus up did not print the demo key:\n" + "".join(seen)
             return proc
     proc.kill()
     raise AssertionError("nexus up did not come up:\n" + "".join(seen))
@@ -73,6 +85,14 @@ def test_nexus_up_serves_the_demo_key_and_keeps_its_data(tmp_path: Path) -> None
         )
         request_id = resp.headers["x-nexus-request-id"]
         assert resp.parse().choices[0].message.content
+        # The README's curl, run as printed, with the demo key it shows.
+        curl = _readme_curl()
+        assert DEMO_KEY in curl
+        done = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["content"]
+        assert answer["usage"]["total_tokens"] > 0
         deadline = time.monotonic() + 5
         while request_id not in _sql(data, "select request_id from traffic_event"):
             assert time.monotonic() < deadline, "the request never reached traffic_event"
