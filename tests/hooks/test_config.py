@@ -53,6 +53,11 @@ from tests.hooks.conftest import hooks_config
             id="webhook-metadata-service",
         ),
         pytest.param(
+            "pipeline: [{id: wh, type: webhook-forward, settings: {url: 'http://10.1.2.3/judge'}}]",
+            "hooks.pipeline[0].settings.url: 'http://10.1.2.3/judge' resolves to a non-public address",
+            id="webhook-private-rfc1918",
+        ),
+        pytest.param(
             "pipeline: [{id: wh, type: webhook-forward, settings: {url: 'http://localhost:8080/'}}]",
             "hooks.pipeline[0].settings.url: 'http://localhost:8080/' points at an internal host",
             id="webhook-localhost",
