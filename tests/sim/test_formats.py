@@ -10,6 +10,7 @@ import json
 import struct
 import zlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from yarl import URL
 
 from adapters.base import Target
+from adapters.bedrock.sigv4 import Credentials, sign
 from adapters.canonical import ChatRequest, Message
 from adapters.registry import codec_for
 from nexus.sim import SimServer, SimSettings, start_sim
@@ -317,6 +319,46 @@ WRONG = [
         "prompt",
         id="replicate-without-prompt",
     ),
+    pytest.param(
+        "/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "wizard", "content": "x"}]},
+        BEARER,
+        400,
+        "messages",
+        id="openai-unknown-role",
+    ),
+    pytest.param(
+        "/deepseek/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 5},
+        BEARER,
+        400,
+        "max_completion_tokens",
+        id="deepseek-openai-only-field",
+    ),
+    pytest.param(
+        "/minimax/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 5},
+        BEARER,
+        400,
+        "max_completion_tokens",
+        id="minimax-openai-only-field",
+    ),
+    pytest.param(
+        "/v1/responses",
+        {"model": "m", "input": [{"type": "bogus_item"}]},
+        BEARER,
+        400,
+        "bogus_item",
+        id="responses-unknown-input-item",
+    ),
+    pytest.param(
+        "/vertex/v1/projects/p/locations/l/publishers/anthropic/models/claude-sonnet-4-5:rawPredict",
+        {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+        BEARER,
+        400,
+        "anthropic_version",
+        id="vertex-claude-without-anthropic_version",
+    ),
 ]
 
 
@@ -358,6 +400,26 @@ async def test_bedrock_checks_the_sigv4_signature(sim: SimServer) -> None:
     assert status == 403 and b"signature" in raw
     status, raw = await _bedrock(sim, KEY, tamper=True)  # the body no longer matches the signed hash
     assert status == 403
+
+
+async def test_bedrock_rejects_a_wrong_converse_body(sim: SimServer) -> None:
+    """A correctly signed Converse call whose body breaks Bedrock's rules."""
+    url = sim.root + "/bedrock/model/anthropic.claude-sonnet-4-5-20250929-v1:0/converse"
+    body = json.dumps({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]}).encode()
+    headers = sign(
+        "POST",
+        url,
+        {"content-type": "application/json"},
+        body,
+        credentials=Credentials(access_key_id="AKIDSIM", secret_access_key=KEY),
+        region="us-east-1",
+        service="bedrock",
+        now=datetime.now(UTC),
+    )
+    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as r:
+        status, raw = r.status, await r.read()
+    assert status == 400, raw
+    assert b"must start with a user message" in raw, raw
 
 
 async def test_bedrock_stream_is_aws_event_stream_framing(sim: SimServer) -> None:
