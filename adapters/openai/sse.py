@@ -41,7 +41,41 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buf = self._buf + chunk if self._buf else chunk
+        if self._raw or b"\n\n" not in buf or b"\r" in buf:
+            self._buf = b""
+            return self._scan(buf, [])
+        # The common case, a read of whole ``data: ...`` events ended by LF
+        # alone: one split, instead of a find, a slice and a partition per
+        # line (a provider stream is dozens of events per request).  Only
+        # taken between events, so no line state is pending; what follows
+        # the last blank line goes through the general scanner.
+        pieces = buf.split(b"\n\n")
         out: list[SSEEvent] = []
+        for i in range(len(pieces) - 1):
+            piece = pieces[i]
+            if piece[:5] == b"data:" and b"\n" not in piece:
+                value = piece[6:] if piece[5:6] == b" " else piece[5:]
+                out.append(SSEEvent(value, "", piece + b"\n\n"))
+            else:
+                self._whole_event(piece, out)
+        self._buf = b""
+        rest = pieces[-1]
+        return self._scan(rest, out) if rest else out
+
+    def _whole_event(self, piece: bytes, out: list[SSEEvent]) -> None:
+        """A complete event (its blank line split off) of any shape: each
+        line through the general line handler.  Leading blank lines end
+        nothing (no event is pending), so they are not part of its bytes."""
+        piece = piece.lstrip(b"\n")
+        if not piece:
+            return
+        self._raw = [piece + b"\n\n"]
+        for line in piece.split(b"\n"):
+            self._line(line, out)
+        self._line(b"", out)
+
+    def _scan(self, buf: bytes, out: list[SSEEvent]) -> list[SSEEvent]:
+        """Line by line, any line ending (LF, CRLF, CR), any split."""
         pos = 0
         n = len(buf)
         while pos < n:

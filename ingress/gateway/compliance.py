@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from adapters.canonical import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, Message
+from adapters.canonical import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ChunkChoice,
+    EmbeddingRequest,
+    Message,
+)
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
 from ingress.gateway.state import GatewayState, RequestContext
@@ -262,30 +269,51 @@ class StreamBlocked(Exception):
         self.error = error
 
 
-async def screen_chunks(state: GatewayState, rc: RequestCompliance, chunks: list[ChatChunk]) -> None:
-    """Put each chunk's text through its choice's guard, in place: a delta
+async def screen_chunk(state: GatewayState, rc: RequestCompliance, chunk: ChatChunk) -> bool:
+    """Put the chunk's text through its choice's guard, in place: a delta
     carries what the guard releases (held-back text goes out with the
-    chunk that finishes the choice).  Raises StreamBlocked on a block."""
-    for chunk in chunks:
-        for choice in chunk.choices:
-            delta = choice.delta
-            if not delta.content and not choice.finish_reason:
-                continue
-            guard = rc.guards.get(choice.index)
-            if guard is None:
-                guard = rc.guards[choice.index] = stream_guard(state, rc)
-            emit = ""
-            if delta.content:
-                step = await guard.feed(delta.content)
-                if step.blocked:
-                    raise StreamBlocked(blocked(step.result or guard.summary()))
-                emit = step.emit
-            if choice.finish_reason:
-                step = await guard.finish()
-                if step.blocked:
-                    raise StreamBlocked(blocked(step.result or guard.summary()))
-                emit += step.emit
-            delta.content = emit or None
+    chunk that finishes the choice).  Raises StreamBlocked on a block.
+
+    Returns whether the chunk is still worth sending: False when the guard
+    held back all of its text and it carries nothing else (no role, tool
+    call, reasoning, finish or usage).  In chunked mode a short answer is
+    held whole until its finish, and an empty ``delta: {}`` per provider
+    chunk would only cost the caller bytes and the gateway an encode."""
+    held = False
+    for choice in chunk.choices:
+        delta = choice.delta
+        if not delta.content and not choice.finish_reason:
+            continue
+        guard = rc.guards.get(choice.index)
+        if guard is None:
+            guard = rc.guards[choice.index] = stream_guard(state, rc)
+        emit = ""
+        if delta.content:
+            step = await guard.feed(delta.content)
+            if step.blocked:
+                raise StreamBlocked(blocked(step.result or guard.summary()))
+            emit = step.emit
+            held = held or not emit
+        if choice.finish_reason:
+            step = await guard.finish()
+            if step.blocked:
+                raise StreamBlocked(blocked(step.result or guard.summary()))
+            emit += step.emit
+        delta.content = emit or None
+    return not held or chunk.usage is not None or any(_carries(c) for c in chunk.choices)
+
+
+def _carries(choice: ChunkChoice) -> bool:
+    d = choice.delta
+    return bool(
+        d.content
+        or d.role
+        or d.tool_calls
+        or d.reasoning_content
+        or d.refusal
+        or choice.finish_reason
+        or choice.logprobs is not None
+    )
 
 
 def stream_body(folded: ChatResponse) -> bytes:

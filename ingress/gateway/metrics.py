@@ -7,6 +7,8 @@ Label values are bounded: ``model`` is a configured public model name or ""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -42,3 +44,18 @@ SHED = Counter(
     ["reason"],
 )
 LOOP_LAG = Gauge("nexus_gateway_event_loop_lag_seconds", "How late the admission probe timer last fired")
+
+
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Counter | Histogram, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once per label set: ``labels``
+    validates and locks on every call, and a request observes several
+    metrics.  Safe to cache because every label value here is bounded (see
+    the module docstring)."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 from ingress.gateway import errors, recording
 from ingress.gateway.admission import shed_response
 from ingress.gateway.errors import GatewayError
-from ingress.gateway.metrics import INFLIGHT, LATENCY, REQUESTS
+from ingress.gateway.metrics import INFLIGHT, LATENCY, REQUESTS, child
 from ingress.gateway.state import CTX, STATE, GatewayState, RequestContext
 from ingress.translate.grammar import OPENAI_CHAT, Grammar
 from streams.events import uuid7
@@ -93,9 +93,9 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
             state.inflight -= 1
             INFLIGHT.dec()
     status = ctx.outcome_status or resp.status
-    REQUESTS.labels(str(status), ctx.model).inc()
+    child(REQUESTS, str(status), ctx.model).inc()
     if gated:
-        LATENCY.labels(ctx.model, "true" if ctx.stream else "false").observe(
+        child(LATENCY, ctx.model, "true" if ctx.stream else "false").observe(
             time.perf_counter() - ctx.started
         )
     return resp

@@ -24,7 +24,7 @@ from adapters.openai.codec import to_event_usage
 from ingress.gateway import compliance, quota, recording
 from ingress.gateway.errors import GatewayError
 from ingress.gateway.intake import Admitted
-from ingress.gateway.metrics import TTFT, UPSTREAM
+from ingress.gateway.metrics import TTFT, UPSTREAM, child
 from ingress.gateway.state import GatewayState, RequestContext
 from streams.config import Model
 from streams.events import Usage
@@ -113,11 +113,11 @@ def stream_timings(
     """(upstream ms, upstream TTFT ms, caller TTFT ms) of a relayed stream,
     with the upstream and caller-side TTFT histograms observed on the way."""
     upstream_ms = (time.perf_counter() - sent) * 1000
-    UPSTREAM.labels(ctx.provider).observe(upstream_ms / 1000)
+    child(UPSTREAM, ctx.provider).observe(upstream_ms / 1000)
     upstream_ttft = (first_upstream - sent) * 1000 if first_upstream else None
     caller_ttft = (first_caller - ctx.started) * 1000 if first_caller else None
     if caller_ttft is not None:
-        TTFT.labels(ctx.model).observe(caller_ttft / 1000)
+        child(TTFT, ctx.model).observe(caller_ttft / 1000)
     return upstream_ms, upstream_ttft, caller_ttft
 
 

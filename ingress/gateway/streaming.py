@@ -167,24 +167,30 @@ class _Pump:
             # The provider has spoken: the TTFT bound is met even if a
             # guard below holds this token back from the caller.
             await self.flush()
+        send = new
         if self.screen is not None and self.state is not None:
+            send = []
             for n, chunk in enumerate(new):
                 try:
-                    await compliance.screen_chunks(self.state, self.screen, [chunk])
+                    if await compliance.screen_chunk(self.state, self.screen, chunk):
+                        send.append(chunk)
                 except StreamBlocked:
                     # What the guard released before the block still goes
                     # out, then the error frame.
                     self.chunks.extend(new[:n])
                     if not self.raw:
-                        await self.write(b"".join(self.encoder.feed(c) for c in new[:n]))
+                        await self.write(b"".join(self.encoder.feed(c) for c in send))
                     raise
         self.chunks.extend(new)  # accounted even when cut: the provider made them
         if self.meter is not None and not quota.within(self.meter, new):
             raise quota.StreamCut
         if self.raw:
             await self.write(data, token)
-        else:
-            await self.write(b"".join(self.encoder.feed(c) for c in new), token)
+        elif send:
+            await self.write(b"".join(self.encoder.feed(c) for c in send), token)
+        if send is not new:
+            # The caller's first token is the first text a guard let out.
+            token = any(_has_token(c) for c in send)
         if token and self.first_token is None:
             self.first_token = time.perf_counter()
 

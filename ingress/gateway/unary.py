@@ -14,7 +14,7 @@ from yarl import URL
 from adapters.base import CodecError, WireRequest
 from adapters.canonical import CanonicalError
 from ingress.gateway import errors, recording
-from ingress.gateway.metrics import UPSTREAM, UPSTREAM_ERRORS
+from ingress.gateway.metrics import UPSTREAM, UPSTREAM_ERRORS, child
 from ingress.gateway.state import GatewayState, RequestContext
 from ingress.upstream import Upstream
 from streams.config import ConfigError, check_outbound_url
@@ -68,7 +68,7 @@ async def exchange(
         failed_attempt(state, ctx, sent, 0, "upstream_unreachable")
         raise errors.upstream_unreachable() from None
     upstream_ms = (time.perf_counter() - sent) * 1000
-    UPSTREAM.labels(ctx.provider).observe(upstream_ms / 1000)
+    child(UPSTREAM, ctx.provider).observe(upstream_ms / 1000)
     if not 200 <= status < 300:  # Replicate answers 201 Created
         credential_refused(state, ctx, status)
         err = normalise(status, payload, headers)

@@ -204,8 +204,15 @@ async def test_clean_stream_is_released_whole_in_order(hx: HooksStack) -> None:
         stream = await client.chat.completions.create(
             model="sim-small", messages=[{"role": "user", "content": "a harmless question"}], stream=True
         )
-        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == unary.choices[0].message.content
+    # The answer is shorter than a window, so the guard holds it whole until
+    # the finish: the caller gets the role chunk, then the text, and no empty
+    # delta for each provider chunk that was held back.
+    deltas = [c.choices[0] for c in chunks if c.choices]
+    assert deltas[0].delta.role == "assistant"
+    assert all(d.delta.content or d.delta.role or d.finish_reason for d in deltas), deltas
 
 
 async def test_body_capture_off_for_an_org(hx: HooksStack) -> None:
