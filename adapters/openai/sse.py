@@ -41,7 +41,9 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buf = self._buf + chunk if self._buf else chunk
-        if self._raw or b"\n\n" not in buf or b"\r" in buf:
+        # find, not ``in``: bytes.__contains__ first tries its argument as an
+        # int and builds (then drops) a TypeError, thousands of instructions.
+        if self._raw or buf.find(b"\n\n") < 0 or buf.find(b"\r") >= 0:
             self._buf = b""
             return self._scan(buf, [])
         # The common case, a read of whole ``data: ...`` events ended by LF
@@ -53,7 +55,7 @@ class SSEParser:
         out: list[SSEEvent] = []
         for i in range(len(pieces) - 1):
             piece = pieces[i]
-            if piece[:5] == b"data:" and b"\n" not in piece:
+            if piece[:5] == b"data:" and piece.find(b"\n") < 0:
                 value = piece[6:] if piece[5:6] == b" " else piece[5:]
                 out.append(SSEEvent(value, "", piece + b"\n\n"))
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -118,12 +119,19 @@ def begin(state: GatewayState, ctx: RequestContext, adapter: str) -> RequestComp
     return rc
 
 
+@functools.cache
+def _stage_events() -> Any:
+    """ingress.hooks.stage_events, imported on first use (the engine is only
+    loaded when hooks are configured), then without an import per call."""
+    from ingress.hooks import stage_events
+
+    return stage_events
+
+
 def _emit(
     state: GatewayState, ctx: RequestContext, result: StageResult, rc: RequestCompliance, **kw: Any
 ) -> None:
-    from ingress.hooks import stage_events
-
-    for event in stage_events(
+    for event in _stage_events()(
         result, request_id=ctx.request_id, node=state.node, tenant=ctx.tenant, bypass=rc.bypass, **kw
     ):
         state.publisher.emit(event)

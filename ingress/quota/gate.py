@@ -191,8 +191,9 @@ def quota_headers(d: QuotaDecision) -> dict[str, str]:
             continue
         h[f"x-ratelimit-limit-{kind}"] = str(int(c.limit))
         h[f"x-ratelimit-remaining-{kind}"] = str(int(max(0.0, c.limit - c.spent - c.held - c.request)))
-    if d.warnings:
-        h["X-Nexus-Quota-Warning"] = ", ".join(d.warnings)
+    warnings = d.warnings
+    if warnings:
+        h["X-Nexus-Quota-Warning"] = ", ".join(warnings)
     if d.downgraded:
         h["X-Nexus-Quota-Downgrade"] = d.model
         h["X-Nexus-Quota-Original-Model"] = d.requested_model
