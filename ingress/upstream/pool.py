@@ -81,6 +81,11 @@ class UpstreamPool:
                 trust_env=False,  # no proxy from the environment: routes are explicit
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
+                # A provider's Set-Cookie (a CDN's bot-management cookie, a
+                # session) must not ride along on other callers' requests,
+                # which share this session; keeping no jar also saves a
+                # cookie filter per request and a parse per response.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._upstreams[p.name] = Upstream(p, session, api_key)
 

@@ -88,3 +88,45 @@ async def test_private_address_behind_a_hostname_is_refused(stack: Stack) -> Non
     assert body["error"]["code"] == "upstream_error"
     (attempt,) = [e for e in events.events if isinstance(e, UpstreamResult)]
     assert attempt.error_code == "upstream_unreachable"
+
+
+async def test_a_providers_cookie_never_rides_on_later_requests(stack: Stack) -> None:
+    """Callers share the upstream session: a Set-Cookie from the provider
+    (for one caller's request) must not be sent with anyone's next one."""
+    seen: list[str | None] = []
+
+    async def chat(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        seen.append(request.headers.get("Cookie"))
+        resp = aiohttp.web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
+        resp.set_cookie("__cf_bm", "tenant-a-session", path="/")
+        return resp
+
+    provider = aiohttp.web.Application()
+    provider.router.add_post("/v1/chat/completions", chat)
+    runner = aiohttp.web.AppRunner(provider)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    cfg = msgspec.yaml.decode(config_yaml(port, free_port(), stack.keys))
+    # A host name: a cookie jar ignores cookies from bare IP addresses.
+    cfg["providers"][0]["base_url"] = f"http://localhost:{port}/v1"
+    snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
+    server = await start_gateway(create_app(snapshot, EventRecorder(), env={"SIM_TEST_KEY": "sk-sim-test"}))
+    try:
+        results = [await _post(server.url, stack.keys.full) for _ in range(3)]
+    finally:
+        await server.close()
+        await runner.cleanup()
+    assert [s for s, _ in results] == [200, 200, 200]
+    assert seen == [None, None, None]
