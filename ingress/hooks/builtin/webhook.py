@@ -75,7 +75,9 @@ class WebhookHook(BaseHook):
         if self._session is None or self._session.closed:
             resolver = None if self.settings.allow_private_network else _PublicOnlyResolver()
             connector = aiohttp.TCPConnector(resolver=resolver, limit=64)
-            self._session = aiohttp.ClientSession(connector=connector)
+            # No cookie jar: one receiver's cookies never go back with other
+            # requests' payloads.
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def close(self) -> None:
