@@ -32,6 +32,7 @@ SCRIPTS: dict[str, str] = {
     "semantic_cache.py": "semantic cache: index top-1 over 100k entries, embed time per prompt",
     "translation_overhead.py": "provider format translation",
     "gateway_hooks_latency.py": "hooks on the gateway's request path",
+    "instructions.py": "gateway CPU per request in instructions (callgrind), by feature set",
 }
 
 
@@ -52,10 +53,15 @@ SIZE_ARGS: dict[str, dict[str, list[str]]] = {
     "projection_throughput.py": {"full": ["--count", "1000000"], "quick": ["--count", "20000"]},
     "audit_throughput.py": {"quick": ["--count", "20000"]},
     "quota_check.py": {"quick": ["--requests", "2000", "--seconds", "3"]},
+    "instructions.py": {"quick": ["--requests", "50", "--features", "production"]},
 }
 
 # A longer leash for scripts whose full-size run is long by nature.
-FULL_TIMEOUT_S: dict[str, float] = {"projection_throughput.py": 900.0, "semantic_cache.py": 600.0}
+FULL_TIMEOUT_S: dict[str, float] = {
+    "projection_throughput.py": 900.0,
+    "semantic_cache.py": 600.0,
+    "instructions.py": 600.0,
+}
 
 
 @dataclass
