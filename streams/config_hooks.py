@@ -251,7 +251,11 @@ class StreamingConfig(_Strict, frozen=True):
     # chunked: evaluate windows as the stream goes, can cut it;
     # buffer: hold the whole response, evaluate, then release or block.
     mode: Literal["passthrough", "chunked", "buffer"] = "chunked"
-    window_chars: int = 512
+    # How much new text triggers an evaluation (and a release).  128 chars
+    # is about 32 tokens: a long answer arrives in steps of about half a
+    # second instead of 2-second bursts (512), for about 0.5 ms more CPU per
+    # 8,000-character stream (62 evaluations instead of 16).
+    window_chars: int = 128
     # Text kept back from the caller until the next window is evaluated, so
     # a secret split across chunks is caught before any of it leaves.
     holdback_chars: int = 128

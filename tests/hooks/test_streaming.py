@@ -5,6 +5,8 @@ passthrough audit."""
 
 from __future__ import annotations
 
+import itertools
+
 from ingress.hooks import Verdict
 from tests.hooks.conftest import CONN
 
@@ -95,3 +97,29 @@ async def test_passthrough_audits_after_without_enforcing(make_engine) -> None:
     summary = guard.summary()
     assert summary.decision is Verdict.BLOCK and not guard.enforced
     assert summary.blocking_hook == "kw"
+
+
+async def test_default_window_releases_text_after_256_characters(make_engine) -> None:
+    """With the default window (128) and holdback (128), an answer's first
+    text goes out once 256 characters have arrived and been screened, and
+    then in steps of about 128: not in 512-character bursts."""
+    engine = make_engine(
+        """
+pipeline:
+  - {id: pii, type: pii-detector, stage: response}
+"""
+    )
+    guard = engine.stream_guard(CONN)
+    text = "The quarterly report shows revenue grew in the enterprise segment. " * 12
+    released_at = []
+    seen = 0
+    for piece in split_every(text, 4):
+        seen += len(piece)
+        step = await guard.feed(piece)
+        if step.emit:
+            released_at.append(seen)
+    final = await guard.finish()
+    assert released_at[0] == 256
+    assert all(b - a == 128 for a, b in itertools.pairwise(released_at))
+    assert len(released_at) >= 4
+    assert final.emit and not final.blocked
