@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ingress import heap
 from ingress.gateway import quota
 from ingress.gateway.cached import CACHE, CacheRuntime, tap_prepare
 from ingress.gateway.cached import lifecycle as cache_lifecycle
@@ -119,7 +120,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         )
     await state.upstreams.start()
     state.admission.start()
+    trimmer = heap.IdleTrimmer(lambda: state.inflight)
+    trimmer.start()
     yield
+    await trimmer.stop()
     state.admission.stop()
     if state.background:
         await asyncio.gather(*state.background, return_exceptions=True)
