@@ -8,10 +8,12 @@ import pytest
 from streams.topology import Topology
 from tests.analytics.pipeline import project
 from tests.analytics.traffic import generate
+from tests.conftest import RUN_ID
 
 
 async def _projected(nats_url: str, base: Path, *, n: int, compliance: bool) -> Path:
-    topology = Topology(prefix=f"TNB{uuid.uuid4().hex[:10]}".upper())
+    # T<run id>: the session drops it with the rest of the run's streams
+    topology = Topology(prefix=f"T{RUN_ID}NB{uuid.uuid4().hex[:6]}".upper())
     db = base / "nexus.duckdb"
     events, _ = generate(n, days=5, seed=21, compliance=compliance)
     await project(nats_url, topology, events, db)
