@@ -48,7 +48,6 @@ import msgspec
 
 from tests.benchmarks.harness import systems
 from tests.benchmarks.harness.loadgen import REPO, Target
-from tests.benchmarks.harness.procs import free_port
 
 PRODUCTION = Path(__file__).with_name("nexus-production.yaml")
 FEATURES = ("bare", "hooks", "quota", "production")
@@ -106,46 +105,21 @@ def _total_instructions(out_dir: Path) -> int:
 
 def measure(feature: str, stream: bool, sim_url: str, requests: int, concurrency: int, work: Path) -> float:
     """Instructions per request (millions) of one gateway process."""
-    from streams.keys import hash_key, new_key
-
-    secret = secrets.token_hex(24)
-    key = new_key()
-    port = free_port()
     run_dir = Path(tempfile.mkdtemp(prefix=f"{feature}-", dir=work))
-    cfg_path = run_dir / "nexus.yaml"
-    cfg_path.write_text(
-        systems.nexus_config(port, {"zero": sim_url}, hash_key(key, secret.encode()), feature_config(feature))
+    launch = systems.nexus_launch(
+        {"zero": sim_url}, run_dir, f"INSTR{secrets.token_hex(4).upper()}", feature_config(feature)
     )
-    prefix = f"INSTR{secrets.token_hex(4).upper()}"
-    env = {
-        **os.environ,
-        "NEXUS_KEY_HMAC_SECRET": secret,
-        "NEXUS_NATS_URL": os.environ.get("NEXUS_NATS_URL", "nats://127.0.0.1:4222"),
-        "NEXUS_VALKEY_URL": os.environ.get("NEXUS_VALKEY_URL", "redis://127.0.0.1:6379/0"),
-        "NEXUS_STREAM_PREFIX": prefix,
-        "NEXUS_LOG_LEVEL": "WARNING",
-        "NEXUS_DATA_DIR": str(run_dir / "data"),
-    }
     argv = [
         "valgrind",
         "--tool=callgrind",
         "--instr-atstart=no",  # start-up and warm-up are not counted
         f"--callgrind-out-file={run_dir}/callgrind.out",
-        sys.executable,  # the venv's own path (not resolved): it finds the venv from it
-        "-m",
-        "nexus.cli",
-        "gateway",
-        "--config",
-        str(cfg_path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        *launch.argv,  # sys.executable as the venv names it: resolved, the venv would be lost
     ]
     log = (run_dir / "gateway.log").open("wb")
+    env = {**os.environ, **launch.env}
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    target = Target(url, {"Authorization": f"Bearer {key}"}, "bench-zero")
+    target = launch.target("zero")
     try:
         _wait_ready(target, proc, 180, run_dir / "gateway.log")
         asyncio.run(_drive(target, stream, 200, concurrency))  # warm: connections, caches, first-use imports
@@ -160,7 +134,7 @@ def measure(feature: str, stream: bool, sim_url: str, requests: int, concurrency
             proc.kill()
             proc.wait()
         log.close()
-        systems.delete_streams(env["NEXUS_NATS_URL"], prefix)
+        systems.delete_streams(launch.nats_url, launch.prefix)
     total = _total_instructions(run_dir)
     if total == 0:
         raise RuntimeError(f"callgrind counted nothing; see {run_dir}/gateway.log")

@@ -219,25 +219,44 @@ def nexus_config(
     return text
 
 
-def start_nexus(
+@dataclass(frozen=True)
+class NexusLaunch:
+    """How to start one benchmark gateway: its config (written), environment
+    and command line, and the key a client sends."""
+
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    key: str
+    prefix: str  # the JetStream stream prefix of its events
+
+    @property
+    def nats_url(self) -> str:
+        return self.env["NEXUS_NATS_URL"]
+
+    def target(self, variant: str) -> Target:
+        return Target(
+            f"http://127.0.0.1:{self.port}/v1/chat/completions",
+            {"Authorization": f"Bearer {self.key}"},
+            f"bench-{variant}",
+        )
+
+
+def nexus_launch(
     upstreams: dict[str, str],
-    cores: CorePlan,
-    log_dir: Path,
-    run_id: str,
-    env_extra: dict[str, str],
+    work_dir: Path,
+    prefix: str,
     config_extra: dict[str, Any] | None = None,
-) -> Running:
-    reason = nexus_available()
-    if reason:
-        raise Unavailable(reason)
+) -> NexusLaunch:
+    """A gateway routed to ``upstreams`` with a random key and HMAC secret,
+    its config and event outbox under ``work_dir``."""
     from streams.keys import hash_key, new_key
 
     secret = secrets.token_hex(24)
     key = new_key()
     port = free_port()
-    cfg_path = log_dir / "nexus-bench.yaml"
+    cfg_path = work_dir / "nexus-bench.yaml"
     cfg_path.write_text(nexus_config(port, upstreams, hash_key(key, secret.encode()), config_extra))
-    prefix = f"BENCH{run_id.replace('-', '')[-12:].upper()}"
     env = {
         "NEXUS_KEY_HMAC_SECRET": secret,
         "NEXUS_NATS_URL": os.environ.get("NEXUS_NATS_URL", "nats://127.0.0.1:4222"),
@@ -247,8 +266,7 @@ def start_nexus(
         "NEXUS_STREAM_PREFIX": prefix,
         "NEXUS_LOG_LEVEL": "WARNING",
         # the event outbox of this run lives (and dies) with its work dir
-        "NEXUS_DATA_DIR": str(log_dir / "nexus-data"),
-        **env_extra,
+        "NEXUS_DATA_DIR": str(work_dir / "nexus-data"),
     }
     argv = [
         sys.executable,
@@ -262,25 +280,34 @@ def start_nexus(
         "--port",
         str(port),
     ]
-    proc = spawn("nexus-gateway", argv, log_dir=log_dir, cpus=cores.sut, env=env, cwd=REPO)
+    return NexusLaunch(argv, env, port, key, prefix)
+
+
+def start_nexus(
+    upstreams: dict[str, str],
+    cores: CorePlan,
+    log_dir: Path,
+    run_id: str,
+    env_extra: dict[str, str],
+    config_extra: dict[str, Any] | None = None,
+) -> Running:
+    reason = nexus_available()
+    if reason:
+        raise Unavailable(reason)
+    launch = nexus_launch(upstreams, log_dir, f"BENCH{run_id.replace('-', '')[-12:].upper()}", config_extra)
+    env = {**launch.env, **env_extra}
+    proc = spawn("nexus-gateway", launch.argv, log_dir=log_dir, cpus=cores.sut, env=env, cwd=REPO)
     running = Running(
         "nexus",
-        {
-            v: Target(
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                {"Authorization": f"Bearer {key}"},
-                f"bench-{v}",
-            )
-            for v in upstreams
-        },
+        {v: launch.target(v) for v in upstreams},
         [proc],
         _git_version(),
-        notes=[f"stream prefix {prefix} on {env['NEXUS_NATS_URL']}"],
+        notes=[f"stream prefix {launch.prefix} on {launch.nats_url}"],
     )
-    running.cleanup.append(lambda: delete_streams(env["NEXUS_NATS_URL"], prefix))
+    running.cleanup.append(lambda: delete_streams(launch.nats_url, launch.prefix))
     try:
-        wait_port(proc, port, 60)
-        check_loopback_only(proc, port)
+        wait_port(proc, launch.port, 60)
+        check_loopback_only(proc, launch.port)
         _wait_probe(proc, running.targets["zero" if "zero" in upstreams else next(iter(upstreams))], 30)
     except Exception:
         running.stop()
