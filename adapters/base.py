@@ -66,6 +66,13 @@ class StreamDecoder(Protocol):
 class Codec(Protocol):
     name: str
     capabilities: frozenset[Capability]
+    # The caller grammars (endpoint names: chat, messages, responses,
+    # embeddings, count_tokens) this provider serves as they are: the
+    # caller's own body goes out (model rewritten) and the answer comes back
+    # as the provider wrote it, so fields the gateway does not know survive.
+    native: frozenset[str]
+    # The stream is read in two steps (a first call names the stream's URL).
+    two_step_stream: bool
 
     def encode_chat(self, request: ChatRequest, target: Target) -> WireRequest: ...
 
@@ -78,6 +85,41 @@ class Codec(Protocol):
     def decode_embeddings(self, body: bytes, target: Target) -> EmbeddingResponse: ...
 
     def normalise_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> CanonicalError: ...
+
+    def encode_native(
+        self, endpoint: str, body: dict[str, Any], target: Target, request: ChatRequest | None = None
+    ) -> WireRequest:
+        """The caller's own body (an endpoint in ``native``) for this
+        provider: the model rewritten, the provider's URL and credential.
+        ``request`` is the canonical reading of the same body, for options
+        the caller gave in headers (Anthropic betas)."""
+        ...
+
+    def stream_url(self, created: bytes) -> str:
+        """A two-step stream: the URL the first answer names."""
+        ...
+
+
+class CodecBase:
+    """Defaults for what most codecs do not have: no native grammar (every
+    call is translated), a stream in one step."""
+
+    native: frozenset[str] = frozenset()
+    two_step_stream = False
+
+    def encode_native(
+        self, endpoint: str, body: dict[str, Any], target: Target, request: ChatRequest | None = None
+    ) -> WireRequest:
+        raise CodecError(
+            CanonicalError(
+                code="invalid_request", message=f"this provider does not serve {endpoint} as is", status=400
+            )
+        )
+
+    def stream_url(self, created: bytes) -> str:
+        raise CodecError(
+            CanonicalError(code="upstream_error", message="this provider streams in one step", status=502)
+        )
 
 
 class CodecError(Exception):

@@ -9,9 +9,22 @@ same-format passthrough loses nothing.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+# Bounds on a caller's numbers, checked as the request is decoded (a 400
+# naming the field).  Past them no provider accepts the request anyway, and
+# unbounded integers went on to overflow what the quota store holds (a
+# max_tokens of 2**63 answered "quota store unreachable").
+TokenCount = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+Choices = Annotated[int, msgspec.Meta(ge=1, le=128)]
+Seed = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Penalty = Annotated[float, msgspec.Meta(ge=-2, le=2)]
+TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
+Dimensions = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 
 # --- content parts -----------------------------------------------------------
 
@@ -146,15 +159,15 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     messages: list[Message]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    n: Choices | None = None
     stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    seed: int | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Seed | None = None
     user: str | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
@@ -162,7 +175,7 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None  # low | medium | high (OpenAI o-series style)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: TopLogprobs | None = None
     metadata: dict[str, str] | None = None
     # Vendor-only knobs ride here: {"anthropic": {"thinking": {...}}, ...}
     # (the original's nexus.ext.<provider>.<key>).
@@ -288,7 +301,7 @@ class EmbeddingRequest(msgspec.Struct, omit_defaults=True):
     # union of several array types, so the items are checked by the codecs.
     input: str | list[Any]
     encoding_format: str | None = None  # float | base64
-    dimensions: int | None = None
+    dimensions: Dimensions | None = None
     user: str | None = None
     nexus_ext: dict[str, dict[str, Any]] | None = None
 

@@ -10,6 +10,7 @@ import sys
 # `nexus replay quotas` rebuilds counters, the rest of `replay` projections.
 SUBCOMMANDS: dict[tuple[str, str], str] = {
     ("replay", "quotas"): "processors.quota.cli:replay_main",
+    ("replay", "hub"): "hub.cli:replay_main",
 }
 
 # command -> (module:function, one-line help).  The function takes argv
@@ -17,20 +18,51 @@ SUBCOMMANDS: dict[tuple[str, str], str] = {
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("nexus.up:main", "start a working single-node Nexus (embedded NATS, Postgres, Valkey)"),
     "gateway": ("ingress.gateway.cli:main", "run the gateway alone against configured services"),
+    "proxy": (
+        "ingress.proxy.cli:main",
+        "run the compliance proxy (CONNECT, TLS bump) on :3128; `proxy ca`, `proxy hash-password`",
+    ),
     "project": ("projections.cli:project_main", "run the projection worker"),
     "replay": (
         "projections.cli:replay_main",
-        "drop and rebuild projections from the streams (`nexus replay quotas`: quota counters)",
+        "drop and rebuild projections from the streams (`nexus replay quotas`: quota counters;"
+        " `nexus replay hub`: the Hub's read model)",
     ),
     "analytics": ("projections.analytics.cli:main", "DuckDB rollups: Parquet export, refresh, status"),
     "sim": ("nexus.sim.cli:main", "run the simulated LLM provider"),
     "keys": ("nexus.keys_cmd:main", "create virtual keys and HMAC secrets"),
     "sql": ("nexus.sql_cmd:main", "query the Postgres read models of a running nexus up"),
     "config": ("nexus.keys_cmd:config_main", "validate a config file"),
+    "settings": ("nexus.settings_cmd:main", "the NEXUS_* settings in effect and their sources"),
     "quota": ("processors.quota.cli:main", "run the quota processor (settles usage on quota counters)"),
     "replay-quotas": ("processors.quota.cli:replay_main", "rebuild every quota counter (as `replay quotas`)"),
     "audit": ("processors.audit.cli:main", "run the audit trail, verify its hash chain, purge bodies"),
     "siem": ("processors.siem.cli:main", "forward events to SIEM sinks (syslog, CEF, HEC, Elastic, webhook)"),
+    "hub": ("nexus.hub_cmd:main", "run the Hub (admin API on :3060); import/export config as code"),
+    "vault": (
+        "nexus.vault_cmd:main",
+        "the credential vault: `keygen` prints a master key, `check` the source in use",
+    ),
+    "admin": (
+        "hub.admin_cli:main",
+        "the Hub's admin API from the command line (login, keys, orgs, policies...)",
+    ),
+    "alerts": (
+        "processors.alerts.cli:main",
+        "run the alerts worker (rules on events -> webhook, Slack, PagerDuty, e-mail); `replay` its log",
+    ),
+    "reconcile": (
+        "processors.reconcile.cli:main",
+        "record requests whose node died as aborted and release their quota reservations",
+    ),
+    "streams": (
+        "nexus.streams_cmd:main",
+        "the event contract: `nexus streams asyncapi` prints the AsyncAPI document",
+    ),
+    "deadletters": (
+        "nexus.deadletters_cmd:main",
+        "what consumers could not apply: list, show, re-drive after a fix, purge",
+    ),
 }
 
 

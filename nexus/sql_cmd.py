@@ -6,19 +6,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
 import asyncpg
 
-from nexus.up import default_data_dir
+from streams.config_base import ConfigError
+from streams.settings import Settings, load_settings
 
 
-def _dsn(data_dir: Path) -> str | None:
-    if os.environ.get("NEXUS_POSTGRES_DSN"):
-        return os.environ["NEXUS_POSTGRES_DSN"]
-    endpoints = data_dir / "run" / "endpoints.json"
+def _dsn(settings: Settings) -> str | None:
+    if settings.postgres_dsn:
+        return settings.postgres_dsn
+    endpoints = settings.home_path / "run" / "endpoints.json"
     if endpoints.exists():
         return str(json.loads(endpoints.read_text())["postgres_dsn"])
     return None
@@ -48,9 +48,14 @@ async def _run(dsn: str, query: str) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="nexus sql")
     parser.add_argument("query")
-    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--data-dir", type=Path, default=None, help="nexus up's (NEXUS_HOME)")
     args = parser.parse_args(argv)
-    dsn = _dsn((args.data_dir or default_data_dir()).expanduser())
+    try:
+        settings = load_settings({"home": str(args.data_dir) if args.data_dir else None})
+    except ConfigError as exc:
+        print(f"nexus sql: {exc}", file=sys.stderr)
+        return 2
+    dsn = _dsn(settings)
     if dsn is None:
         print("nexus sql: no running `nexus up` found and NEXUS_POSTGRES_DSN is not set", file=sys.stderr)
         return 2

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import sys
 import time
@@ -23,7 +22,9 @@ from projections.projector import Projector
 from projections.replay import replay
 from projections.settings import STORES, ProjectorSettings
 from projections.store import StoreError
-from streams.config import ConfigError, NexusConfig, parse_config
+from streams.config import NexusConfig
+from streams.config_base import ConfigError
+from streams.config_validation import parse_config
 
 log = logging.getLogger("nexus.projections")
 
@@ -57,16 +58,9 @@ def _settings(args: argparse.Namespace) -> ProjectorSettings:
         except OSError as exc:
             raise ConfigError(f"{args.config}: cannot read: {exc.strerror}") from None
         config = parse_config(text, source=args.config)
-    # Flags outrank the environment, which outranks the file.
-    env = dict(os.environ)
-    for flag, var in (
-        (args.nats_url, "NEXUS_NATS_URL"),
-        (args.duckdb, "NEXUS_DUCKDB_PATH"),
-        (args.stream_prefix, "NEXUS_STREAM_PREFIX"),
-    ):
-        if flag:
-            env[var] = flag
-    settings = ProjectorSettings.load(env=env, config=config)
+    # Flags outrank the environment, which outranks the files.
+    flags = {"nats_url": args.nats_url, "duckdb_path": args.duckdb, "stream_prefix": args.stream_prefix}
+    settings = ProjectorSettings.load(config=config, flags=flags)
     if args.batch_size is not None:
         if args.batch_size < 1:
             raise ConfigError("--batch-size: must be at least 1")

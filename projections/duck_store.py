@@ -76,8 +76,23 @@ def _migrate(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [f"{m.version:04d}_{m.name}" for m in todo]
 
 
+# What DuckDB (or Arrow, building the batch) raises for a value it cannot
+# hold, as opposed to a file, lock or schema problem.
+_REFUSED = (
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    UnicodeError,
+    OverflowError,
+)
+
+
 class DuckDBStore:
     name = "duckdb"
+
+    def refuses(self, exc: BaseException) -> bool:
+        return isinstance(exc, _REFUSED)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()

@@ -12,8 +12,17 @@ The stores, not NATS, own the position, so the consumer is disposable: after
 a NATS restart, a lost connection or a database error the lane drops it,
 re-reads the checkpoints and creates a new one from the lowest.
 
-Reading: see ``projections.pullwire`` (nats-py's ``fetch`` cost as much per
-message as decoding and folding it).
+Poison never blocks the lane (``streams.consumer``, ``streams.poison``): a
+message that is not a known event of a supported version goes to the
+dead-letter subject and the checkpoint moves past it; a NUL, a lone
+surrogate or invalid UTF-8 is replaced by U+FFFD and the event applied (its
+original kept on the dead-letter subject as ``sanitised``); and when a
+store refuses a batch for what it contains (a number out of range, a value
+too big for an index), the batch is split until the refused event is alone,
+which goes to the dead-letter subject while the rest is applied.
+
+Reading: ``streams.consumer`` (nats-py's ``fetch`` cost as much per message
+as decoding and folding it).
 """
 
 from __future__ import annotations
@@ -22,32 +31,27 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from projections import metrics
-from projections.pullwire import PULL_CHUNK, Delivery, Puller, open_puller
 from projections.schema import MigrationError
 from projections.store import FoldedItems, Item, Store, StoreBusy
-from streams.codec import UnknownEvent, decode
+from streams import deadletter, poison
+from streams.consumer import PULL_CHUNK, Consumer, ConsumerSpec, Msg, StoreProblem, isolate
 from streams.topology import Topology
+
+# Who the lanes are in dead letters and re-drives.
+IDENTITY = "projections"
 
 log = logging.getLogger("nexus.projections")
 
 ProgressFn = Callable[[str, int, int], None]  # (store name, last applied sequence, target)
 
-# After this long without a message, ask the server whether our consumer
-# still exists: an ephemeral consumer does not survive a NATS restart, and a
-# pull against a vanished one just never answers.
-_PROBE_AFTER_IDLE_S = 2.0
 _MAX_BACKOFF_S = 5.0
 _REPLAY_ATTEMPTS = 5
 
@@ -82,10 +86,7 @@ class Lane:
         self.last_error = ""
         self._changed = asyncio.Condition()
         self._label = "-".join(s.name for s in self.stores)
-        self._skipped = {
-            reason: [metrics.EVENTS_SKIPPED.labels(s.name, reason) for s in self.stores]
-            for reason in ("undecodable", "unknown_type")
-        }
+        self._skipped: dict[str, list[Any]] = {}
 
     @property
     def stream(self) -> str:
@@ -156,33 +157,30 @@ class Lane:
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
     async def _consume(self, position: int, until: int | None, progress: ProgressFn | None) -> None:
-        stream = self.stream
-        name = f"proj-{self._label}-{uuid.uuid4().hex[:12]}"
-        config = ConsumerConfig(
-            name=name,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=position + 1,
-            ack_policy=AckPolicy.NONE,
-            filter_subject=self._topology.traffic_wildcard,
-            inactive_threshold=30.0,
-            mem_storage=True,
+        consumer = Consumer(
+            self._nc,
+            ConsumerSpec(
+                stream=self.stream,
+                name=f"proj-{self._label}",
+                identity=IDENTITY,
+                subjects=(self._topology.traffic_wildcard,),
+                durable=False,
+                ack="none",
+                window=max(2 * self._batch_size, PULL_CHUNK),
+            ),
+            self._topology,
         )
-        await self._js.add_consumer(stream, config=config)
-        try:
-            puller = await open_puller(self._nc, stream, name, window=max(2 * self._batch_size, PULL_CHUNK))
-        except BaseException:
-            await _quietly(self._js.delete_consumer(stream, name))
-            raise
+        await consumer.open(position + 1)
         # Reading, decoding and folding the next batch overlaps writing this
         # one: the databases work in their own process / thread meanwhile.
         batches: asyncio.Queue[_Batch | BaseException] = asyncio.Queue(maxsize=2)
-        fetcher = asyncio.create_task(self._fetch_loop(puller, name, position, batches))
+        fetcher = asyncio.create_task(self._fetch_loop(consumer, position, batches))
         try:
             while True:
                 batch = await batches.get()
                 if isinstance(batch, BaseException):
                     raise batch
-                await self._write(batch)
+                await self._write(batch, consumer)
                 if progress is not None and until is not None:
                     for store in self.stores:
                         progress(store.name, self.applied[store.name], until)
@@ -192,32 +190,27 @@ class Lane:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fetcher
-            await _quietly(puller.stop())
-            await _quietly(self._js.delete_consumer(stream, name))
+            await consumer.close()
 
     async def _fetch_loop(
-        self, puller: Puller, name: str, position: int, out: asyncio.Queue[_Batch | BaseException]
+        self, consumer: Consumer, position: int, out: asyncio.Queue[_Batch | BaseException]
     ) -> None:
         try:
-            await self._fill(puller, name, position, out)
+            await self._fill(consumer, position, out)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await out.put(exc)
 
     async def _fill(
-        self, puller: Puller, name: str, position: int, out: asyncio.Queue[_Batch | BaseException]
+        self, consumer: Consumer, position: int, out: asyncio.Queue[_Batch | BaseException]
     ) -> None:
         last = position
-        idle_since = time.monotonic()
-        stalled = 0
         pending: _Batch | None = None
         while True:
-            msgs = await puller.take(self._fetch_timeout_s)
+            msgs = await consumer.take(self._fetch_timeout_s)
             if msgs:
-                idle_since = time.monotonic()
-                stalled = 0
-                decoded = self._decode(msgs, last)
+                decoded = await self._decode(consumer, msgs, last)
                 if decoded is not None:
                     last = decoded.last_seq
                     pending = decoded if pending is None else pending.extend(decoded)
@@ -230,55 +223,55 @@ class Lane:
                 pending.fold()
                 await out.put(pending)
                 pending = None
-            if not msgs:
-                if out.empty():
-                    for store in self.stores:
-                        metrics.LAG.labels(store.name).set(0)
-                if time.monotonic() - idle_since > _PROBE_AFTER_IDLE_S:
-                    info = await self._js.consumer_info(self.stream, name)  # NotFoundError -> re-create
-                    # Messages wait for us, yet nothing arrived since the last
-                    # probe either: the reader's connection or its pull
-                    # requests are gone without a word (a half-open socket).
-                    stalled = stalled + 1 if info.num_pending else 0
-                    if stalled >= 2:
-                        raise ConnectionError(f"pull reader stalled with {info.num_pending} messages pending")
-                    idle_since = time.monotonic()
+            if not msgs and out.empty():
+                for store in self.stores:
+                    metrics.LAG.labels(store.name).set(0)
 
-    def _decode(self, msgs: list[Delivery], after: int) -> _Batch | None:
+    async def _decode(self, consumer: Consumer, msgs: list[Msg], after: int) -> _Batch | None:
         items: list[Item] = []
         last = after
-        skipped = self._skipped
-        pending = 0
-        for reply, data in msgs:
-            seq, pending = _seq_and_pending(reply)
+        decode_event = poison.decode_event
+        for msg in msgs:
+            seq = msg.seq
             if seq <= last:
                 continue
             last = seq
+            if msg.redrive_for and not consumer.mine(msg):
+                continue
             try:
-                event = decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                # A poison message must not wedge the projection; it is still
-                # in the stream for whoever fixes the producer.
-                log.error("%s: undecodable message at sequence %d skipped", self._label, seq)
-                for counter in skipped["undecodable"]:
+                event, changes = decode_event(msg.data, sanitise=True)
+            except poison.Poison as exc:
+                # Still in the stream for whoever fixes the producer; kept
+                # on the dead-letter subject for re-drive after a fix.
+                await consumer.dead_letter(msg, exc.code, exc.reason)
+                for counter in self._skipped_counters(exc.code):
                     counter.inc()
                 continue
-            if isinstance(event, UnknownEvent):
-                for counter in skipped["unknown_type"]:
-                    counter.inc()
-                continue
+            if changes:
+                await consumer.dead_letter(
+                    msg, _code_of(changes), "; ".join(changes), disposition=deadletter.SANITISED
+                )
             items.append((seq, event))
         if last <= after:
             return None
-        return _Batch(items, last, len(msgs), pending)
+        return _Batch(items, last, len(msgs), msgs[-1].pending)
 
-    async def _write(self, batch: _Batch) -> None:
+    def _skipped_counters(self, code: str) -> list[Any]:
+        counters = self._skipped.get(code)
+        if counters is None:
+            counters = self._skipped[code] = [
+                metrics.EVENTS_SKIPPED.labels(s.name, code) for s in self.stores
+            ]
+        return counters
+
+    async def _write(self, batch: _Batch, consumer: Consumer) -> None:
         items = batch.items
         if len(self.stores) == 1:
-            await self._write_one(self.stores[0], items, batch)
+            await self._write_one(self.stores[0], items, batch, consumer)
         else:
             results = await asyncio.gather(
-                *(self._write_one(store, items, batch) for store in self.stores), return_exceptions=True
+                *(self._write_one(store, items, batch, consumer) for store in self.stores),
+                return_exceptions=True,
             )
             for result in results:
                 if isinstance(result, BaseException):
@@ -286,10 +279,19 @@ class Lane:
         for store in self.stores:
             await self._advance(store.name, batch.last_seq)
 
-    async def _write_one(self, store: Store, items: Sequence[Item], batch: _Batch) -> None:
+    async def _write_one(
+        self, store: Store, items: Sequence[Item], batch: _Batch, consumer: Consumer
+    ) -> None:
         started = time.perf_counter()
+        stream = self.stream
         try:
-            await store.apply(self.stream, items, batch.last_seq)
+            try:
+                await store.apply(stream, items, batch.last_seq)
+            except Exception as exc:
+                refuses = getattr(store, "refuses", None)
+                if refuses is None or not refuses(exc) or not items:
+                    raise
+                await self._isolate(store, items, batch, consumer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -297,6 +299,35 @@ class Lane:
         metrics.BATCH_SECONDS.labels(store.name).observe(time.perf_counter() - started)
         metrics.EVENTS_APPLIED.labels(store.name).inc(batch.messages)
         metrics.LAG.labels(store.name).set(batch.pending)
+
+    async def _isolate(self, store: Store, items: Sequence[Item], batch: _Batch, consumer: Consumer) -> None:
+        """The store refused the batch for what it holds: find the event(s)
+        it refuses, dead-letter them, apply everything else."""
+        stream = self.stream
+
+        async def apply(part: Sequence[Item]) -> None:
+            await store.apply(stream, part, part[-1][0])
+
+        async def poisoned(item: Item, exc: BaseException) -> None:
+            seq = item[0]
+            raw = await self._js.get_msg(stream, seq)
+            subject = raw.subject.encode() if raw.subject else b""
+            msg = Msg.of(subject, _ack_subject(stream, seq), raw.data or b"")
+            code = poison.OUT_OF_RANGE if isinstance(exc, OverflowError) else poison.REJECTED
+            if "index row size" in str(exc) or "exceeds" in str(exc):
+                code = poison.OVERSIZED
+            reason = f"{store.name} refused it: {type(exc).__name__}: {exc}"
+            await consumer.dead_letter(msg, code, reason)
+            for counter in self._skipped_counters(code):
+                counter.inc()
+
+        refuses = store.refuses
+        try:
+            await isolate(items, apply, refuses, poisoned)
+        except StoreProblem:
+            raise
+        # The checkpoint covers the whole batch, refused events included.
+        await store.apply(stream, [], batch.last_seq)
 
 
 @dataclass(slots=True)
@@ -318,19 +349,16 @@ class _Batch:
         self.items = FoldedItems(self.items)
 
 
-def _seq_and_pending(reply: bytes) -> tuple[int, int]:
-    """Stream sequence and pending count from the ack subject, without
-    building nats-py's Metadata (which parses a timestamp per message).
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``,
-    or the 11/12-token form with domain and account hash after ``ACK``."""
-    tokens = reply.split(b".")
-    if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[8])
-    if len(tokens) >= 11 and tokens[0] == b"$JS":
-        return int(tokens[7]), int(tokens[10])
-    raise ValueError(f"not a JetStream reply subject: {reply!r}")
+def _ack_subject(stream: str, seq: int) -> bytes:
+    """A stand-in ack subject for a message fetched by sequence (``Msg``
+    reads its place from one)."""
+    return b"$JS.ACK.%s.get.1.%d.%d.0.0" % (stream.encode(), seq, seq)
 
 
-async def _quietly(aw: Awaitable[object]) -> None:
-    with contextlib.suppress(TimeoutError, NotFoundError, nats.errors.Error, OSError):
-        await aw
+def _code_of(changes: Sequence[str]) -> str:
+    text = " ".join(changes)
+    if "NUL" in text:
+        return poison.NUL
+    if "surrogate" in text:
+        return poison.INVALID_SURROGATE
+    return poison.INVALID_UTF8

@@ -46,8 +46,20 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return [f"{m.version:04d}_{m.name}" for m in todo]
 
 
+def refused(exc: BaseException) -> bool:
+    """Postgres (or asyncpg's encoder) refused a value, not the connection
+    or the schema: class 22 (data exception: a NUL, a number out of range,
+    bad text) or 54 (program limit: a value too big for an index)."""
+    return isinstance(
+        exc, (asyncpg.DataError, asyncpg.ProgramLimitExceededError, UnicodeError, OverflowError)
+    )
+
+
 class PostgresStore:
     name = "postgres"
+
+    def refuses(self, exc: BaseException) -> bool:
+        return refused(exc)
 
     def __init__(self, dsn: str, *, exclusive: bool = True) -> None:
         self._dsn = dsn

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from projections.analytics.store import AnalyticsDuckDBStore
 from projections.lane import Lane, ProgressFn
 from projections.pg_store import PostgresStore
+from projections.rebuild import replay_stores
 from projections.settings import STORES, ProjectorSettings
 from projections.store import Store, StoreError
 from streams.jetstream import connect, ensure_streams
@@ -173,8 +174,6 @@ class Projector:
         """Rebuild stores (default: all of this projector's) from the start of
         the stream while the projector runs: the lane pauses, the tables are
         dropped and re-filled, and the lane resumes from the checkpoints."""
-        from projections.replay import replay_stores
-
         if self._nc is None or self._lane is None:
             raise RuntimeError("projector not started")
         lane = self._lane

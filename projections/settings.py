@@ -1,20 +1,20 @@
-"""Where the projector reads from and writes to: defaults < environment <
-flags (the CLI applies flags with ``dataclasses.replace``)."""
+"""Where the projector reads from and writes to: the process settings
+(``streams.settings``: defaults < settings file < environment < flags), with
+the config file's ``projections`` section under them for what it holds."""
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from streams.config import ConfigError, NexusConfig
+from streams.config import NexusConfig
+from streams.config_base import ConfigError
+from streams.settings import DEFAULT_NATS_URL, load_settings
 from streams.topology import Topology
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_DUCKDB_PATH = "~/.nexus/analytics.duckdb"
 STORES = ("postgres", "duckdb")
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 @dataclass(frozen=True)
@@ -36,26 +36,26 @@ class ProjectorSettings:
 
     @classmethod
     def load(
-        cls, env: Mapping[str, str] | None = None, config: NexusConfig | None = None
+        cls,
+        env: Mapping[str, str] | None = None,
+        config: NexusConfig | None = None,
+        flags: Mapping[str, Any] | None = None,
     ) -> ProjectorSettings:
         """Defaults, then the config file's ``projections`` section, then the
-        environment."""
-        env = os.environ if env is None else env
-        prefix = env.get("NEXUS_STREAM_PREFIX") or "NEXUS"
-        if not _PREFIX.match(prefix):
-            raise ConfigError("NEXUS_STREAM_PREFIX: letters, digits, '_' and '-' only (at most 32)")
+        process settings (their file, the environment, ``flags``)."""
+        settings = load_settings(flags, env=env)
         section = config.projections if config is not None else None
         if section is not None and section.batch_size < 1:
             raise ConfigError("projections.batch_size: must be at least 1")
         return cls(
-            nats_url=env.get("NEXUS_NATS_URL") or DEFAULT_NATS_URL,
-            postgres_dsn=env.get("NEXUS_POSTGRES_DSN") or None,
+            nats_url=settings.nats,
+            postgres_dsn=settings.postgres_dsn or None,
             duckdb_path=(
-                env.get("NEXUS_DUCKDB_PATH")
+                settings.duckdb_path
                 or (section.duckdb_path if section is not None else "")
                 or DEFAULT_DUCKDB_PATH
             ),
-            topology=Topology(prefix=prefix),
+            topology=Topology(prefix=settings.stream_prefix),
             batch_size=section.batch_size if section is not None else cls.batch_size,
         )
 

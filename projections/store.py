@@ -49,6 +49,11 @@ class Store(Protocol):
     async def rows(self) -> list[dict[str, Any]]:
         """The whole ``traffic_event`` table ordered by request id."""
 
+    def refuses(self, exc: BaseException) -> bool:
+        """True when ``apply`` failed because of a value the store cannot
+        hold (the lane then isolates the event and dead-letters it), false
+        for a connection, lock or schema problem (the lane retries)."""
+
 
 def fresh_items(items: Sequence[Item], checkpoint: int) -> Sequence[Item]:
     if not items or items[0][0] > checkpoint:

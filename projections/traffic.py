@@ -29,6 +29,7 @@ from typing import Any
 
 from streams.events import (
     Event,
+    RequestAborted,
     RequestCompleted,
     RequestFailed,
     RequestReceived,
@@ -36,6 +37,7 @@ from streams.events import (
     UsageRecorded,
 )
 from streams.events_compliance import StageDecision
+from streams.events_proxy import ProxyConnection, ProxyRequest
 
 PROJECTION = "traffic_event"
 TABLE = "traffic_event"
@@ -72,9 +74,12 @@ _ROUTE_USAGE = 1_000
 _ROUTE_COMPLETED = 2_000
 _ROUTE_FAILED = 3_000
 # Ranks of the "outcome" group: a failure outranks a completion (a stream can
-# start with 200 and then break).
-_OUTCOME_COMPLETED = 1
-_OUTCOME_FAILED = 2
+# start with 200 and then break); an abort (the reconciler's guess that the
+# node died) yields to either, should the node's own outcome arrive after
+# all.  (Migration 0006 doubled the ranks stored before aborts existed.)
+_OUTCOME_ABORTED = 1
+_OUTCOME_COMPLETED = 2
+_OUTCOME_FAILED = 4
 
 _T, _I, _F, _B, _TS = Kind.TEXT, Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.TS
 
@@ -148,6 +153,19 @@ COLUMNS: tuple[Column, ...] = (
     Column("cache_saving_usd", _F),
     # Routing (migration 0004): the pooled credential of the final attempt.
     Column("credential_id", _T, Rule.RANKED, "upstream_attempt"),
+    # The compliance proxy (migration 0005): a connection's row, or a request
+    # seen inside a bumped one.
+    Column("bump_status", _T),
+    Column("target_host", _T),
+    Column("ai_service", _T),
+    Column("device_id", _T),
+    Column("connection_id", _T),
+    Column("bytes_up", _I),
+    Column("bytes_down", _I),
+    Column("credential_fingerprint", _T),
+    Column("credential_class", _T),
+    Column("connection_ms", _F),
+    Column("connection_status", _I),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -162,7 +180,7 @@ Row = dict[str, Any]
 
 def _received(e: RequestReceived) -> Row:
     t = e.tenant
-    return {
+    row: Row = {
         "request_id": e.request_id,
         "trace_id": e.trace_id,
         "first_seen_at": e.occurred_at_ms,
@@ -185,6 +203,20 @@ def _received(e: RequestReceived) -> Row:
         "request_bytes": e.body.size if e.body is not None else None,
         "passthrough_flags": ",".join(e.passthrough_flags) or None,
     }
+    i = e.interception
+    if i is not None:
+        # A decrypted request the proxy ran through the pipeline: the same
+        # columns its connection's row and a relayed request's row use.
+        row.update(
+            bump_status=i.bump_status or None,
+            connection_id=i.connection_id or None,
+            target_host=i.target_host or None,
+            ai_service=i.ai_service or None,
+            device_id=i.device_id or None,
+            credential_fingerprint=i.credential_fingerprint or None,
+            credential_class=i.credential_class or None,
+        )
+    return row
 
 
 def _route(row: Row, provider: str, provider_model: str, rank: int) -> Row:
@@ -245,6 +277,8 @@ def _completed(e: RequestCompleted) -> Row:
         "attempts": e.attempts,
         "cache_status": e.cache_status,
         "cache_saving_usd": e.cache_saving_usd,
+        # A cache hit records no usage: the outcome names the model too.
+        "model": e.model or None,
     }
     return _route(row, e.provider, e.provider_model, _ROUTE_COMPLETED)
 
@@ -263,6 +297,7 @@ def _failed(e: RequestFailed) -> Row:
         "error_type": e.error_type,
         "error_stage": e.stage,
         "error_reason": e.reason,
+        "model": e.model or None,  # a failed request records no usage
     }
     return _route(row, e.provider, e.provider_model, _ROUTE_FAILED)
 
@@ -293,13 +328,103 @@ def _stage(e: StageDecision) -> Row:
     return row
 
 
+def _proxy_connection(e: ProxyConnection) -> Row:
+    # No outcome: a connection is not a request, and the analytics rollups
+    # count rows with an outcome as requests.
+    t = e.tenant
+    start = e.occurred_at_ms - int(e.duration_ms)
+    return {
+        "request_id": e.request_id,
+        "first_seen_at": start,
+        "received_at": start,
+        "org_id": t.org_id,
+        "project_id": t.project_id,
+        "key_id": t.key_id,
+        "user_id": t.user_id,
+        "node_kind": e.node.kind,
+        "node_id": e.node.id,
+        "ingress": "proxy",
+        "endpoint": "connect",
+        "method": e.method,
+        "path": f"{e.target_host}:{e.target_port}",
+        "client_ip": e.client_ip,
+        "user_agent": e.user_agent,
+        "error_reason": e.reason or None,
+        "bump_status": e.bump_status,
+        "target_host": e.target_host,
+        "ai_service": e.ai_service or None,
+        "device_id": e.device_id or None,
+        "connection_id": e.request_id,
+        "bytes_up": e.bytes_up,
+        "bytes_down": e.bytes_down,
+        "connection_ms": e.duration_ms,
+        "connection_status": e.status,
+    }
+
+
+def _proxy_request(e: ProxyRequest) -> Row:
+    t = e.tenant
+    failed = e.status >= 400 or e.status == 0
+    return {
+        "request_id": e.request_id,
+        "first_seen_at": e.occurred_at_ms - int(e.latency_ms),
+        "received_at": e.occurred_at_ms - int(e.latency_ms),
+        "completed_at": e.occurred_at_ms,
+        "org_id": t.org_id,
+        "project_id": t.project_id,
+        "key_id": t.key_id,
+        "user_id": t.user_id,
+        "node_kind": e.node.kind,
+        "node_id": e.node.id,
+        "ingress": "proxy",
+        "endpoint": "proxied",
+        "method": e.method,
+        "path": e.path,
+        "requested_model": e.model or None,
+        "stream": e.stream,
+        "client_ip": e.client_ip,
+        "user_agent": e.user_agent,
+        "request_bytes": e.bytes_up,
+        "outcome": "failed" if failed else "completed",
+        "status": e.status,
+        "latency_ms": e.latency_ms,
+        "outcome_rank": _OUTCOME_FAILED if failed else _OUTCOME_COMPLETED,
+        "error_reason": e.adapter_error or None,
+        "bump_status": e.bump_status,
+        "target_host": e.host,
+        "ai_service": e.ai_service or None,
+        "connection_id": e.connection_id,
+        "bytes_up": e.bytes_up,
+        "bytes_down": e.bytes_down,
+        "credential_fingerprint": e.credential_fingerprint or None,
+        "credential_class": e.credential_class or None,
+    }
+
+
+def _aborted(e: RequestAborted) -> Row:
+    # Only what an abort knows: no status (the caller got whatever the
+    # cut connection gave them), no provider.
+    return {
+        "request_id": e.request_id,
+        "first_seen_at": e.occurred_at_ms,
+        "completed_at": e.occurred_at_ms,
+        "outcome": "aborted",
+        "outcome_rank": _OUTCOME_ABORTED,
+        "status": None,
+        "latency_ms": None,
+    }
+
+
 _DELTAS: dict[type, Callable[[Any], Row]] = {
+    RequestAborted: _aborted,
     RequestReceived: _received,
     UpstreamResult: _upstream,
     UsageRecorded: _usage,
     RequestCompleted: _completed,
     RequestFailed: _failed,
     StageDecision: _stage,
+    ProxyConnection: _proxy_connection,
+    ProxyRequest: _proxy_request,
 }
 
 

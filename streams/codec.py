@@ -11,10 +11,14 @@ from typing import Any
 
 import msgspec
 
-from streams.catalog import AnyEvent, upcast
+from streams.catalog import UPCASTERS, AnyEvent, upcast
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyEvent)
+# The typed decoder itself, for the hot paths that handle its errors
+# themselves (streams.poison): a known event of the current version, or a
+# ValidationError / DecodeError / UnicodeDecodeError.
+decode_known = _decoder.decode
 
 
 class UnknownEvent(msgspec.Struct):
@@ -34,7 +38,9 @@ def encode(event: msgspec.Struct) -> bytes:
 def decode(data: bytes) -> Any:
     """Decode one event; an unknown type yields ``UnknownEvent``."""
     try:
-        return upcast(_decoder.decode(data))
+        event = _decoder.decode(data)
+        # (A call saved per event while no type has an old version to lift.)
+        return upcast(event) if UPCASTERS else event
     except msgspec.ValidationError:
         probe = _probe.decode(data)
         from streams.catalog import KNOWN_TAGS

@@ -14,14 +14,11 @@ cache:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-import msgspec
-
+from streams.config_base import ConfigError, Strict
+from streams.config_checks import check_re2
 from streams.config_routing import Breaker
-
-if TYPE_CHECKING:
-    from streams.config import NexusConfig
 
 # Prompts that ask about "now" must not get yesterday's answer.  Matched
 # (RE2, case-insensitive) against the text of the last user message.
@@ -32,7 +29,7 @@ DEFAULT_SKIP_PATTERNS: tuple[str, ...] = (
 )
 
 
-class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class SemanticCacheConfig(Strict, frozen=True, kw_only=True):
     enabled: bool = False
     # Measured on the labelled set in tests/semantic_cache: at 0.93 no
     # different-meaning pair matched (the closest scored 0.89) and the
@@ -50,7 +47,7 @@ class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     breaker: Breaker = Breaker(failures=5, window_s=30.0, open_s=15.0)
 
 
-class CacheConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class CacheConfig(Strict, frozen=True, kw_only=True):
     enabled: bool = False
     ttl_s: int = 3600
     max_entry_bytes: int = 1024 * 1024
@@ -64,33 +61,23 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     semantic: SemanticCacheConfig = SemanticCacheConfig()
 
 
-class CacheConfigError(ValueError):
-    pass
-
-
-def validate_cache(cfg: NexusConfig) -> None:
-    c = cfg.cache
+def validate_cache(c: CacheConfig) -> None:
     if not 60 <= c.ttl_s <= 7 * 24 * 3600:
-        raise CacheConfigError("cache.ttl_s: between 60 s and 7 days")
+        raise ConfigError("cache.ttl_s: between 60 s and 7 days")
     if not 1024 <= c.max_entry_bytes <= 64 * 1024 * 1024:
-        raise CacheConfigError("cache.max_entry_bytes: between 1 KiB and 64 MiB")
+        raise ConfigError("cache.max_entry_bytes: between 1 KiB and 64 MiB")
     if not 0 < c.lookup_timeout_ms <= 5000:
-        raise CacheConfigError("cache.lookup_timeout_ms: between 0 and 5000")
+        raise ConfigError("cache.lookup_timeout_ms: between 0 and 5000")
     sem = c.semantic
     if not 0.5 <= sem.threshold <= 1.0:
-        raise CacheConfigError("cache.semantic.threshold: between 0.5 and 1.0")
+        raise ConfigError("cache.semantic.threshold: between 0.5 and 1.0")
     if not 100 <= sem.max_entries <= 10_000_000:
-        raise CacheConfigError("cache.semantic.max_entries: between 100 and 10 million")
+        raise ConfigError("cache.semantic.max_entries: between 100 and 10 million")
     if not 0 < sem.embed_timeout_ms <= 10_000:
-        raise CacheConfigError("cache.semantic.embed_timeout_ms: between 0 and 10000")
+        raise ConfigError("cache.semantic.embed_timeout_ms: between 0 and 10000")
     if not 1 <= sem.embed_workers <= 64:
-        raise CacheConfigError("cache.semantic.embed_workers: between 1 and 64")
-    import re2
-
+        raise ConfigError("cache.semantic.embed_workers: between 1 and 64")
     for i, p in enumerate(c.skip_patterns):
         if len(p) > 512:
-            raise CacheConfigError(f"cache.skip_patterns[{i}]: at most 512 characters")
-        try:
-            re2.compile(p)
-        except re2.error as exc:
-            raise CacheConfigError(f"cache.skip_patterns[{i}]: {exc}") from None
+            raise ConfigError(f"cache.skip_patterns[{i}]: at most 512 characters")
+        check_re2(p, where=f"cache.skip_patterns[{i}]")

@@ -24,13 +24,13 @@ not call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Set
+from typing import Any, Literal
 
 import msgspec
 
-if TYPE_CHECKING:
-    from streams.config import NexusConfig
+from streams.config_base import ConfigError, Strict
+from streams.config_checks import check_re2
 
 # Failure classes a fallback or a retry acts on.  "network": refused or
 # reset connections; "timeout": connect, first-token or total deadline.
@@ -41,11 +41,7 @@ MAX_DEPTH = 10
 REGEX_MAX_LEN = 256
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    pass
-
-
-class _Node(_Strict, frozen=True, kw_only=True, tag_field="type"):
+class _Node(Strict, frozen=True, kw_only=True, tag_field="type"):
     pass
 
 
@@ -61,7 +57,7 @@ class Fallback(_Node, frozen=True, kw_only=True, tag="fallback"):
     on_failure: tuple[FailureClass, ...] = ("429", "5xx", "timeout", "network")
 
 
-class WeightedTarget(_Strict, frozen=True, kw_only=True):
+class WeightedTarget(Strict, frozen=True, kw_only=True):
     weight: float
     node: StrategyNode
 
@@ -73,7 +69,7 @@ class LoadBalance(_Node, frozen=True, kw_only=True, tag="loadbalance"):
     sticky_on: str | None = None
 
 
-class Condition(_Strict, frozen=True, kw_only=True):
+class Condition(Strict, frozen=True, kw_only=True):
     when: dict[str, Any]
     then: StrategyNode
 
@@ -83,7 +79,7 @@ class Conditional(_Node, frozen=True, kw_only=True, tag="conditional"):
     default: StrategyNode | None = None
 
 
-class Arm(_Strict, frozen=True, kw_only=True):
+class Arm(Strict, frozen=True, kw_only=True):
     name: str
     weight: float
     model: str
@@ -105,7 +101,7 @@ class Policy(_Node, frozen=True, kw_only=True, tag="policy"):
     deny_providers: tuple[str, ...] = ()
 
 
-class CatalogEntry(_Strict, frozen=True, kw_only=True):
+class CatalogEntry(Strict, frozen=True, kw_only=True):
     """One model the smart router may pick, as the router is told about it
     (the price comes from the model's ``price`` unless given here)."""
 
@@ -137,7 +133,7 @@ class Smart(_Node, frozen=True, kw_only=True, tag="smart"):
 StrategyNode = Single | Fallback | LoadBalance | Conditional | AbSplit | Policy | Smart
 
 
-class Retry(_Strict, frozen=True, kw_only=True):
+class Retry(Strict, frozen=True, kw_only=True):
     # Attempts on one target (1 = no retry); the whole request never makes
     # more than ``max_total_attempts`` upstream calls across all targets.
     max_attempts: int = 1
@@ -147,7 +143,7 @@ class Retry(_Strict, frozen=True, kw_only=True):
     on_failure: tuple[FailureClass, ...] = ("429", "5xx", "timeout", "network")
 
 
-class Breaker(_Strict, frozen=True, kw_only=True):
+class Breaker(Strict, frozen=True, kw_only=True):
     enabled: bool = True
     failures: int = 5  # failures within window_s open the breaker
     window_s: float = 30.0
@@ -155,21 +151,17 @@ class Breaker(_Strict, frozen=True, kw_only=True):
     half_open_probes: int = 1
 
 
-class Rule(_Strict, frozen=True, kw_only=True):
+class Rule(Strict, frozen=True, kw_only=True):
     name: str
     match: tuple[str, ...]
     strategy: StrategyNode
     retry: Retry | None = None
 
 
-class RoutingConfig(_Strict, frozen=True, kw_only=True):
+class RoutingConfig(Strict, frozen=True, kw_only=True):
     rules: tuple[Rule, ...] = ()
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
-
-
-class RoutingConfigError(ValueError):
-    pass
 
 
 _OPERATORS = {
@@ -194,21 +186,21 @@ def validate_predicate(expr: Any, where: str) -> None:
     """A condition's ``when``: every operator known, every field rooted in
     what the request context holds, every regex short and compilable."""
     if not isinstance(expr, dict):
-        raise RoutingConfigError(f"{where}: a condition must be a mapping")
+        raise ConfigError(f"{where}: a condition must be a mapping")
     for k, v in expr.items():
         if k in ("$and", "$or"):
             if not isinstance(v, list) or not v:
-                raise RoutingConfigError(f"{where}.{k}: must be a non-empty list")
+                raise ConfigError(f"{where}.{k}: must be a non-empty list")
             for i, sub in enumerate(v):
                 validate_predicate(sub, f"{where}.{k}[{i}]")
         elif k == "$not":
             validate_predicate(v, f"{where}.$not")
         elif k.startswith("$"):
-            raise RoutingConfigError(f"{where}: unknown operator {k!r}")
+            raise ConfigError(f"{where}: unknown operator {k!r}")
         else:
             if k.split(".", 1)[0] not in _FIELD_ROOTS:
                 roots = ", ".join(sorted(_FIELD_ROOTS))
-                raise RoutingConfigError(f"{where}: field {k!r} must start with one of {roots}")
+                raise ConfigError(f"{where}: field {k!r} must start with one of {roots}")
             _validate_field_test(v, f"{where}.{k}")
 
 
@@ -217,18 +209,13 @@ def _validate_field_test(test: Any, where: str) -> None:
         return  # a literal: equality
     for op, arg in test.items():
         if op not in _OPERATORS or op in ("$and", "$or"):
-            raise RoutingConfigError(f"{where}: unknown operator {op!r}")
+            raise ConfigError(f"{where}: unknown operator {op!r}")
         if op in ("$in", "$nin") and not isinstance(arg, list):
-            raise RoutingConfigError(f"{where}.{op}: must be a list")
+            raise ConfigError(f"{where}.{op}: must be a list")
         if op == "$regex":
             if not isinstance(arg, str) or len(arg) > REGEX_MAX_LEN:
-                raise RoutingConfigError(f"{where}.$regex: must be a string of at most {REGEX_MAX_LEN} chars")
-            import re2
-
-            try:
-                re2.compile(arg)
-            except re2.error as exc:
-                raise RoutingConfigError(f"{where}.$regex: {exc}") from None
+                raise ConfigError(f"{where}.$regex: must be a string of at most {REGEX_MAX_LEN} chars")
+            check_re2(arg, where=f"{where}.$regex")
         if op == "$not":
             _validate_field_test(arg, f"{where}.$not")
 
@@ -238,7 +225,7 @@ def _sticky(value: str | None, where: str) -> None:
         return
     if value.startswith("header:") and len(value) > len("header:"):
         return
-    raise RoutingConfigError(f"{where}.sticky_on: key, user, org, project, none or header:<name>")
+    raise ConfigError(f"{where}.sticky_on: key, user, org, project, none or header:<name>")
 
 
 def root_smart(node: StrategyNode) -> Smart | None:
@@ -250,36 +237,36 @@ def root_smart(node: StrategyNode) -> Smart | None:
 
 def _smart(node: Smart, where: str, models: Mapping[str, str]) -> None:
     if models.get(node.router) != "chat":
-        raise RoutingConfigError(f"{where}.router: {node.router!r} is not a chat model of models:")
+        raise ConfigError(f"{where}.router: {node.router!r} is not a chat model of models:")
     if not node.catalog:
-        raise RoutingConfigError(f"{where}.catalog: at least one model")
+        raise ConfigError(f"{where}.catalog: at least one model")
     for i, entry in enumerate(node.catalog):
         if models.get(entry.model) != "chat":
-            raise RoutingConfigError(f"{where}.catalog[{i}].model: {entry.model!r} is not a chat model")
+            raise ConfigError(f"{where}.catalog[{i}].model: {entry.model!r} is not a chat model")
     if models.get(node.default) != "chat":
-        raise RoutingConfigError(f"{where}.default: {node.default!r} is not a chat model")
+        raise ConfigError(f"{where}.default: {node.default!r} is not a chat model")
     if not 1 <= node.timeout_ms <= 60_000 or not 1 <= node.max_tokens <= 4096:
-        raise RoutingConfigError(f"{where}: timeout_ms 1-60000, max_tokens 1-4096")
+        raise ConfigError(f"{where}: timeout_ms 1-60000, max_tokens 1-4096")
 
 
 def _node(node: StrategyNode, where: str, models: set[str], providers: set[str], depth: int) -> None:
     if depth > MAX_DEPTH:
-        raise RoutingConfigError(f"{where}: the strategy tree is deeper than {MAX_DEPTH}")
+        raise ConfigError(f"{where}: the strategy tree is deeper than {MAX_DEPTH}")
     if isinstance(node, Single):
         if node.model not in models:
-            raise RoutingConfigError(f"{where}.model: unknown model {node.model!r}")
+            raise ConfigError(f"{where}.model: unknown model {node.model!r}")
     elif isinstance(node, Fallback):
         if not node.targets:
-            raise RoutingConfigError(f"{where}.targets: at least one target")
+            raise ConfigError(f"{where}.targets: at least one target")
         for i, t in enumerate(node.targets):
             _node(t, f"{where}.targets[{i}]", models, providers, depth + 1)
     elif isinstance(node, LoadBalance):
         _sticky(node.sticky_on, where)
         if not node.targets:
-            raise RoutingConfigError(f"{where}.targets: at least one target")
+            raise ConfigError(f"{where}.targets: at least one target")
         for i, w in enumerate(node.targets):
             if not w.weight > 0:
-                raise RoutingConfigError(f"{where}.targets[{i}].weight: must be positive")
+                raise ConfigError(f"{where}.targets[{i}].weight: must be positive")
             _node(w.node, f"{where}.targets[{i}].node", models, providers, depth + 1)
     elif isinstance(node, Conditional):
         for i, c in enumerate(node.conditions):
@@ -290,52 +277,52 @@ def _node(node: StrategyNode, where: str, models: set[str], providers: set[str],
     elif isinstance(node, AbSplit):
         _sticky(node.sticky_on, where)
         if not node.arms:
-            raise RoutingConfigError(f"{where}.arms: at least one arm")
+            raise ConfigError(f"{where}.arms: at least one arm")
         for i, a in enumerate(node.arms):
             if not a.weight > 0:
-                raise RoutingConfigError(f"{where}.arms[{i}].weight: must be positive")
+                raise ConfigError(f"{where}.arms[{i}].weight: must be positive")
             if a.model not in models:
-                raise RoutingConfigError(f"{where}.arms[{i}].model: unknown model {a.model!r}")
+                raise ConfigError(f"{where}.arms[{i}].model: unknown model {a.model!r}")
     elif isinstance(node, Smart):
-        raise RoutingConfigError(f"{where}: a smart node only stands at the root of a strategy")
+        raise ConfigError(f"{where}: a smart node only stands at the root of a strategy")
     elif isinstance(node, Policy):
         for m in (*node.allow_models, *node.deny_models):
             if m not in models:
-                raise RoutingConfigError(f"{where}: unknown model {m!r} in a policy list")
+                raise ConfigError(f"{where}: unknown model {m!r} in a policy list")
         for p in (*node.allow_providers, *node.deny_providers):
             if p not in providers:
-                raise RoutingConfigError(f"{where}: unknown provider {p!r} in a policy list")
+                raise ConfigError(f"{where}: unknown provider {p!r} in a policy list")
         _node(node.node, f"{where}.node", models, providers, depth + 1)
 
 
 def _retry(r: Retry, where: str) -> None:
     if not 1 <= r.max_attempts <= 10 or not 1 <= r.max_total_attempts <= 20:
-        raise RoutingConfigError(f"{where}: max_attempts 1-10, max_total_attempts 1-20")
+        raise ConfigError(f"{where}: max_attempts 1-10, max_total_attempts 1-20")
     if r.backoff_ms < 0 or r.max_backoff_ms < r.backoff_ms:
-        raise RoutingConfigError(f"{where}: 0 <= backoff_ms <= max_backoff_ms")
+        raise ConfigError(f"{where}: 0 <= backoff_ms <= max_backoff_ms")
 
 
-def validate_routing(cfg: NexusConfig) -> None:
-    """Raises ``streams.config.ConfigError`` (via its caller) on a problem."""
-    r = cfg.routing
-    models = {m.name for m in cfg.models}
-    kinds = {m.name: m.kind for m in cfg.models}
-    aliases = {a for m in cfg.models for a in m.aliases}
-    providers = {p.name for p in cfg.providers}
+def validate_routing(
+    r: RoutingConfig, *, kinds: Mapping[str, str], aliases: Set[str], providers: set[str]
+) -> None:
+    """Raise ConfigError naming the first bad field.  ``kinds``: each public
+    model's kind (chat, embedding) by name; ``aliases``: the models' other
+    names (a rule may not match one)."""
+    models = set(kinds)
     matched: set[str] = set()
     names: set[str] = set()
     for i, rule in enumerate(r.rules):
         where = f"routing.rules[{i}]"
         if rule.name in names:
-            raise RoutingConfigError(f"{where}.name: duplicate rule {rule.name!r}")
+            raise ConfigError(f"{where}.name: duplicate rule {rule.name!r}")
         names.add(rule.name)
         if not rule.match:
-            raise RoutingConfigError(f"{where}.match: at least one model name")
+            raise ConfigError(f"{where}.match: at least one model name")
         for name in rule.match:
             if name in matched:
-                raise RoutingConfigError(f"{where}.match: {name!r} is matched by an earlier rule")
+                raise ConfigError(f"{where}.match: {name!r} is matched by an earlier rule")
             if name in aliases:
-                raise RoutingConfigError(f"{where}.match: {name!r} is a model alias")
+                raise ConfigError(f"{where}.match: {name!r} is a model alias")
             matched.add(name)
         smart = root_smart(rule.strategy)
         if smart is not None:
@@ -358,6 +345,4 @@ def validate_routing(cfg: NexusConfig) -> None:
     _retry(r.retry, "routing.retry")
     b = r.breaker
     if b.failures < 1 or b.window_s <= 0 or b.open_s <= 0 or b.half_open_probes < 1:
-        raise RoutingConfigError(
-            "routing.breaker: failures, window_s, open_s, half_open_probes must be positive"
-        )
+        raise ConfigError("routing.breaker: failures, window_s, open_s, half_open_probes must be positive")

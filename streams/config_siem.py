@@ -44,10 +44,8 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-import msgspec
-
-# streams.config imports this module for its NexusConfig fields, so the
-# validators import it lazily (at call time) to avoid an import cycle.
+from streams.config_base import ConfigError, Strict
+from streams.config_checks import check_outbound_url
 
 # JetStream durable names may not contain dots or spaces; a sink name becomes
 # part of its consumer name and of its dead-letter subject.
@@ -55,11 +53,7 @@ _SINK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _STATUS = re.compile(r"^[1-5]([0-9]{2}|xx)$")
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    pass
-
-
-class AuditConfig(_Strict, frozen=True):
+class AuditConfig(Strict, frozen=True):
     """What the audit processor keeps.  The hash chain covers body digests,
     never bodies, so purging bodies by this policy never breaks the chain."""
 
@@ -77,7 +71,7 @@ class AuditConfig(_Strict, frozen=True):
     batch_size: int = 1000
 
 
-class SinkFilter(_Strict, frozen=True):
+class SinkFilter(Strict, frozen=True):
     """Every non-empty list must match (AND); an empty list matches all.
     ``event_types`` entries are exact tags or a prefix ending in ``*``
     ("request.*").  ``statuses`` are HTTP statuses ("429") or classes
@@ -90,7 +84,7 @@ class SinkFilter(_Strict, frozen=True):
     orgs: tuple[str, ...] = ()
 
 
-class _SinkBase(_Strict, tag_field="kind", frozen=True):
+class _SinkBase(Strict, tag_field="kind", frozen=True):
     name: str
     enabled: bool = True
     filter: SinkFilter = SinkFilter()
@@ -111,6 +105,13 @@ class _SinkBase(_Strict, tag_field="kind", frozen=True):
     deliver: Literal["new", "all"] = "new"
     allow_private_network: bool = False
     timeout_s: float = 10.0
+    # The largest message the receiver takes whole, in bytes; a longer
+    # record is split (its largest list across several messages) or its
+    # longest strings shortened.  0: the kind's default (syslog over TCP or
+    # TLS 8192, rsyslog's own default; UDP 2048, what RFC 5426 receivers
+    # must accept; Splunk HEC 10000, its default TRUNCATE; Elastic and
+    # webhooks 1 MiB).
+    max_message_bytes: int = 0
 
 
 class SyslogSink(_SinkBase, tag="syslog", kw_only=True, frozen=True):
@@ -128,6 +129,13 @@ class SyslogSink(_SinkBase, tag="syslog", kw_only=True, frozen=True):
     tls_server_name: str | None = None
     tls_cert_file: str | None = None  # client certificate (mutual TLS)
     tls_key_file: str | None = None
+    # TCP and TLS: a batch counts as delivered (and is acknowledged to
+    # JetStream) only once the receiver's TCP has acknowledged every byte of
+    # it and the connection has stayed open this long after that.  A
+    # receiver that restarts closes the connection; everything written in
+    # the last confirm_after_s is sent again (duplicates are possible, loss
+    # is not: receivers deduplicate by event id).
+    confirm_after_s: float = 1.0
 
 
 class SplunkHecSink(_SinkBase, tag="splunk_hec", kw_only=True, frozen=True):
@@ -155,7 +163,7 @@ class WebhookSink(_SinkBase, tag="webhook", kw_only=True, frozen=True):
 Sink = SyslogSink | SplunkHecSink | ElasticSink | WebhookSink
 
 
-class SiemConfig(_Strict, frozen=True):
+class SiemConfig(Strict, frozen=True):
     sinks: tuple[Sink, ...] = ()
 
 
@@ -163,8 +171,6 @@ _FORBIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"
 
 
 def _check_common(s: _SinkBase, where: str) -> None:
-    from streams.config import ConfigError
-
     if s.max_attempts < 1:
         raise ConfigError(f"{where}.max_attempts: must be at least 1")
     if s.backoff_initial_s <= 0 or s.backoff_max_s < s.backoff_initial_s:
@@ -173,6 +179,8 @@ def _check_common(s: _SinkBase, where: str) -> None:
         raise ConfigError(f"{where}.batch_size: must be 1-10000")
     if s.timeout_s <= 0:
         raise ConfigError(f"{where}.timeout_s: must be positive")
+    if s.max_message_bytes and not 480 <= s.max_message_bytes <= 64 * 1024 * 1024:
+        raise ConfigError(f"{where}.max_message_bytes: 480 bytes to 64 MiB (0: the kind's default)")
     for st in s.filter.statuses:
         if not _STATUS.match(st):
             raise ConfigError(f"{where}.filter.statuses: {st!r} is not a status like 429 or 5xx")
@@ -181,8 +189,6 @@ def _check_common(s: _SinkBase, where: str) -> None:
 def validate_siem(siem: SiemConfig, *, known_orgs: set[str] | None = None) -> None:
     """Raise ConfigError for the first bad sink.  ``known_orgs``, when given,
     catches a filter that names an org the file does not define."""
-    from streams.config import ConfigError, check_outbound_url
-
     names: set[str] = set()
     for i, s in enumerate(siem.sinks):
         where = f"siem.sinks[{i}]"
@@ -203,6 +209,10 @@ def validate_siem(siem: SiemConfig, *, known_orgs: set[str] | None = None) -> No
                 raise ConfigError(f"{where}.facility: must be 0-23")
             if (s.tls_cert_file is None) != (s.tls_key_file is None):
                 raise ConfigError(f"{where}: tls_cert_file and tls_key_file go together")
+            if not 0 <= s.confirm_after_s <= 60:
+                raise ConfigError(f"{where}.confirm_after_s: 0 to 60 seconds")
+            if s.transport == "udp" and s.max_message_bytes > 65_000:
+                raise ConfigError(f"{where}.max_message_bytes: a UDP datagram holds at most 65000 bytes here")
             host = f"[{s.host}]" if ":" in s.host else s.host
             # The guard speaks URLs; a syslog target is checked as one so the
             # same private/loopback/link-local rules apply.
@@ -220,8 +230,6 @@ def validate_siem(siem: SiemConfig, *, known_orgs: set[str] | None = None) -> No
 
 
 def validate_audit(audit: AuditConfig) -> None:
-    from streams.config import ConfigError
-
     if audit.body_retention_days < 0 or audit.spill_retention_days < 0:
         raise ConfigError("audit: retention days must not be negative (0 keeps forever)")
     if not 1 <= audit.batch_size <= 10_000:

@@ -36,13 +36,6 @@ class _RandomPool:
         self.ms = -1
         self.prefix = ""
 
-    def take19(self) -> str:
-        pos = self.pos
-        if pos + 19 > len(self.hex):
-            self.hex, pos = os.urandom(4096).hex(), 0
-        self.pos = pos + 19
-        return self.hex[pos : pos + 19]
-
 
 _random = _RandomPool()
 if hasattr(os, "register_at_fork"):  # a forked worker must not repeat its parent's ids
@@ -62,7 +55,13 @@ def uuid7() -> str:
     if ms != pool.ms:
         t = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
         pool.ms, pool.prefix = ms, f"{t[:8]}-{t[8:]}-7"
-    r = pool.take19()
+    # take19, inlined: a request makes about ten ids.
+    pos, h = pool.pos, pool.hex
+    if pos + 19 > len(h):
+        h = pool.hex = os.urandom(4096).hex()
+        pos = 0
+    pool.pos = pos + 19
+    r = h[pos : pos + 19]
     return f"{pool.prefix}{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:]}"
 
 
@@ -130,8 +129,25 @@ class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=True, 
 # --- traffic events -------------------------------------------------------
 
 
+class Interception(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """How a request reached an ingress that intercepts traffic never
+    pointed at the gateway (the compliance proxy, the desktop agent): the
+    connection it came in on and what that connection was.  Metadata only:
+    a provider key appears as its HMAC fingerprint, never as itself."""
+
+    bump_status: str = ""  # bumped (decrypted and seen), ... (streams.events_proxy.BUMP_STATUSES)
+    connection_id: str = ""
+    target_host: str = ""  # the host the client addressed (the provider's)
+    ai_service: str = ""  # the AI-host catalogue's name for it
+    device_id: str = ""  # the attested agent, if any
+    credential_fingerprint: str = ""  # HMAC-SHA256 of the caller's provider key (16 hex)
+    credential_class: str = ""  # corporate | nexus | unknown
+
+
 class RequestReceived(Event, tag="request.received"):
-    """A request as the ingress node accepted it (after authentication)."""
+    """A request as the ingress node received it: what arrived (path,
+    method, client) whether or not it got further, and, once known, its
+    tenant, endpoint, model and body."""
 
     ingress: str = "gateway"  # gateway | proxy | agent
     endpoint: str = ""  # chat | messages | responses | embeddings
@@ -145,6 +161,8 @@ class RequestReceived(Event, tag="request.received"):
     body: Body | None = None
     passthrough_flags: list[str] = []
     passthrough_reason: str = ""
+    # Set by an intercepting ingress (the proxy): the connection's facts.
+    interception: Interception | None = None
 
 
 class UpstreamResult(Event, tag="upstream.result"):
@@ -188,6 +206,7 @@ class RequestCompleted(Event, tag="request.completed"):
     cache_status: str = ""
     routing_rule: str = ""  # the routing rule that chose the target ("" = the model was named)
     cache_saving_usd: float = 0.0  # a cache hit: what the cached answer cost when it was made
+    model: str = ""  # the public model it was routed to ("" = not resolved)
 
 
 class RequestFailed(Event, tag="request.failed"):
@@ -205,6 +224,25 @@ class RequestFailed(Event, tag="request.failed"):
     provider_model: str = ""
     attempts: int = 1  # upstream attempts made (retries and fallbacks)
     routing_rule: str = ""
+    model: str = ""  # the public model it was routed to ("" = not resolved before it failed)
 
 
-TrafficEvent = RequestReceived | UpstreamResult | UsageRecorded | RequestCompleted | RequestFailed
+class RequestAborted(Event, tag="request.aborted"):
+    """A request that will never have an outcome: the node serving it
+    stopped (a crash cut its stream, say).  Emitted by the reconciler
+    (``processors.reconcile``), never by the node itself; the quota
+    processor releases its reservation, ``traffic_event`` records it as
+    aborted unless a real outcome arrives after all (a node cut off from
+    NATS that delivers its events later): that one wins."""
+
+    # node_restarted: the node came back and this request is older than the
+    # new process; node_lost: the node has not been seen for a while;
+    # open_too_long: no outcome after the longest a request may take.
+    cause: str = ""
+    reason: str = ""  # our words
+    received_at_ms: int = 0  # when the request was received (its node's clock)
+
+
+TrafficEvent = (
+    RequestReceived | UpstreamResult | UsageRecorded | RequestCompleted | RequestFailed | RequestAborted
+)

@@ -41,6 +41,10 @@ class HookVerdict(Event, tag="hook.verdict"):
     elapsed_us: int = 0
     fail_mode: str = "open"
     mode: str = ""  # how the hook ran, e.g. pii "pattern" or "pattern+ner"
+    # enforce | monitor (the hook's mode: recorded, never applied) |
+    # justified (a user's recorded justification excused it for them).
+    # Not enforced: ``effective`` is approve; ``verdict`` says what it found.
+    enforcement: str = "enforce"
 
 
 class StageDecision(Event, tag="hook.stage"):
@@ -64,6 +68,13 @@ class StageDecision(Event, tag="hook.stage"):
     passthrough_flags: list[str] = []
     passthrough_reason: str = ""
     kill_switch: bool = False
+    # What the hooks that were not enforced (monitor mode, or justified for
+    # this caller) would have made of the stage ("" = nothing: they all
+    # approved), and the hook and rule that said so.  ``decision`` is what
+    # was applied.
+    monitored_decision: str = ""
+    monitored_hook: str = ""
+    monitored_rule: str = ""
 
 
 ComplianceEvent = HookVerdict | StageDecision

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from typing import Any
 
 import nats
@@ -17,6 +19,21 @@ from streams.topology import StreamSpec, Topology
 log = logging.getLogger("nexus.streams")
 
 
+_last_said: dict[str, float] = {}
+
+
+async def say_nats_error(exc: Exception) -> None:
+    """nats-py's error callback, quiet: its default logs a whole traceback
+    for every failed reconnect (twice a second while NATS is away).  One
+    line per kind of error a minute; whoever uses the client reports what
+    it means for them."""
+    kind = type(exc).__name__
+    now = time.monotonic()
+    if now - _last_said.get(kind, -math.inf) >= 60.0:
+        _last_said[kind] = now
+        log.warning("NATS: %s (%s); reconnecting", kind, str(exc)[:120] or "no detail")
+
+
 async def connect(url: str, *, name: str, **kwargs: Any) -> NATS:
     """A client that reconnects forever: a node must outlive a NATS restart."""
     opts: dict[str, Any] = {
@@ -25,6 +42,7 @@ async def connect(url: str, *, name: str, **kwargs: Any) -> NATS:
         "reconnect_time_wait": 0.5,
         "connect_timeout": 2,
         "allow_reconnect": True,
+        "error_cb": say_nats_error,
     }
     opts.update(kwargs)
     return await nats.connect(url, **opts)
@@ -46,8 +64,17 @@ def _stream_config(spec: StreamSpec) -> StreamConfig:
 
 
 async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:
-    """Create every stream, or bring an existing one to the declared config."""
-    for spec in topology.streams():
+    """Create every event stream, or bring an existing one to the declared config."""
+    await ensure_specs(js, topology.streams())
+
+
+async def ensure_control_streams(js: JetStreamContext, topology: Topology) -> None:
+    """The Hub's CONFIG stream (only the Hub and its tools need it)."""
+    await ensure_specs(js, topology.control_streams())
+
+
+async def ensure_specs(js: JetStreamContext, specs: list[StreamSpec]) -> None:
+    for spec in specs:
         cfg = _stream_config(spec)
         try:
             await js.stream_info(spec.name)

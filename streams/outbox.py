@@ -28,6 +28,14 @@ class Outbox:
             " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
             " subject TEXT NOT NULL, msg_id TEXT NOT NULL, data BLOB NOT NULL)"
         )
+        # Events JetStream refused for good (over its size limit, say): set
+        # aside so they never block the events behind them, kept for an
+        # operator to look at (sqlite3 <outbox> 'select * from rejected').
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS rejected ("
+            " seq INTEGER PRIMARY KEY, subject TEXT NOT NULL, msg_id TEXT NOT NULL, data BLOB NOT NULL,"
+            " reason TEXT NOT NULL, rejected_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+        )
 
     def append(self, rows: list[Row]) -> None:
         if not rows:
@@ -47,6 +55,23 @@ class Outbox:
     def delete_through(self, seq: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+
+    def set_aside(self, seq: int, reason: str) -> None:
+        """Move one event from the queue to ``rejected``."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO rejected(seq, subject, msg_id, data, reason)"
+                " SELECT seq, subject, msg_id, data, ? FROM outbox WHERE seq = ?",
+                (reason, seq),
+            )
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._db.execute("COMMIT")
+
+    def rejected(self) -> list[tuple[str, str, bytes, str]]:
+        with self._lock:
+            cur = self._db.execute("SELECT subject, msg_id, data, reason FROM rejected ORDER BY seq")
+            return list(cur.fetchall())
 
     def count(self) -> int:
         with self._lock:

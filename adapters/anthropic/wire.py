@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from adapters.canonical import Probability, TokenCount
+
 
 class CacheControl(msgspec.Struct, omit_defaults=True):
     type: str  # "ephemeral"; no default, so omit_defaults never drops it
@@ -107,7 +109,7 @@ class ToolChoiceParam(msgspec.Struct, omit_defaults=True):
 
 class ThinkingParam(msgspec.Struct, omit_defaults=True):
     type: str  # enabled | disabled | adaptive
-    budget_tokens: int | None = None
+    budget_tokens: TokenCount | None = None
 
 
 class RequestMetadata(msgspec.Struct, omit_defaults=True):
@@ -116,12 +118,12 @@ class RequestMetadata(msgspec.Struct, omit_defaults=True):
 
 class MessagesRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     model: str
-    max_tokens: int
+    max_tokens: TokenCount
     messages: list[MessageParam]
     system: str | list[TextBlock] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
+    temperature: Probability | None = None
+    top_p: Probability | None = None
+    top_k: TokenCount | None = None
     stop_sequences: list[str] | None = None
     stream: bool | None = None
     tools: list[ToolParam] | None = None
@@ -129,6 +131,22 @@ class MessagesRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     thinking: ThinkingParam | None = None
     metadata: RequestMetadata | None = None
     service_tier: str | None = None
+
+
+class CountTokensRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """``POST /v1/messages/count_tokens``: what a Messages request would send
+    as its prompt (no output limit, sampling or streaming)."""
+
+    model: str
+    messages: list[MessageParam]
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoiceParam | None = None
+    thinking: ThinkingParam | None = None
+
+
+class CountTokensResponse(msgspec.Struct):
+    input_tokens: int
 
 
 # --- responses -----------------------------------------------------------------

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 
 import msgspec
 
-from adapters.base import Capability, StreamDecoder, Target, WireRequest
+from adapters.base import Capability, CodecBase, StreamDecoder, Target, WireRequest
 from adapters.canonical import CanonicalError, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 from adapters.compat.codec import GuardedStream, utf8_guard
 from adapters.compat.table import PLAIN
 from adapters.openai import CODEC as OPENAI
+from adapters.openai.codec import OpenAIStreamDecoder
 from adapters.wirekit.errors import unsupported
 
 DEFAULT_API_VERSION = "2024-10-21"  # the current GA data-plane version
@@ -47,7 +48,7 @@ def reasoning_rewrite(request: ChatRequest) -> ChatRequest:
     )
 
 
-class AzureCodec:
+class AzureCodec(CodecBase):
     name = "azure"
     capabilities = frozenset(
         {
@@ -101,8 +102,7 @@ class AzureCodec:
         return utf8_guard(self.name, lambda: OPENAI.decode_chat(body, target))
 
     def stream_decoder(self, target: Target) -> StreamDecoder:
-        inner = OPENAI.stream_decoder(target)
-        return GuardedStream(inner, inner, self.name)
+        return GuardedStream(OpenAIStreamDecoder(), self.name)
 
     def encode_embeddings(self, request: EmbeddingRequest, target: Target) -> WireRequest:
         wire = OPENAI.encode_embeddings(request, msgspec.structs.replace(target, api_key=None, base_url="x"))

@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from adapters.base import Capability, StreamDecoder, Target, WireRequest
+from adapters.base import Capability, CodecBase, StreamDecoder, Target, WireRequest
 from adapters.bedrock import embeddings, errors, request, response
 from adapters.bedrock import wire as w
 from adapters.bedrock.sigv4 import Credentials, sign
@@ -35,7 +35,7 @@ def signing_time(target: Target) -> datetime:
     return pinned if isinstance(pinned, datetime) else datetime.now(UTC)
 
 
-class BedrockCodec:
+class BedrockCodec(CodecBase):
     name = "bedrock"
     capabilities = frozenset(
         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.base import Capability, StreamDecoder, Target, WireRequest
+from adapters.base import Capability, CodecBase, StreamDecoder, Target, WireRequest
 from adapters.canonical import CanonicalError, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 from adapters.cohere import errors, request, response
 from adapters.cohere import wire as w
@@ -14,7 +14,7 @@ from adapters.wirekit.jsonio import decode_upstream, encode, join_url
 DEFAULT_BASE_URL = "https://api.cohere.com"
 
 
-class CohereCodec:
+class CohereCodec(CodecBase):
     name = "cohere"
     capabilities = frozenset(
         {

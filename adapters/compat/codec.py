@@ -6,11 +6,11 @@ back."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
-from adapters.base import Capability, StreamDecoder, StreamError, Target, WireRequest
+from adapters.base import Capability, CodecBase, StreamDecoder, StreamError, Target, WireRequest
 from adapters.canonical import (
     CanonicalError,
     ChatChunk,
@@ -22,6 +22,7 @@ from adapters.canonical import (
 from adapters.compat.table import CompatProvider
 from adapters.compat.usage import cached_tokens, dialect_cached, raw_usage, with_cached
 from adapters.openai import CODEC as OPENAI
+from adapters.openai.codec import OpenAIStreamDecoder
 from adapters.wirekit.errors import bad_upstream, not_served, unsupported
 from adapters.wirekit.sse import SSEEvent, SSEParser
 
@@ -29,7 +30,7 @@ _body = msgspec.json.Decoder(dict)
 _encoder = msgspec.json.Encoder()
 
 
-class CompatCodec:
+class CompatCodec(CodecBase):
     def __init__(self, provider: CompatProvider) -> None:
         self.provider = provider
         self.name = provider.name
@@ -77,9 +78,11 @@ class CompatCodec:
         return resp
 
     def stream_decoder(self, target: Target) -> StreamDecoder:
-        inner = OPENAI.stream_decoder(target)
+        # Not OpenAI's own decoder: compatible providers may end without
+        # [DONE] and are judged by their finish reason.
+        inner = OpenAIStreamDecoder()
         dialect = self.provider.usage_dialect
-        return GuardedStream(_DialectStream(inner, dialect) if dialect else inner, inner, self.name)
+        return GuardedStream(_DialectStream(inner, dialect) if dialect else inner, self.name)
 
     def encode_embeddings(self, request: EmbeddingRequest, target: Target) -> WireRequest:
         if Capability.EMBEDDINGS not in self.capabilities:
@@ -107,14 +110,11 @@ def utf8_guard(provider: str, decode: Callable[[], T]) -> T:
 
 
 class GuardedStream:
-    """The OpenAI stream decoder reports a mid-stream error frame on its
-    ``error`` attribute; every other codec raises StreamError, which is what
-    the translating stream path handles.  This makes OpenAI-family streams
-    behave the same, and turns invalid UTF-8 into a CodecError."""
+    """An OpenAI-family stream with the provider's name on its errors, and
+    invalid UTF-8 turned into a CodecError."""
 
-    def __init__(self, outer: StreamDecoder, inner: Any, provider: str) -> None:
+    def __init__(self, outer: StreamDecoder, provider: str) -> None:
         self._outer = outer
-        self._inner = inner  # the OpenAIStreamDecoder, for its ``error``
         self._provider = provider
 
     def feed(self, data: bytes) -> list[ChatChunk]:
@@ -125,16 +125,12 @@ class GuardedStream:
 
     def _checked(self, step: Callable[[], list[ChatChunk]]) -> list[ChatChunk]:
         try:
-            chunks = step()
+            return step()
         except UnicodeDecodeError:
             raise bad_upstream(self._provider, "stream is not valid UTF-8") from None
-        err = getattr(self._inner, "error", None)
-        if err is not None:
-            self._inner.error = None
-            raise StreamError(
-                msgspec.structs.replace(err, message=f"{self._provider}: {err.message}"), chunks
-            )
-        return chunks
+        except StreamError as exc:
+            err = msgspec.structs.replace(exc.error, message=f"{self._provider}: {exc.error.message}")
+            raise StreamError(err, exc.chunks) from None
 
 
 class _DialectStream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.base import Capability, StreamDecoder, Target, WireRequest
+from adapters.base import Capability, CodecBase, StreamDecoder, Target, WireRequest
 from adapters.canonical import (
     CanonicalError,
     ChatRequest,
@@ -24,7 +24,7 @@ from adapters.wirekit.jsonio import decode_upstream, encode
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
 
-class GeminiCodec:
+class GeminiCodec(CodecBase):
     name = "gemini"
     capabilities = frozenset(
         {

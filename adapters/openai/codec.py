@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.base import Capability, Codec, CodecError, Target, WireRequest
+from adapters.base import Capability, Codec, CodecBase, CodecError, StreamError, Target, WireRequest
 from adapters.canonical import (
     CanonicalError,
     ChatChunk,
@@ -85,15 +85,32 @@ def _fill_wire_defaults(body: dict[str, Any]) -> None:
 def prepare_chat_body(body: dict[str, Any], provider_model: str) -> bytes:
     """The same-format passthrough: the caller's JSON object with only
     ``model`` rewritten, and ``stream_options.include_usage`` forced on for
-    streams so usage can be accounted.  Unknown fields survive untouched."""
-    body["model"] = provider_model
+    streams so usage can be accounted.  Unknown fields survive untouched;
+    the caller's own dict is not changed (the recording reads it)."""
+    out = {**body, "model": provider_model}
     if body.get("stream") is True:
         options = body.get("stream_options")
-        if not isinstance(options, dict):
-            options = {}
-            body["stream_options"] = options
-        options["include_usage"] = True
-    return _encoder.encode(body)
+        out["stream_options"] = (
+            {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+        )
+    return _encoder.encode(out)
+
+
+def responses_url(base_url: str) -> str:
+    return base_url.rstrip("/") + "/responses"
+
+
+_NATIVE_URLS = {"chat": chat_url, "responses": responses_url, "embeddings": embeddings_url}
+
+
+def encode_native(endpoint: str, body: dict[str, Any], target: Target) -> WireRequest:
+    """The caller's own body to OpenAI's endpoint of the same name."""
+    if endpoint == "chat":
+        data = prepare_chat_body(body, target.provider_model)
+    else:
+        data = _encoder.encode({**body, "model": target.provider_model})
+    url = _NATIVE_URLS[endpoint](target.base_url)
+    return WireRequest(url=url, headers=request_headers(target), body=data)
 
 
 def encode_chat(request: ChatRequest, target: Target) -> WireRequest:
@@ -117,6 +134,11 @@ def encode_embeddings(request: EmbeddingRequest, target: Target) -> WireRequest:
 
 
 # --- responses -----------------------------------------------------------------
+
+
+_CUT_OFF = CanonicalError(
+    code="upstream_error", message="The provider's stream ended unexpectedly.", status=502
+)
 
 
 def _unreadable(what: str) -> CodecError:
@@ -172,28 +194,37 @@ def to_event_usage(usage: Usage | None) -> events.Usage | None:
 class OpenAIStreamDecoder:
     """Bytes of an OpenAI SSE stream in, canonical chunks out.
 
-    ``done`` tells whether ``[DONE]`` arrived (a stream that ends without it
-    was cut off); ``error`` holds an error frame the provider sent.  Events
-    that are not chunks are skipped with a warning.
+    An error frame from the provider raises StreamError, carrying the chunks
+    decoded before it in the same read (they reached the provider's caller
+    before the error, so they reach ours).  ``require_done``: a stream that
+    ends without ``[DONE]`` was cut off (OpenAI itself always sends it; some
+    compatible providers do not, and are judged by their finish reason).
+    Events that are not chunks are skipped with a warning.
     """
 
-    __slots__ = ("done", "error", "sse")
+    __slots__ = ("done", "error", "require_done", "sse")
 
-    def __init__(self) -> None:
+    def __init__(self, *, require_done: bool = False) -> None:
         self.sse = SSEParser()
         self.done = False
+        self.require_done = require_done
         self.error: CanonicalError | None = None
 
     def feed(self, data: bytes) -> list[ChatChunk]:
         return self._chunks(self.sse.feed(data))
 
     def close(self) -> list[ChatChunk]:
-        return self._chunks(self.sse.close())
+        chunks = self._chunks(self.sse.close())
+        if self.require_done and not self.done:
+            raise StreamError(_CUT_OFF, chunks)
+        return chunks
 
     def _chunks(self, evs: list[SSEEvent]) -> list[ChatChunk]:
-        out = []
+        out: list[ChatChunk] = []
         for ev in evs:
             chunk = self.decode_event(ev)
+            if self.error is not None:
+                raise StreamError(self.error, out)
             if chunk is not None:
                 out.append(chunk)
         return out
@@ -238,10 +269,11 @@ class OpenAIStreamDecoder:
         )
 
 
-class OpenAICodec:
+class OpenAICodec(CodecBase):
     """The OpenAI codec; also the codec of every OpenAI-compatible provider."""
 
     name = "openai"
+    native = frozenset({"chat", "responses", "embeddings"})
     capabilities = frozenset(
         {
             Capability.TEXT,
@@ -262,7 +294,12 @@ class OpenAICodec:
         return decode_chat(body)
 
     def stream_decoder(self, target: Target) -> OpenAIStreamDecoder:
-        return OpenAIStreamDecoder()
+        return OpenAIStreamDecoder(require_done=True)
+
+    def encode_native(
+        self, endpoint: str, body: dict[str, Any], target: Target, request: ChatRequest | None = None
+    ) -> WireRequest:
+        return encode_native(endpoint, body, target)
 
     def encode_embeddings(self, request: EmbeddingRequest, target: Target) -> WireRequest:
         return encode_embeddings(request, target)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.base import Capability, CodecError, StreamDecoder, StreamError, Target, WireRequest
+from adapters.base import Capability, CodecBase, CodecError, StreamDecoder, StreamError, Target, WireRequest
 from adapters.canonical import (
     CanonicalError,
     ChatChunk,
@@ -93,7 +93,8 @@ class ReplicateStreamDecoder:
         # other events (e.g. "logs") carry nothing for the caller
 
 
-class ReplicateCodec:
+class ReplicateCodec(CodecBase):
+    two_step_stream = True
     name = P
     capabilities = frozenset({Capability.TEXT, Capability.STREAM})
 
@@ -152,6 +153,9 @@ class ReplicateCodec:
 
     def stream_decoder(self, target: Target) -> StreamDecoder:
         return ReplicateStreamDecoder(target.provider_model)
+
+    def stream_url(self, created: bytes) -> str:
+        return stream_url(created)
 
     def encode_embeddings(self, request: EmbeddingRequest, target: Target) -> WireRequest:
         raise e.not_served(P, "embeddings")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.base import Capability, StreamDecoder, Target, WireRequest
+from adapters.base import Capability, CodecBase, StreamDecoder, Target, WireRequest
 from adapters.canonical import (
     CanonicalError,
     ChatRequest,
@@ -24,7 +24,7 @@ INPUT_TYPES = frozenset({"query", "document"})
 DTYPES = frozenset({"float", "int8", "uint8", "binary", "ubinary"})
 
 
-class VoyageCodec:
+class VoyageCodec(CodecBase):
     name = "voyage"
     capabilities = frozenset({Capability.EMBEDDINGS})
 

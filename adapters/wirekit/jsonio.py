@@ -3,6 +3,7 @@ small JSON helpers tool-call translation needs."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -22,6 +23,19 @@ def _decoder(tp: type[T]) -> msgspec.json.Decoder[T]:
     return dec
 
 
+# msgspec quotes the offending value ("Invalid enum value 'x'") and names an
+# unknown key ("unknown field `x`"); both are the sender's text, which an
+# error must not carry (it is shown, logged and stored in events).
+_QUOTED = re.compile(r" ?(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+_UNKNOWN_FIELD = re.compile(r"unknown field `[^`]*`")
+
+
+def shape_error(exc: msgspec.MsgspecError) -> str:
+    """msgspec's description of a shape error (what was expected, and where),
+    without the values and key names it quotes."""
+    return _UNKNOWN_FIELD.sub("an unknown field", _QUOTED.sub("", str(exc)))
+
+
 # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8
 # inside a JSON string; both are a body we cannot read.
 DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
@@ -33,7 +47,9 @@ def decode_upstream(body: bytes | str, tp: type[T], provider: str) -> T:
     try:
         return _decoder(tp).decode(body)
     except msgspec.DecodeError as e:
-        raise bad_upstream(provider, f"response did not match the expected shape ({e})") from None
+        raise bad_upstream(
+            provider, f"response did not match the expected shape ({shape_error(e)})"
+        ) from None
     except UnicodeDecodeError:
         raise bad_upstream(provider, "response is not valid UTF-8") from None
 
@@ -43,7 +59,7 @@ def decode_inbound(body: bytes | str, tp: type[T], api: str) -> T:
     try:
         return _decoder(tp).decode(body)
     except msgspec.DecodeError as e:
-        raise unsupported(api, f"invalid request body ({e})") from None
+        raise unsupported(api, f"invalid request body ({shape_error(e)})") from None
     except UnicodeDecodeError:
         raise unsupported(api, "invalid request body (not valid UTF-8)") from None
 

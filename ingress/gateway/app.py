@@ -11,6 +11,7 @@ From Python::
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
@@ -19,21 +20,18 @@ from typing import Any
 from aiohttp import web
 
 from ingress import heap
-from ingress.gateway import quota
-from ingress.gateway.cached import CACHE, CacheRuntime, tap_prepare
-from ingress.gateway.cached import lifecycle as cache_lifecycle
-from ingress.gateway.compliance import build_engine, wants_engine
+from ingress.gateway.connection import KEEPALIVE_TIMEOUT_S, GatewayConnection
+from ingress.gateway.front import NODE, front
+from ingress.gateway.http1_front import Front
 from ingress.gateway.listener import Listener
-from ingress.gateway.middleware import gateway_middleware, stamp_headers
-from ingress.gateway.routed import ROUTING
 from ingress.gateway.routes import add_routes
-from ingress.gateway.state import STATE, EventSink, GatewayState
-from ingress.gateway.targets import build_routes
-from ingress.routing import RoutingRuntime
-from ingress.upstream import UpstreamPool
-from streams.config import ConfigSnapshot
-from streams.events import Node
+from ingress.pipeline.runtime import EventSink, Node
+from ingress.pipeline.swapper import Clients, Swapper
+from streams.config_snapshot import ConfigSnapshot
+from streams.events import Node as NodeId
+from streams.settings import Settings, load_settings
 from streams.spill import SpillStore
+from streams.vault.opener import Opener
 
 
 def default_node_id() -> str:
@@ -50,96 +48,88 @@ def create_app(
     valkey: Any = None,
     valkey_prefix: str = "nexus:",
     quota_client: Any = None,
+    settings: Settings | None = None,
+    vault: Opener | None = None,
 ) -> web.Application:
-    """The gateway app.  The caller owns ``publisher`` (start/close it);
-    the app owns its upstream sessions (created on startup, closed on
-    cleanup).  ``env`` is where provider credentials are read from.
+    """The gateway app, serving ``snapshot`` once started; ``apply`` (or the
+    node's ``swaps.apply``) swaps in another while it serves.  The caller
+    owns ``publisher`` (start/close it); the app owns its upstream sessions
+    (created on startup, closed on cleanup).  ``env`` is where provider
+    credentials are read from.
 
-    The compliance engine of the snapshot's ``hooks`` is built on startup
-    (off the event loop).  Hooks that keep state in Valkey (the rate
-    limiter) use ``valkey`` (a ``valkey.asyncio`` client the caller owns),
-    else a client the app opens from ``NEXUS_VALKEY_URL`` in ``env``; the
-    other hooks need none.  Quotas (when the snapshot has any) reserve on
-    the same client, under ``valkey_prefix`` (the quota processor's),
-    unless ``quota_client`` (a ``ingress.quota.resp.PipelinedValkey``, which
-    the caller owns too) is given for them."""
-    node = Node(kind="gateway", id=node_id or snapshot.config.gateway.node_id or default_node_id())
-    # Inside the error middleware: a reservation is released before the
-    # error answer is written.
-    app = web.Application(middlewares=[gateway_middleware, quota.release_unsettled])
+    A snapshot's compliance engine is built off the event loop when the
+    snapshot is applied.  Hooks that keep state in Valkey (the rate
+    limiter) and the response caches use ``valkey`` (a ``valkey.asyncio``
+    client the caller owns), else a client the app opens from
+    ``settings.valkey_url`` (default: the settings of ``env``, see
+    ``streams.settings``) when a snapshot first needs one.  Quotas reserve
+    under ``valkey_prefix`` (the quota processor's; ``settings.
+    valkey_prefix`` on a client the app opens) on ``quota_client`` (a
+    ``ingress.quota.resp.PipelinedValkey``, the caller's too) or the same
+    client.  ``vault`` opens the snapshots' sealed provider credentials
+    when a snapshot is applied (``streams.vault.opener``)."""
     environ = os.environ if env is None else env
-    app[STATE] = GatewayState(
+    settings = load_settings(env=environ) if settings is None else settings
+    node = Node(
         snapshot,
         publisher,
-        node,
-        UpstreamPool(snapshot.providers.values(), environ),
+        NodeId(kind="gateway", id=node_id or snapshot.config.gateway.node_id or default_node_id()),
         spill,
-        build_routes(snapshot, environ),
+        environ,
+        Clients(valkey, quota_client, valkey_prefix, settings),
+        vault,
     )
-    app[ROUTING] = RoutingRuntime(snapshot, admin_token=environ.get(snapshot.config.auth.admin_token_env, ""))
-    app[_SETUP] = _Setup(valkey, valkey_prefix, environ.get("NEXUS_VALKEY_URL", ""))
+    node.swaps = Swapper(node)
+    app = web.Application(middlewares=[front])
+    app[NODE] = node
+    app[_FIRST] = snapshot
     app.cleanup_ctx.append(_lifecycle)
-    app.cleanup_ctx.append(quota.lifecycle(quota_client or valkey, valkey_prefix, environ))
-    app[CACHE] = CacheRuntime(snapshot)
-    app.cleanup_ctx.append(cache_lifecycle(valkey, valkey_prefix, environ))
-    app.on_response_prepare.append(tap_prepare)
-    app.on_response_prepare.append(stamp_headers)
-    app.on_response_prepare.append(quota.stamp)
     add_routes(app)
     return app
 
 
-class _Setup:
-    __slots__ = ("valkey", "valkey_prefix", "valkey_url")
-
-    def __init__(self, valkey: Any, valkey_prefix: str, valkey_url: str) -> None:
-        self.valkey = valkey
-        self.valkey_prefix = valkey_prefix
-        self.valkey_url = valkey_url
+_FIRST = web.AppKey("nexus_gateway_first_snapshot", ConfigSnapshot)
 
 
-_SETUP = web.AppKey("nexus_gateway_setup", _Setup)
+async def apply(app: web.Application, snapshot: ConfigSnapshot) -> None:
+    """Serve ``snapshot`` from now on (requests in progress finish on the
+    one they began with); raises, changing nothing, if it cannot be built."""
+    swaps = app[NODE].swaps
+    assert swaps is not None
+    await swaps.apply(snapshot)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    state = app[STATE]
-    setup = app[_SETUP]
-    owned_valkey: Any = None
-    if wants_engine(state.snapshot.config.hooks):
-        from ingress.hooks import BreakGlassLatch
-
-        valkey = setup.valkey
-        if valkey is None and setup.valkey_url:
-            import valkey.asyncio as avalkey
-
-            valkey = owned_valkey = avalkey.from_url(setup.valkey_url)  # type: ignore[no-untyped-call]
-        state.valkey = valkey
-        state.break_glass = BreakGlassLatch(state.node.id)
-        state.compliance = await build_engine(
-            state.snapshot, valkey=valkey, key_prefix=setup.valkey_prefix, node_id=state.node.id
-        )
-    await state.upstreams.start()
-    state.admission.start()
-    trimmer = heap.IdleTrimmer(lambda: state.inflight)
+    node = app[NODE]
+    swaps = node.swaps
+    assert swaps is not None
+    await swaps.apply(app[_FIRST])
+    node.admission.start()
+    trimmer = heap.IdleTrimmer(lambda: node.inflight)
     trimmer.start()
     yield
     await trimmer.stop()
-    state.admission.stop()
-    if state.background:
-        await asyncio.gather(*state.background, return_exceptions=True)
-    await state.upstreams.close()
-    if state.compliance is not None:
-        await state.compliance.aclose()
-    if owned_valkey is not None:
-        await owned_valkey.aclose()
+    node.admission.stop()
+    await swaps.close()
+    if node.background:
+        await asyncio.gather(*node.background, return_exceptions=True)
+    await node.clients.aclose()
 
 
 class GatewayServer:
-    def __init__(self, runner: web.AppRunner, host: str, port: int, listener: Listener | None = None) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        listener: Listener | None = None,
+        lean: Front | None = None,
+    ) -> None:
         self.runner = runner
         self.host = host
         self.port = port
         self.listener = listener
+        self.lean = lean  # the http1 front end, when it serves /v1 (else aiohttp does)
 
     @property
     def url(self) -> str:
@@ -149,15 +139,55 @@ class GatewayServer:
     async def close(self) -> None:
         if self.listener is not None:
             self.listener.close()
+        if self.lean is not None:
+            await self.lean.close()
         await self.runner.cleanup()
 
 
-async def start_gateway(app: web.Application, *, host: str = "127.0.0.1", port: int = 0) -> GatewayServer:
-    """Serve ``app`` on the running loop; ``port=0`` picks a free port."""
-    runner = web.AppRunner(app, access_log=None)
+async def start_gateway(
+    app: web.Application,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    reuse_port: bool = False,
+    front_end: str | None = None,
+) -> GatewayServer:
+    """Serve ``app`` on the running loop; ``port=0`` picks a free port;
+    ``reuse_port``: one of several worker processes on the same port;
+    ``front_end``: the HTTP layer, ``http1`` or ``aiohttp`` (None: the
+    process's ``gateway_http`` setting, NEXUS_GATEWAY_HTTP)."""
+    if front_end is None:
+        front_end = load_settings().gateway_http
+    # A caller that hangs up cancels its handler: the upstream call is cut,
+    # the slot and the quota reservation freed, and a 499 recorded
+    # (middleware.py), instead of the request running to its end unseen.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
-    assert runner.server is not None
+    server = runner.server
+    assert server is not None
+    if front_end == "http1":
+        # The app started (its runtime built, its lifecycle running); the
+        # lean layer serves every request of the port.
+        lean = Front(app[NODE])
+        try:
+            listener = Listener(host, port, lean.connection, reuse_port=reuse_port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return GatewayServer(runner, host, listener.port, listener, lean)
+    connection = functools.partial(
+        GatewayConnection,
+        server,
+        loop=asyncio.get_running_loop(),
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        header_timeout_s=app[NODE].current.snapshot.config.gateway.header_timeout_s,
+    )
     # Not a TCPSite: the loop's own accept takes one connection per loop
     # iteration, too few when the gateway is saturated (listener.py).
-    listener = Listener(host, port, runner.server)
+    try:
+        listener = Listener(host, port, connection, reuse_port=reuse_port)
+    except BaseException:
+        await runner.cleanup()
+        raise
     return GatewayServer(runner, host, listener.port, listener)

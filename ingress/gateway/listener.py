@@ -30,6 +30,7 @@ class Listener:
         *,
         backlog: int = 4096,
         batch: int = 1024,
+        reuse_port: bool = False,
     ) -> None:
         self._factory = protocol_factory
         self._batch = batch
@@ -37,7 +38,9 @@ class Listener:
         self._tasks: set[asyncio.Task[object]] = set()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # A burst of new connections must queue, not be reset.
-        self.sock = socket.create_server((host, port), family=family, backlog=backlog, reuse_port=False)
+        # reuse_port: one of the workers of `nexus gateway --workers N`,
+        # which all bind this port; the kernel spreads connections over them.
+        self.sock = socket.create_server((host, port), family=family, backlog=backlog, reuse_port=reuse_port)
         self.sock.setblocking(False)
         self.port: int = self.sock.getsockname()[1]
         self._loop.add_reader(self.sock.fileno(), self._accept)

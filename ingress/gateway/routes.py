@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ingress.gateway.chat import chat_completions, messages
-from ingress.gateway.embeddings import embeddings
-from ingress.gateway.models import list_models
-from ingress.gateway.ops import healthz, metrics
-from ingress.gateway.quota import usage
-from ingress.gateway.responses_api import responses
+from ingress.gateway.breakglass import delete_break_glass, get_break_glass, put_break_glass
+from ingress.gateway.feedback import feedback
+from ingress.gateway.front import model_call, read
+from ingress.gateway.ops import healthz, metrics, tenant_metrics
 from ingress.gateway.routing_api import explain
-from ingress.gateway.semantic import feedback
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/messages", messages)
-    app.router.add_post("/v1/responses", responses)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/usage", usage)
+    app.router.add_post("/v1/chat/completions", model_call("chat"))
+    app.router.add_post("/v1/messages", model_call("messages"))
+    app.router.add_post("/v1/messages/count_tokens", model_call("count_tokens"))
+    app.router.add_post("/v1/responses", model_call("responses"))
+    app.router.add_post("/v1/embeddings", model_call("embeddings"))
+    app.router.add_get("/v1/models", read("models", anthropic="models_anthropic"))
+    app.router.add_get("/v1/usage", read("usage"))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics/tenants", tenant_metrics)
     app.router.add_post("/internal/routing/explain", explain)
     app.router.add_post("/internal/cache/semantic-feedback", feedback)
+    app.router.add_get("/internal/break-glass", get_break_glass)
+    app.router.add_put("/internal/break-glass", put_break_glass)
+    app.router.add_delete("/internal/break-glass", delete_break_glass)

@@ -12,17 +12,16 @@ the default is shown."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from ingress.gateway.auth import may_use
-from ingress.gateway.errors import GatewayError
-from ingress.gateway.routed import ROUTING, key_metadata
-from ingress.gateway.smart import SmartPick, pick
-from ingress.gateway.state import STATE
+from ingress.gateway.front import RUNTIME
+from ingress.pipeline.errors import GatewayError
+from ingress.pipeline.stages.authentication import may_use, require_admin
+from ingress.pipeline.stages.routing import key_metadata
+from ingress.pipeline.stages.smart import SmartPick, pick
 from ingress.routing import RouteContext
 from streams.config_routing import root_smart
 
@@ -41,30 +40,16 @@ class ExplainRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
 _decoder = msgspec.json.Decoder(ExplainRequest)
 
 
-def _admin(request: web.Request, token: str) -> None:
-    presented = request.headers.get("Authorization", "")
-    scheme, _, value = presented.partition(" ")
-    ok = (
-        bool(token)
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(value.strip().encode(), token.encode())
-    )
-    if not ok:
-        raise GatewayError(
-            401, "authentication_error", "invalid_admin_token", "A valid admin token is required."
-        )
-
-
 async def explain(request: web.Request) -> web.Response:
-    runtime = request.app[ROUTING]
-    _admin(request, runtime.admin_token)
+    runtime = request[RUNTIME].routing
+    require_admin(request.headers, runtime.admin_token)
     try:
         body = _decoder.decode(await request.read())
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise GatewayError(
             400, "invalid_request_error", "invalid_request", f"Invalid request: {exc}"
         ) from None
-    state = request.app[STATE]
+    state = request[RUNTIME]
     rule = runtime.rule_for(body.model)
     if rule is None:
         model = state.snapshot.models.get(body.model)

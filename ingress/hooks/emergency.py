@@ -25,6 +25,10 @@ class Bypass:
     reason: str = ""
     # The earliest expiry among the rules in force: when this answer changes.
     expires_at: dt.datetime | None = None
+    # Hooks that run as in monitor mode for this caller only: a user's
+    # recorded justification (the proxy's block page) excuses them for a
+    # while.  Not an emergency flag: every verdict is still recorded.
+    excused: frozenset[str] = frozenset()
 
     @property
     def flags(self) -> list[str]:

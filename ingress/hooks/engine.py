@@ -13,17 +13,20 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import regex
 
 from adapters.canonical import ChatRequest, ChatResponse
 from ingress import heap
 from ingress.hooks import emergency
 from ingress.hooks.builtin import HOOK_CLASSES, BaseHook, BuildContext, entities_needed
 from ingress.hooks.emergency import NO_BYPASS, Bypass
+from ingress.hooks.holdback import HoldOracle, HoldPattern
 from ingress.hooks.pii.engine import RecognizerEngine
 from ingress.hooks.streaming import StreamGuard
 from ingress.hooks.text import (
@@ -34,14 +37,9 @@ from ingress.hooks.text import (
     response_view,
 )
 from ingress.hooks.types import Connection, HookInput, HookOutcome, HookRecord, StageResult, Verdict
-from streams.config_hooks import (
-    PII_ENTITIES,
-    SECRET_ENTITIES,
-    BreakGlass,
-    HooksConfig,
-    HookSpec,
-    hook_settings,
-)
+from streams.config_base import ConfigError
+from streams.config_hooks import PII_ENTITIES, SECRET_ENTITIES, BreakGlass, HooksConfig, HookSpec
+from streams.config_hooks_validation import hook_settings
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +59,32 @@ class ResponseOutcome:
     response: ChatResponse
 
 
+def _unenforce(record: HookRecord, result: StageResult, why: str) -> None:
+    """A hook that only records: its verdict stays on its record, the
+    stage applies approve, and the stage notes what it would have been."""
+    would = record.effective
+    record.enforcement = why
+    record.unenforced = would
+    record.effective = Verdict.APPROVE
+    if would > result.monitored:
+        result.monitored = would
+        result.monitored_hook = record.hook
+        result.monitored_rule = record.rule
+
+
 def _dedupe(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+@contextmanager
+def _settings_field(index: int) -> Iterator[None]:
+    """What only this node can judge (an operator's pack file on its disk, an
+    installed NER model, a webhook host's addresses) fails while its hook is
+    built: name the field, as validation would have."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(f"hooks.pipeline[{index}].settings.{exc}") from None
 
 
 class ComplianceEngine:
@@ -79,17 +101,25 @@ class ComplianceEngine:
         enabled = [(i, s) for i, s in enumerate(cfg.pipeline) if s.enabled] if cfg.enabled else []
         # Priority first, then the order in the file: deterministic.
         enabled.sort(key=lambda p: (p[1].priority, p[0]))
-        built = [(s, hook_settings(s, f"hooks.pipeline[{i}].settings")) for i, s in enabled]
+        built = [(i, s, hook_settings(s, f"hooks.pipeline[{i}].settings")) for i, s in enabled]
         # One engine over every pattern entity (URL only when asked for): one
         # pre-scan database per process, whatever the config, so a reload or
         # a second pipeline never pays the compile again.
-        entities = sorted(entities_needed([(s.type, st) for s, st in built]) | set(ALWAYS_SCANNED))
-        self._ctx = BuildContext(RecognizerEngine(entities), valkey=valkey, key_prefix=key_prefix)
+        entities = set(ALWAYS_SCANNED)
+        for i, spec, settings in built:
+            with _settings_field(i):
+                entities |= entities_needed([(spec.type, settings)])
+        self._ctx = BuildContext(RecognizerEngine(sorted(entities)), valkey=valkey, key_prefix=key_prefix)
         self._stages: dict[str, list[BaseHook]] = {st: [] for st in STAGES}
-        for spec, settings in built:
-            hook = HOOK_CLASSES[spec.type](spec, settings, self._ctx)
+        for i, spec, settings in built:
+            with _settings_field(i):
+                hook = HOOK_CLASSES[spec.type](spec, settings, self._ctx)
             self._stages[spec.stage].append(hook)
         self.total_timeout_s = cfg.total_timeout_ms / 1000
+        self._oracles: dict[tuple[str, ...], HoldOracle | None] = {}
+        # The oracle every caller gets when no hook is scoped: built here, in
+        # the builder's worker thread, not on the first stream's event loop.
+        self.hold_oracle(Connection())
 
     @classmethod
     async def create(
@@ -158,6 +188,9 @@ class ComplianceEngine:
         payload: object | None = None,
         bypass: Bypass = NO_BYPASS,
     ) -> tuple[StageResult, TextView]:
+        """The stage's hooks over ``view``.  A hook in monitor mode, or one
+        ``bypass.excused`` for this caller (a recorded justification), runs
+        and is recorded, but its verdict is never applied."""
         result = StageResult(stage=stage)
         if bypass.hooks:
             result.bypassed = True
@@ -168,6 +201,7 @@ class ComplianceEngine:
         text = view.text
         tags: list[str] = []
         hooks = [h for h in self._stages[stage] if self._applies(h.spec, conn)]
+        excused = bypass.excused
         for n, hook in enumerate(hooks):
             if result.decision is Verdict.BLOCK:
                 # The stage is decided; record the rest so every hook of the
@@ -179,6 +213,11 @@ class ComplianceEngine:
             record, outcome = await self._run_hook(hook, data, deadline)
             result.records.append(record)
             tags.extend(record.tags)
+            if hook.spec.mode == "monitor" or hook.spec.id in excused:
+                _unenforce(record, result, "monitor" if hook.spec.mode == "monitor" else "justified")
+                if record.unenforced is not Verdict.APPROVE:
+                    tags.append(f"monitor:{record.unenforced.label}")
+                continue
             effective = record.effective
             if effective is Verdict.REDACT and outcome is not None and outcome.spans:
                 view = view.redact(outcome.spans)
@@ -197,6 +236,11 @@ class ComplianceEngine:
         result.text = text
         result.elapsed_us = int((time.perf_counter() - started) * 1_000_000)
         return result, view
+
+    @staticmethod
+    def enforces(spec: HookSpec) -> bool:
+        """Whether the hook can change a request (monitor hooks only record)."""
+        return spec.mode == "enforce"
 
     def _record(self, hook: BaseHook, stage: str, verdict: str, effective: Verdict, **kw: Any) -> HookRecord:
         spec = hook.spec
@@ -337,3 +381,31 @@ class ComplianceEngine:
         self, conn: Connection, *, bypass: Bypass = NO_BYPASS, mode: str | None = None
     ) -> StreamGuard:
         return StreamGuard(self, conn, bypass=bypass, mode=mode or self.cfg.streaming.mode)
+
+    def hold_oracle(self, conn: Connection) -> HoldOracle | None:
+        """What a stream guard for this caller must hold back: the patterns
+        of the response hooks that apply to it (None: some hook's findings
+        cannot be predicted from patterns; the guard evaluates windows).
+        One oracle per set of applicable hooks, built on first use."""
+        # A monitor hook changes nothing, not even when text reaches the
+        # caller: it holds nothing back.
+        hooks = tuple(
+            h for h in self._stages["response"] if self._applies(h.spec, conn) and self.enforces(h.spec)
+        )
+        key = tuple(h.spec.id for h in hooks)
+        if key in self._oracles:
+            return self._oracles[key]
+        oracle: HoldOracle | None = None
+        patterns: list[HoldPattern] = []
+        for h in hooks:
+            found = h.hold_patterns()
+            if found is None:
+                break
+            patterns.extend(found)
+        else:
+            try:
+                oracle = HoldOracle(patterns)
+            except regex.error as exc:
+                log.warning("stream guard falls back to windows: a response pattern is unreadable (%s)", exc)
+        self._oracles[key] = oracle
+        return oracle

@@ -3,7 +3,8 @@
 Hyperscan says which rule patterns occur at all; RE2 extracts their spans
 (linear time, whatever the prompt); entity rules take their spans from the
 recognizer engine.  Shipped packs live in ``packs/``; operators add files
-with the same schema (``streams.config_hooks.RulePack``).
+with the same schema (``streams.config_hooks.RulePack``), read from this
+node's disk when its engine is built.
 """
 
 from __future__ import annotations
@@ -14,13 +15,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import msgspec.yaml
+import re2
+import regex
+
+from ingress.hooks.holdback import HoldPattern
 from ingress.hooks.pii.engine import RecognizerEngine
 from ingress.hooks.scan import PatternSpec, Prefilter
 from ingress.hooks.types import Span, Verdict
-from streams.config_hooks import SEVERITY_RANK, Rule, RulePack, compile_re2, load_rule_pack
+from streams.config_base import ConfigError, field_error
+from streams.config_hooks import SEVERITY_RANK, Rule, RulePack
+from streams.config_hooks_validation import validate_rule_pack
 
 PACKS_DIR = Path(__file__).parent / "packs"
 ENTITY_MIN_SCORE = 0.5
+
+
+def compile_re2(pattern: str, *, case_insensitive: bool, where: str) -> Any:
+    try:
+        return re2.compile(("(?i)" if case_insensitive else "") + pattern)
+    except Exception as exc:  # re2.error, or plain errors the binding raises on some inputs
+        raise ConfigError(f"{where}: not a valid RE2 pattern: {exc}") from None
+
+
+def load_rule_pack(path: str | Path, where: str) -> RulePack:
+    """A pack file, read and validated (ConfigError naming ``where``)."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read rule pack {str(p)!r}: {exc.strerror}") from None
+    try:
+        pack = msgspec.yaml.decode(text, type=RulePack)
+    except msgspec.ValidationError as exc:
+        raise field_error(exc, where) from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{where}: rule pack {str(p)!r} is not valid YAML: {exc}") from None
+    validate_rule_pack(pack, where)
+    return pack
 
 
 @functools.lru_cache(maxsize=32)
@@ -29,8 +62,10 @@ def shipped_pack(name: str) -> RulePack:
 
 
 def load_packs(names: Iterable[str], files: Iterable[str]) -> list[RulePack]:
+    """The shipped packs by name and the operator's files (``files[j]``
+    names a bad one)."""
     packs = [shipped_pack(n) for n in names]
-    packs.extend(load_rule_pack(f, f) for f in files)
+    packs.extend(load_rule_pack(f, f"files[{j}]") for j, f in enumerate(files))
     return packs
 
 
@@ -85,6 +120,18 @@ class RuleSet:
         self._entity_rules = [i for i, r in enumerate(self.rules) if r.rule.entities]
         self._entities = entities
         self._prefilter = Prefilter.cached(tuple(specs), prefilter=False, ends=False)
+
+    def hold_patterns(self) -> list[HoldPattern]:
+        """Every expression ``match`` can find: the rules' own (RE2 syntax,
+        read here by the ``regex`` module for partial matching) and the
+        recognizer patterns of their entities."""
+        out: list[HoldPattern] = []
+        for cr in self.rules:
+            flags = regex.IGNORECASE if cr.rule.case_insensitive else 0
+            out.extend(HoldPattern(p, flags) for p in cr.rule.patterns)
+        if self.entity_names and self._entities is not None:
+            out.extend(self._entities.hold_patterns(self.entity_names, ENTITY_MIN_SCORE))
+        return out
 
     def match(self, text: str) -> list[RuleHit]:
         if not text:

@@ -19,11 +19,17 @@ class Verdict(enum.IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        # A tuple, not ``self.name.lower()``: an enum's ``name`` is a
+        # descriptor lookup, and the events ask for labels several times a
+        # request.
+        return _LABELS[self]
 
     @classmethod
     def parse(cls, value: str) -> Verdict:
         return cls[value.upper()]
+
+
+_LABELS = tuple(v.name.lower() for v in Verdict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,7 @@ class Connection:
     user_id: str = ""
     request_id: str = ""
     provider: str = ""  # the routed provider, when known (response stage)
+    target_host: str = ""  # the host a proxy / agent connection goes to ("" at the gateway)
 
 
 @dataclass(slots=True)
@@ -112,6 +119,11 @@ class HookRecord:
     elapsed_us: int = 0
     fail_mode: str = "open"
     mode: str = ""
+    # enforce | monitor (the hook's mode) | justified (a user's recorded
+    # justification made it run as monitor for them).  Not enforced:
+    # ``effective`` is approve and ``unenforced`` what it would have been.
+    enforcement: str = "enforce"
+    unenforced: Verdict = Verdict.APPROVE
 
 
 @dataclass(slots=True)
@@ -130,6 +142,12 @@ class StageResult:
     elapsed_us: int = 0
     redactions: list[Span] = field(default_factory=list)
     bypassed: bool = False
+    # What hooks that were not enforced (monitor mode, or justified for this
+    # user) would have made of the stage: the strictest verdict among them,
+    # and the hook and rule that said it (APPROVE: nothing).
+    monitored: Verdict = Verdict.APPROVE
+    monitored_hook: str = ""
+    monitored_rule: str = ""
 
     @property
     def blocked(self) -> bool:

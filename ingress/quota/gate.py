@@ -11,6 +11,7 @@ the difference goes back; a reservation nobody settles expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -21,32 +22,48 @@ import msgspec
 from prometheus_client import Counter as PromCounter
 
 from ingress.quota.estimate import estimate_prompt_tokens, output_budget
-from streams.config_quota import (
-    NANO,
-    ROLLING_LUA,
-    Counter,
-    Limit,
-    QuotaPolicy,
-    Subject,
-)
+from ingress.quota.resp import PipelinedValkey, StoreStalled
+from ingress.routing.breaker import Breakers
+from streams.config_routing import Breaker as BreakerConfig
+from streams.quota_counters import NANO, ROLLING_LUA, Counter, Limit, QuotaPolicy, Subject
 
 if TYPE_CHECKING:
     from adapters.canonical import ChatRequest
-    from streams.config import ConfigSnapshot, Price
+    from streams.config import Price
+    from streams.config_snapshot import ConfigSnapshot
 
 _HERE = Path(__file__).parent
 RESERVE_LUA = ROLLING_LUA + (_HERE / "reserve.lua").read_text()
 RELEASE_LUA = (_HERE / "release.lua").read_text()
 _PURGE_PER_CALL = 32  # expired reservations released per call (amortised)
+# The most one reservation holds on a counter.  The script's numbers are
+# doubles (exact to 2**53) and its INCRBY takes what they print as, so a
+# larger worst case (max_tokens 2**31 x 128 choices at a dear price is
+# 10**18 nano-dollars) made the call fail and the request answer "quota
+# store unreachable".  Clamped, it still exceeds every limit under 2**53
+# (9 million dollars, 9 * 10**15 tokens): rejected where enforced, held in
+# full where not.
+MAX_AMOUNT = 2**53
 
 DECISIONS = PromCounter("nexus_quota_decisions_total", "quota checks by outcome", ["outcome", "code"])
+STORE_FAILURES = PromCounter(
+    "nexus_quota_store_failures_total",
+    "Quota store calls that got no answer, by reason (timeout | error | breaker_open)",
+    ["reason"],
+)
+STORE = "quota-store"  # the breaker's target name (nexus_circuit_breaker_state{target})
 
 Outcome = Literal["admit", "reject"]
 
 
 class QuotaUnavailable(RuntimeError):
-    """Valkey could not be reached: the gateway must fail closed on hard
-    budgets (503), never admit unmetered."""
+    """The store gave no answer (down, hung past the deadline, or its
+    breaker is open): the gateway refuses with 503 (or, configured to fail
+    open, serves without a reservation); it never reads this as a verdict."""
+
+    def __init__(self, why: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(why)
+        self.retry_after_s = retry_after_s
 
 
 class CounterState(msgspec.Struct, frozen=True):
@@ -222,12 +239,33 @@ class QuotaGate:
         provider_kinds: dict[str, str] | None = None,
         clock: Callable[[], int] = _now_ms,
         timeout_s: float = 5.0,
+        breaker_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        store = policy.config.store
+        # A hung store is noticed by the pipelined client (the gateway's):
+        # requests waiting and not a byte from the store for
+        # quotas.store.timeout_ms fail them at once (ingress.quota.resp).
+        # A deadline per call is only the backstop (other clients): measured
+        # on the caller's side it also counts our own queueing (a pool
+        # connection, a busy event loop), which a burst made exceed 250 ms
+        # with the store answering in microseconds.
+        if isinstance(client, PipelinedValkey):
+            client.stall_s = store.timeout_ms / 1000
         # One deadline per call, here: the gateway's pool runs without
         # valkey-py's per-socket-operation timeouts, which cost a task and
         # two timers on every command (a few percent of a request's CPU).
         self.timeout_s = timeout_s
+        # Past a few failures the store is not asked at all: each request
+        # is answered at once instead of waiting on it in turn (a hung store
+        # held every quota-checked request for 5 s, and they piled up until
+        # the gateway shed all traffic as "at capacity").
+        b = store.breaker
+        self.breaker = Breakers(
+            BreakerConfig(failures=b.failures, window_s=b.window_s, open_s=b.open_s, half_open_probes=1),
+            clock=breaker_clock,
+        )
+        self._compensating: set[asyncio.Task[None]] = set()
         self.policy = policy
         self.provider_kinds = provider_kinds or {}
         self.clock = clock
@@ -304,13 +342,13 @@ class QuotaGate:
         if lim.unit == "requests":
             return 1
         if lim.unit == "tokens":
-            return prompt + out
+            return min(prompt + out, MAX_AMOUNT)
         assert price is not None
         # The worst case: every prompt token at the dearest input rate and
         # every output token at the dearest output rate.
         p_in = max(price.input, price.cache_write or 0.0, price.cached_input or 0.0)
         p_out = max(price.output, price.reasoning or 0.0)
-        return math.ceil((prompt * p_in + out * p_out) * NANO / 1_000_000)
+        return min(math.ceil((prompt * p_in + out * p_out) * NANO / 1_000_000), MAX_AMOUNT)
 
     async def _attempt(
         self,
@@ -349,10 +387,7 @@ class QuotaGate:
         def enforced(c: Counter) -> bool:
             return c.limit.action == "hard" or (c.limit.action == "downgrade" and not downgraded)
 
-        try:
-            raw = await self._call(request_id, counters, amounts, now, enforced)
-        except Exception as exc:  # any client/connection error
-            raise QuotaUnavailable("quota store unreachable") from exc
+        raw = await self._call(request_id, counters, amounts, now, enforced)
         status = int(raw[0])
         if status == -1:
             base.outcome = "reject"
@@ -417,9 +452,51 @@ class QuotaGate:
             for head, amount, c in zip(hit[2], amounts, counters, strict=True)
         )
         argv = [mode, now, now + ttl_ms, keys.res_prefix, request_id, _PURGE_PER_CALL, packed]
-        async with asyncio.timeout(self.timeout_s):
-            result: list[Any] = await self._reserve(keys=kv, args=argv)
+        return await self._ask(self._reserve(keys=kv, args=argv), request_id if mode == "reserve" else "")
+
+    async def _ask(self, call: Any, reserving: str) -> list[Any]:
+        """One script call under the deadline and the breaker.  ``reserving``:
+        the request id whose reservation the call may make."""
+        if not self.breaker.allow(STORE):
+            call.close()  # never sent
+            STORE_FAILURES.labels("breaker_open").inc()
+            raise QuotaUnavailable("quota store breaker open", self.breaker.config.open_s)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result: list[Any] = await call
+        except (TimeoutError, StoreStalled) as exc:  # silent past quotas.store.timeout_ms, or the backstop
+            self._failed("timeout", reserving)
+            raise QuotaUnavailable("quota store not answering") from exc
+        except asyncio.CancelledError:  # the caller went away: no verdict on the store
+            self.breaker.release(STORE)
+            self._compensate(reserving)
+            raise
+        except Exception as exc:  # connection refused or lost, an error reply
+            self._failed("error", reserving)
+            raise QuotaUnavailable("quota store unreachable") from exc
+        self.breaker.success(STORE)
         return result
+
+    def _failed(self, reason: str, reserving: str) -> None:
+        STORE_FAILURES.labels(reason).inc()
+        self.breaker.failure(STORE)
+        self._compensate(reserving)
+
+    def _compensate(self, request_id: str) -> None:
+        """A reserve we gave up on may still run once the store wakes (its
+        command is written): queue its release behind it, so that a request
+        we refused holds nothing.  On the pipelined client, one connection
+        in order, the release runs after the reserve; on a pool it may run
+        first, and the hold then lasts until the reservation's expiry."""
+        if not request_id:
+            return
+        task = asyncio.get_running_loop().create_task(self._release_quietly(request_id))
+        self._compensating.add(task)
+        task.add_done_callback(self._compensating.discard)
+
+    async def _release_quietly(self, request_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.release(request_id)
 
     async def release(self, request_id: str) -> int:
         """Give back a reservation that no usage event will settle (the

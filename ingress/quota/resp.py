@@ -16,6 +16,16 @@ takes either), EVALSHA with a reload on NOSCRIPT (a restarted or flushed
 server), ``redis://`` / ``valkey://`` / ``rediss://`` URLs with user,
 password and database.  A lost connection fails the calls in flight with
 ``ConnectionError`` (the gate fails closed) and the next call reconnects.
+
+A store that hangs (a stopped process, a black-holed network) keeps the
+connection open and answers nothing.  A watchdog notices: calls waiting
+and not one byte from the store for ``stall_s`` fail with ``StoreStalled``
+at once.  The connection is kept and their reply slots with it, so that
+replies that come late still pair with the right calls, and whatever is
+queued behind (the gate's releases of reserves it gave up on) runs after
+them.  Before judging, the watchdog looks at the socket: bytes waiting
+there mean the store answered and it is this process that is slow (its
+event loop busy), which is no reason to fail anyone.
 """
 
 from __future__ import annotations
@@ -23,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import select
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -33,6 +45,10 @@ _CRLF = b"\r\n"
 
 class ReplyError(Exception):
     """An error reply (``-ERR ...``) to one command."""
+
+
+class StoreStalled(ConnectionError):
+    """The store left calls waiting without a byte for ``stall_s``."""
 
 
 class _Incomplete(Exception):
@@ -87,6 +103,7 @@ class _Protocol(asyncio.Protocol):
         self.buf = bytearray()
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.closed = False
+        self.heard_at = 0.0  # when the store last sent bytes, or we started waiting on it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -100,6 +117,7 @@ class _Protocol(asyncio.Protocol):
                 fut.set_exception(err)
 
     def data_received(self, data: bytes) -> None:
+        self.heard_at = time.monotonic()
         self.buf += data
         pos = 0
         try:
@@ -115,6 +133,19 @@ class _Protocol(asyncio.Protocol):
                 self.transport.close()  # out of step with the server: start again
             return
         del self.buf[:pos]
+
+
+def _bytes_waiting(proto: _Protocol) -> bool:
+    """Whether the store's bytes sit unread in the socket (this process is
+    behind, the store is not)."""
+    sock = proto.transport.get_extra_info("socket") if proto.transport is not None else None
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
 
 
 class PipelinedScript:
@@ -137,7 +168,7 @@ class PipelinedScript:
 
 
 class PipelinedValkey:
-    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0, stall_s: float = 0.25) -> None:
         u = urlsplit(url)
         if u.scheme not in ("redis", "valkey", "rediss", "valkeys"):
             raise ValueError(f"unsupported Valkey URL scheme {u.scheme!r}")
@@ -153,6 +184,8 @@ class PipelinedValkey:
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._pending: list[bytes] = []
         self._flush_scheduled = False
+        self.stall_s = stall_s
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PipelinedValkey:
@@ -166,13 +199,33 @@ class PipelinedValkey:
         proto = self._proto
         if proto is None or proto.closed:
             proto = await self._connect()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not proto.waiting:
+            proto.heard_at = time.monotonic()  # the store's silence counts from now
         proto.waiting.append(fut)
         self._pending.append(_pack(args))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush, proto)
+            loop.call_soon(self._flush, proto)
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self.stall_s, self._watch, proto)
         return await fut
+
+    def _watch(self, proto: _Protocol) -> None:
+        self._watchdog = None
+        if proto.closed or not any(not f.done() for f in proto.waiting):
+            return  # nobody waits (the next call arms the watchdog again)
+        loop = asyncio.get_running_loop()
+        quiet = time.monotonic() - proto.heard_at
+        if quiet < self.stall_s or _bytes_waiting(proto):
+            self._watchdog = loop.call_later(max(self.stall_s - quiet, 0.01), self._watch, proto)
+            return
+        err = StoreStalled(f"Valkey sent nothing for {quiet:.2f} s with calls waiting")
+        for fut in proto.waiting:
+            if not fut.done():
+                fut.set_exception(err)
+        proto.heard_at = time.monotonic()
 
     def _flush(self, proto: _Protocol) -> None:
         self._flush_scheduled = False

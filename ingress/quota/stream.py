@@ -56,7 +56,7 @@ class StreamMeter:
 
     def within_slack(self) -> bool:
         """The uninflated count within the cap plus a little slack (see
-        ingress.gateway.quota.within)."""
+        ingress.pipeline.stages.quota.within)."""
         if self.cap is None:
             return True
         slack = max(4, self.cap // 20)

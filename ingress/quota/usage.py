@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from ingress.quota.gate import QuotaGate
-from streams.config_quota import NANO, Counter, Subject
+from streams.quota_counters import NANO, Counter, Subject
 
 
 class LimitUsage(msgspec.Struct, frozen=True):

@@ -47,6 +47,14 @@ class Breakers:
         self.clock = clock
         self._by_target: dict[str, _Breaker] = {}
 
+    def adopt(self, previous: Breakers, keep: Callable[[str], bool]) -> None:
+        """Take over ``previous``'s breakers (a new config snapshot) for the
+        targets ``keep`` says are unchanged: what the node learnt about a
+        failing upstream survives an unrelated config change."""
+        for target, b in previous._by_target.items():
+            if keep(target):
+                self._by_target[target] = b
+
     def _get(self, target: str) -> _Breaker:
         b = self._by_target.get(target)
         if b is None:

@@ -53,6 +53,13 @@ class CredentialPool:
         self.cooldown_s = cooldown_s
         self.clock = clock
 
+    def same_credentials(self, other: CredentialPool) -> bool:
+        """Whether ``other`` pools the same credentials (ids, secrets and
+        weights): then this pool's cool-downs still hold for it."""
+        mine = [(c.id, c.secret, c.weight) for c in self.entries]
+        theirs = [(c.id, c.secret, c.weight) for c in other.entries]
+        return mine == theirs and self.cooldown_s == other.cooldown_s
+
     def _live(self, exclude: Collection[str], now: float) -> list[Credential]:
         return [c for c in self.entries if c.id not in exclude and c.cooled_until <= now]
 

@@ -9,8 +9,9 @@ from collections.abc import Callable, Mapping
 
 from ingress.routing.breaker import Breakers
 from ingress.routing.tree import Decision, RouteContext, decide
-from streams.config import ConfigSnapshot, Model
+from streams.config import Model
 from streams.config_routing import Retry, Rule
+from streams.config_snapshot import ConfigSnapshot
 
 
 class RoutingRuntime:

@@ -1,7 +1,7 @@
 """Smart routing's pure half: the router's prompt and answer schema, built
 from a smart node's catalog, and the reading of its answer.  The call
 itself (through the router model's adapter, under its own timeout) is the
-gateway's (``ingress.gateway.smart``)."""
+gateway's (``ingress.pipeline.stages.smart``)."""
 
 from __future__ import annotations
 

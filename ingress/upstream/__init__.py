@@ -1,4 +1,5 @@
-"""The upstream HTTP transport: one pooled aiohttp session per provider."""
+"""The upstream transport: one pooled client per provider (the lean one by
+default, aiohttp's by ``NEXUS_UPSTREAM_HTTP=aiohttp``)."""
 
 from ingress.upstream.pool import Upstream, UpstreamPool
 

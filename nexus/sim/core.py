@@ -113,8 +113,10 @@ def example(schema: Any, name: str = "value", choose: str | None = None) -> Any:
         kind = next((k for k in kind if k != "null"), "string")
     kind = str(kind).lower() if kind else ("object" if "properties" in schema else "string")
     if kind == "object":
-        props = schema.get("properties") or {}
-        return {k: example(v, k, choose) for k, v in props.items()}
+        props = schema.get("properties")
+        # A schema whose properties are not an object describes no fields
+        # (the caller's mistake, passed through by the gateway: no crash).
+        return {k: example(v, k, choose) for k, v in props.items()} if isinstance(props, dict) else {}
     if kind == "array":
         return [example(schema.get("items"), name, choose)]
     if kind == "integer":

@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from streams.poison import store_text
+
 GENESIS = bytes(32)
 
 _canonical = msgspec.json.Encoder(order="sorted")
@@ -81,36 +83,57 @@ def _digest_bodies(value: Any, path: str, out: list[BodyCopy]) -> Any:
 
 
 def _text(d: dict[str, Any], key: str) -> str:
+    """A chained fact as its indexed column holds it: NUL and lone
+    surrogates as U+FFFD, over 1 KB cut to its start and SHA-256
+    (``streams.poison.store_text``); the chained content keeps it exact."""
     v = d.get(key)
-    return v if isinstance(v, str) else ""
+    return store_text(v) if isinstance(v, str) else ""
+
+
+# The last millisecond of year 9999: a later (or absurd) time is not a
+# timestamp the column can hold, and is recorded as none (0).
+_MAX_MS = 253_402_300_799_999
+
+
+def _millis(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_MS else 0
 
 
 def build_record(
-    *, n: int, prev_hash: bytes, stream: str, stream_seq: int, raw: bytes
+    *, n: int, prev_hash: bytes, stream: str, stream_seq: int, raw: bytes, unstorable: str = ""
 ) -> tuple[Record, list[BodyCopy]]:
     """The record for one stream message.  Undecodable bytes are still
     recorded (type ``undecodable``, with the digest of the raw payload): an
-    audit trail notes what arrived, it does not pick."""
+    audit trail notes what arrived, it does not pick.  ``unstorable`` (the
+    database's reason) records a message Postgres refused the same way, as
+    type ``unstorable`` with that reason; its exact bytes stay in the stream
+    and on the dead-letter subject."""
     bodies: list[BodyCopy] = []
-    try:
-        event = _any.decode(raw)
-    except msgspec.DecodeError:
-        event = None
+    event: Any = None
+    if not unstorable:
+        try:
+            event = _any.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            event = None
     if not isinstance(event, dict):
-        event = {"type": "undecodable", "raw": {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}}
+        event = {
+            "type": "unstorable" if unstorable else "undecodable",
+            "raw": {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)},
+        }
+        if unstorable:
+            event["reason"] = unstorable
     facts = _digest_bodies(event, "", bodies)
     content_obj = {"n": n, "stream": stream, "seq": stream_seq, "event": facts}
     content = _canonical.encode(content_obj).decode()
     raw_tenant = facts.get("tenant")
     tenant: dict[str, Any] = raw_tenant if isinstance(raw_tenant, dict) else {}
-    occurred = facts.get("occurred_at_ms")
     rec = Record(
         n=n,
         event_id=_text(facts, "id"),
         event_type=_text(facts, "type"),
         stream=stream,
         stream_seq=stream_seq,
-        occurred_at_ms=occurred if isinstance(occurred, int) else 0,
+        occurred_at_ms=_millis(facts.get("occurred_at_ms")),
         org_id=_text(tenant, "org_id"),
         project_id=_text(tenant, "project_id"),
         key_id=_text(tenant, "key_id"),
@@ -154,7 +177,6 @@ def _columns_match(rec: Record) -> str | None:
     event: dict[str, Any] = raw_event if isinstance(raw_event, dict) else {}
     raw_tenant = event.get("tenant")
     tenant: dict[str, Any] = raw_tenant if isinstance(raw_tenant, dict) else {}
-    occurred = event.get("occurred_at_ms")
     expected = {
         "n": (content.get("n"), rec.n),
         "stream": (content.get("stream"), rec.stream),
@@ -165,7 +187,7 @@ def _columns_match(rec: Record) -> str | None:
         "project_id": (_text(tenant, "project_id"), rec.project_id),
         "key_id": (_text(tenant, "key_id"), rec.key_id),
         "request_id": (_text(event, "request_id"), rec.request_id),
-        "occurred_at": (occurred if isinstance(occurred, int) else 0, rec.occurred_at_ms),
+        "occurred_at": (_millis(event.get("occurred_at_ms")), rec.occurred_at_ms),
     }
     for column, (chained, stored) in expected.items():
         if chained != stored:

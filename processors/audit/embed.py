@@ -33,7 +33,7 @@ async def start_audit(
     nc = await connect(nats_url, name="nexus-audit")
     js = nc.jetstream()
     await ensure_streams(js, topology)
-    processor = AuditProcessor(js, postgres_dsn, topology, config=config, registry=registry)
+    processor = AuditProcessor(nc, postgres_dsn, topology, config=config, registry=registry)
     try:
         await processor.start()
     except BaseException:

@@ -1,11 +1,18 @@
 """The audit processor: streams -> hash-chained Postgres audit log.
 
-Why nats-py pull consumers and not a FastStream subscriber: the chain needs
-one writer appending in stream order, a whole fetched batch committed in one
-transaction with its checkpoint, and that batch *held* (heartbeating
-``in_progress``) while Postgres is away rather than redelivered out of order.
-FastStream's subscriber acks per message and runs handlers concurrently;
-a plain pull loop says exactly what happens.
+Why the shared pull consumer (``streams.consumer``) and not a FastStream
+subscriber: the chain needs one writer appending in stream order, a whole
+fetched batch committed in one transaction with its checkpoint, and that
+batch *held* (heartbeating ``in_progress``) while Postgres is away rather
+than redelivered out of order.  FastStream's subscriber acks per message and
+runs handlers concurrently; a plain pull loop says exactly what happens.
+
+Nothing that arrives stops the chain: a payload that is not JSON is recorded
+as an ``undecodable`` record (its digest), facts the indexed columns cannot
+hold are stored with U+FFFD or a digest in the column (the chained content
+keeps them exact), and a message Postgres still refuses is found by
+splitting the batch and recorded as an ``unstorable`` record, its original
+kept on the dead-letter subject.
 
 Ordering rule: the Postgres checkpoint is the truth.  At start the durable
 consumer is (re)created at checkpoint + 1, and a single in-process loop
@@ -24,19 +31,20 @@ from typing import Any
 
 import asyncpg
 import nats.errors
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry
 
-from processors.audit import retention, store
+from processors.audit import store
 from processors.audit.metrics import metrics_for
+from streams import deadletter, poison, retention
 from streams.config_siem import AuditConfig
+from streams.consumer import Consumer, ConsumerGone, ConsumerSpec, Msg, isolate
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.audit")
 
+IDENTITY = "audit"  # in dead letters and re-drives
 _WRITER_LOCK = "nexus.audit.writer"
 _ACK_WAIT_S = 60.0
 
@@ -44,7 +52,7 @@ _ACK_WAIT_S = 60.0
 class AuditProcessor:
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NATS,
         dsn: str,
         topology: Topology,
         *,
@@ -54,7 +62,8 @@ class AuditProcessor:
         registry: CollectorRegistry | None = None,
         retention_interval_s: float = 3600.0,
     ) -> None:
-        self._js = js
+        self._nc = nc
+        self._js = nc.jetstream()
         self._dsn = dsn
         self._pool_: asyncpg.Pool[Any] | None = None
         self._topology = topology
@@ -97,8 +106,7 @@ class AuditProcessor:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            # nats-py's fetch turns a cancellation into TimeoutError.
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
         if self._lock_conn is not None:
@@ -156,31 +164,35 @@ class AuditProcessor:
                 self._lock_conn = None
             await asyncio.sleep(2.0)
 
-    async def _subscribe(self, stream: str) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self, stream: str) -> Consumer:
         async with self._pool.acquire() as conn:
             done = await store.checkpoint(conn, self._consumer, stream)
         self._positions[stream] = done
-        with contextlib.suppress(NotFoundError):
-            await self._js.delete_consumer(stream, self._consumer)
-        cfg = ConsumerConfig(
-            durable_name=self._consumer,
-            # One writer, strictly in order: acking the newest message of a
-            # committed batch acknowledges the whole batch.
-            ack_policy=AckPolicy.ALL,
-            ack_wait=_ACK_WAIT_S,
-            max_ack_pending=self._config.batch_size * 4,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if done else DeliverPolicy.ALL,
-            opt_start_seq=done + 1 if done else None,
+        consumer = Consumer(
+            self._nc,
+            ConsumerSpec(
+                stream=stream,
+                name=self._consumer,
+                identity=IDENTITY,
+                # One writer, strictly in order: acking the newest message of a
+                # committed batch acknowledges the whole batch.
+                ack="all",
+                ack_wait_s=_ACK_WAIT_S,
+                max_ack_pending=self._config.batch_size * 4,
+                window=self._config.batch_size * 2,
+                description="audit: the hash-chained trail",
+            ),
+            self._topology,
         )
-        info = await self._js.stream_info(stream)
-        subject = info.config.subjects[0] if info.config.subjects and len(info.config.subjects) == 1 else ">"
-        return await self._js.pull_subscribe(subject, durable=self._consumer, stream=stream, config=cfg)
+        # The Postgres checkpoint is the truth: the consumer starts after it.
+        await consumer.open(done + 1 if done else "all", reset=True)
+        return consumer
 
     async def _consume(self, stream: str) -> None:
-        psub = await self._resubscribe(stream)
-        while psub is not None and not self._stopping.is_set():
+        consumer = await self._resubscribe(stream)
+        while consumer is not None and not self._stopping.is_set():
             try:
-                await self._pump(psub, stream)
+                await self._pump(consumer, stream)
                 return
             except _Gap as gap:
                 # Messages delivered but never received (a connection lost
@@ -189,108 +201,100 @@ class AuditProcessor:
                 # ALL): start the consumer again from the checkpoint.
                 self._metrics.failures.labels(stream).inc()
                 log.warning("audit: %s; reading %s again from its checkpoint", gap, stream)
-                with contextlib.suppress(nats.errors.Error, ValueError):
-                    await psub.unsubscribe()
-                psub = await self._resubscribe(stream)
+            except (ConsumerGone, ConnectionError, nats.errors.Error) as exc:
+                self._metrics.failures.labels(stream).inc()
+                log.warning("audit: %s; reading %s again from its checkpoint", exc, stream)
+            await consumer.close()
+            consumer = await self._resubscribe(stream)
 
-    async def _resubscribe(self, stream: str) -> JetStreamContext.PullSubscription | None:
+    async def _resubscribe(self, stream: str) -> Consumer | None:
         backoff = 0.2
         while not self._stopping.is_set():
             try:
                 return await self._subscribe(stream)
-            except (nats.errors.Error, OSError, asyncpg.PostgresError) as exc:
+            except (nats.errors.Error, OSError, TimeoutError, asyncpg.PostgresError) as exc:
                 log.warning("audit: cannot subscribe to %s yet: %s", stream, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
         return None
 
-    async def _pump(self, psub: JetStreamContext.PullSubscription, stream: str) -> None:
+    async def _pump(self, consumer: Consumer, stream: str) -> None:
         # The next batch is fetched while this one commits.  One fetcher and
         # a FIFO keep stream order; a redelivered copy of a batch still in
         # the queue is skipped by the checkpoint.
-        batches: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
-        done = asyncio.Event()
-        fetcher = asyncio.create_task(self._fetch_into(psub, stream, batches, done))
+        batches: asyncio.Queue[list[Msg] | BaseException] = asyncio.Queue(maxsize=2)
+        fetcher = asyncio.create_task(self._fetch_into(consumer, stream, batches))
         try:
             while not self._stopping.is_set():
-                await self._commit(stream, await batches.get())
+                batch = await batches.get()
+                if isinstance(batch, BaseException):
+                    raise batch
+                await self._commit(consumer, stream, batch)
         finally:
-            # The event ends the fetcher even if a cancel is lost inside
-            # nats-py's fetch (wait_for can swallow one in 3.11); the wait
-            # is bounded so a stuck fetch never holds up the restart.
-            done.set()
             fetcher.cancel()
-            await asyncio.wait({fetcher}, timeout=2.0)
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
 
     async def _fetch_into(
-        self,
-        psub: JetStreamContext.PullSubscription,
-        stream: str,
-        out: asyncio.Queue[list[Msg]],
-        done: asyncio.Event,
+        self, consumer: Consumer, stream: str, out: asyncio.Queue[list[Msg] | BaseException]
     ) -> None:
         lag_every = 0.0
         loop = asyncio.get_running_loop()
-        while not self._stopping.is_set() and not done.is_set():
-            if loop.time() >= lag_every:
-                await self._update_lag(psub, stream)
-                lag_every = loop.time() + 1.0
-            try:
-                msgs = await self._fetch_batch(psub)
-            # nats-py raises plain asyncio.TimeoutError from some fetch paths.
-            except TimeoutError:
-                continue
-            except (nats.errors.Error, OSError) as exc:
-                log.warning("audit: fetch from %s failed: %s", stream, type(exc).__name__)
-                await asyncio.sleep(0.5)
-                continue
-            if msgs:  # a fetch can end early and empty (a server-side 408/409)
-                await out.put(msgs)
+        try:
+            while not self._stopping.is_set():
+                if loop.time() >= lag_every:
+                    await self._update_lag(consumer, stream)
+                    lag_every = loop.time() + 1.0
+                msgs = await self._fetch_batch(consumer)
+                if msgs:
+                    await out.put(msgs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the reader broke: the pump re-subscribes
+            await out.put(exc)
 
-    async def _fetch_batch(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Up to batch_size messages: wait for the first, then top up with
-        what arrives within a few milliseconds, so a backlog is written in
-        large transactions rather than in the small batches a single
-        no-wait pull returns."""
+    async def _fetch_batch(self, consumer: Consumer) -> list[Msg]:
+        """Up to about batch_size messages: wait for the first, then top up
+        with what arrives within a few milliseconds, so a backlog is written
+        in large transactions rather than in the small batches a single
+        read returns."""
         size = self._config.batch_size
-        msgs = await psub.fetch(size, timeout=1.0)
+        msgs = await consumer.take(1.0)
         while msgs and len(msgs) < size:
-            try:
-                more = await psub.fetch(size - len(msgs), timeout=0.02)
-            except (TimeoutError, nats.errors.Error):
-                break
+            more = await consumer.take(0.02)
             if not more:
                 break
             msgs += more
         return msgs
 
-    async def _commit(self, stream: str, msgs: list[Msg]) -> None:
-        seqs = [_stream_seq(m) for m in msgs]
-        items = sorted(zip(seqs, (m.data for m in msgs), strict=True), key=lambda x: x[0])
-        await self._check_contiguous(stream, [seq for seq, _ in items])
+    async def _commit(self, consumer: Consumer, stream: str, msgs: list[Msg]) -> None:
+        msgs = sorted(msgs, key=lambda m: m.seq)
+        await self._check_contiguous(stream, [m.seq for m in msgs])
+        # Re-drives meant for another consumer are passed, and covered by
+        # the checkpoint.
+        items = [(m.seq, m.data) for m in msgs if consumer.mine(m)]
+        through = msgs[-1].seq
         backoff = 0.2
         loop = asyncio.get_running_loop()
         heartbeat_at = loop.time() + _ACK_WAIT_S / 3
         while True:
             try:
-                appended = await store.append(
-                    self._pool,
-                    consumer=self._consumer,
-                    stream=stream,
-                    messages=items,
-                    store_bodies=self._config.store_bodies,
-                    epoch=self._epoch,
-                )
+                appended = await self._append(items, stream, through)
                 break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except store.Fenced:
+                raise
+            except Exception as exc:
+                if _refused(exc) and items:
+                    appended = await self._isolate(consumer, stream, items, msgs, through)
+                    break
+                if not isinstance(exc, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+                    raise
                 # Hold the batch (never skip ahead): the chain must follow
                 # stream order, so nothing newer is fetched until it lands.
                 self._metrics.failures.labels(stream).inc()
                 log.warning("audit: append to Postgres failed (%s); retrying", type(exc).__name__)
                 if loop.time() >= heartbeat_at:
-                    for m in msgs:
-                        with contextlib.suppress(nats.errors.Error):
-                            await m.in_progress()
+                    await consumer.progress(msgs)
                     heartbeat_at = loop.time() + _ACK_WAIT_S / 3
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -298,12 +302,55 @@ class AuditProcessor:
         if appended < len(items):
             self._metrics.redelivered.labels(stream).inc(len(items) - appended)
         async with self._progress:
-            self._positions[stream] = max(self._positions.get(stream, 0), items[-1][0])
+            self._positions[stream] = max(self._positions.get(stream, 0), through)
             self._progress.notify_all()
         # A lost ack only causes a redelivery, which the checkpoint skips.
-        newest = msgs[max(range(len(msgs)), key=seqs.__getitem__)]
-        with contextlib.suppress(nats.errors.Error):
-            await newest.ack()
+        await consumer.ack_through(msgs[-1])
+
+    async def _append(
+        self, items: Sequence[tuple[int, bytes]], stream: str, through: int, unstorable: str = ""
+    ) -> int:
+        return await store.append(
+            self._pool,
+            consumer=self._consumer,
+            stream=stream,
+            messages=items,
+            store_bodies=self._config.store_bodies,
+            epoch=self._epoch,
+            through=through,
+            unstorable=unstorable,
+        )
+
+    async def _isolate(
+        self,
+        consumer: Consumer,
+        stream: str,
+        items: list[tuple[int, bytes]],
+        msgs: list[Msg],
+        through: int,
+    ) -> int:
+        """Postgres refused the batch for a value in it: append it in halves
+        until the refused message is alone, record that one as an
+        ``unstorable`` digest (the chain stays gap-free) and keep its
+        original on the dead-letter subject."""
+        by_seq = {m.seq: m for m in msgs}
+        appended = 0
+
+        async def apply(part: Sequence[tuple[int, bytes]]) -> None:
+            nonlocal appended
+            appended += await self._append(part, stream, part[-1][0])
+
+        async def poisoned(item: tuple[int, bytes], exc: BaseException) -> None:
+            nonlocal appended
+            reason = f"postgres refused it: {type(exc).__name__}: {exc}"
+            await consumer.dead_letter(
+                by_seq[item[0]], poison.REJECTED, reason, disposition=deadletter.SANITISED
+            )
+            appended += await self._append([item], stream, item[0], unstorable=reason[:300])
+
+        await isolate(items, apply, _refused, poisoned)
+        await self._append([], stream, through)
+        return appended
 
     async def _check_contiguous(self, stream: str, seqs: list[int]) -> None:
         """The consumer reads every subject of the stream, so the batch must
@@ -325,9 +372,9 @@ class AuditProcessor:
             return False
         return True
 
-    async def _update_lag(self, psub: JetStreamContext.PullSubscription, stream: str) -> None:
-        with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
-            info = await psub.consumer_info()
+    async def _update_lag(self, consumer: Consumer, stream: str) -> None:
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            info = await consumer.info()
             self._metrics.lag.labels(stream).set((info.num_pending or 0) + (info.num_ack_pending or 0))
 
     async def _retention_loop(self) -> None:
@@ -357,14 +404,9 @@ class _Gap(Exception):
     """A batch that does not continue the checkpoint."""
 
 
-def _stream_seq(msg: Msg) -> int:
-    """The stream sequence from the ack subject, without nats-py's Metadata
-    (which also parses a timestamp and builds two objects per message):
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``,
-    or the 11/12-token form with domain and account hash after ``ACK``."""
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9:
-        return int(tokens[5])
-    if len(tokens) >= 11 and tokens[0] == "$JS":
-        return int(tokens[7])
-    return msg.metadata.sequence.stream
+def _refused(exc: BaseException) -> bool:
+    """Postgres (or asyncpg's encoder) refused a value, not the connection:
+    class 22 (data exception) or 54 (program limit exceeded)."""
+    return isinstance(
+        exc, (asyncpg.DataError, asyncpg.ProgramLimitExceededError, UnicodeError, OverflowError)
+    )

@@ -126,11 +126,16 @@ async def append(
     messages: Sequence[tuple[int, bytes]],
     store_bodies: bool,
     epoch: int | None = None,
+    through: int = 0,
+    unstorable: str = "",
 ) -> int:
     """Append the records for ``messages`` ((stream_seq, payload), in stream
     order) and move the checkpoint, in one transaction.  Messages at or below
     the checkpoint were recorded before (a redelivery) and are skipped.
-    Returns how many records were appended."""
+    ``through`` moves the checkpoint further (past messages this consumer
+    passes: re-drives for others).  ``unstorable`` records the messages as
+    digests with that reason (``chain.build_record``).  Returns how many
+    records were appended."""
     async with pool.acquire() as conn, conn.transaction():
         # The chain head row lock serialises every writer of the chain.
         select = "SELECT n, hash, epoch FROM audit_chain WHERE chain = $1 FOR UPDATE"
@@ -154,7 +159,9 @@ async def append(
             if seq <= last:
                 continue
             n += 1
-            rec, copies = build_record(n=n, prev_hash=prev, stream=stream, stream_seq=seq, raw=raw)
+            rec, copies = build_record(
+                n=n, prev_hash=prev, stream=stream, stream_seq=seq, raw=raw, unstorable=unstorable
+            )
             rows.append(_row(rec))
             bodies.extend((rec.event_id, c) for c in copies)
             prev = rec.hash
@@ -170,6 +177,7 @@ async def append(
                     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     [(eid, c.path, c.content_type, c.sha256, c.data) for eid, c in bodies if eid],
                 )
+        last = max(last, through)
         if last != done:
             await conn.execute(
                 "INSERT INTO audit_checkpoint (consumer, stream, seq) VALUES ($1, $2, $3)"

@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
 
-from streams.config import ConfigError, NexusConfig, parse_config
+from streams.config import NexusConfig
+from streams.config_base import ConfigError
+from streams.config_validation import parse_config
+from streams.settings import from_flags
 from streams.topology import Topology
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--config", default=os.environ.get("NEXUS_CONFIG", "nexus.yaml"))
-    p.add_argument("--nats", default=os.environ.get("NEXUS_NATS_URL", "nats://127.0.0.1:4222"))
-    p.add_argument("--valkey", default=os.environ.get("NEXUS_VALKEY_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--stream-prefix", default=os.environ.get("NEXUS_STREAM_PREFIX", "NEXUS"))
-    p.add_argument("--key-prefix", default=os.environ.get("NEXUS_VALKEY_PREFIX", "nexus:"))
+    p.add_argument("--config", default=None, help="(NEXUS_CONFIG; default nexus.yaml)")
+    p.add_argument("--nats", default=None, help="(NEXUS_NATS_URL)")
+    p.add_argument("--valkey", default=None, help="(NEXUS_VALKEY_URL; default redis://127.0.0.1:6379/0)")
+    p.add_argument("--stream-prefix", default=None, help="(NEXUS_STREAM_PREFIX)")
+    p.add_argument("--key-prefix", default=None, help="(NEXUS_VALKEY_PREFIX)")
     return p
+
+
+def _settle_flags(args: argparse.Namespace) -> None:
+    from_flags(
+        args,
+        config="config",
+        nats="nats_url",
+        valkey="valkey_url",
+        stream_prefix="stream_prefix",
+        key_prefix="valkey_prefix",
+    )
+    # The processor runs next to a local Valkey and nexus.yaml when told nothing.
+    args.config = args.config or "nexus.yaml"
+    args.valkey = args.valkey or "redis://127.0.0.1:6379/0"
 
 
 def _load(path: str) -> NexusConfig:
@@ -55,6 +71,7 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     args = _parser("nexus quota", "run the quota processor (settles usage events)").parse_args(argv)
     try:
+        _settle_flags(args)
         return asyncio.run(_run(args))
     except ConfigError as exc:
         print(f"nexus quota: {exc}", file=sys.stderr)
@@ -72,6 +89,7 @@ def replay_main(argv: list[str]) -> int:
         "rebuild every quota counter from the traffic stream (stop the processor first)",
     ).parse_args(argv)
     try:
+        _settle_flags(args)
         cfg = _load(args.config)
         report = asyncio.run(
             replay_quotas(

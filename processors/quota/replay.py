@@ -16,13 +16,13 @@ import time
 from typing import Any
 
 import msgspec
-from nats.js.errors import NotFoundError
 
 from processors.quota.settle import Settler
-from processors.quota.worker import DURABLE, consumer_config, fetch_batch, usage_subject
+from processors.quota.worker import DURABLE, consumer_spec, settle_batch
 from streams.config import NexusConfig
-from streams.config_quota import QuotaPolicy
+from streams.consumer import Consumer
 from streams.jetstream import connect, ensure_streams
+from streams.quota_counters import QuotaPolicy
 from streams.topology import Topology
 
 
@@ -71,33 +71,30 @@ async def replay_quotas(
     try:
         js = nc.jetstream()
         await ensure_streams(js, topology)
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(topology.traffic_stream, durable)
         policy = QuotaPolicy(config, key_prefix)
         settler = Settler(client, policy)  # alerts: markers survive, nothing to re-send
         wiped = await wipe_counters(client, policy)
         info = await js.stream_info(topology.traffic_stream)
         last_seq = info.state.last_seq
-        sub = await js.pull_subscribe(
-            usage_subject(topology),
-            durable=durable,
-            stream=topology.traffic_stream,
-            config=consumer_config(durable),
-        )
+        consumer = Consumer(nc, consumer_spec(topology, durable), topology)
+        await consumer.open("all", reset=True)
         events = applied = dups = 0
-        while True:
-            msgs = await fetch_batch(sub, wait_s=0.5)
-            if not msgs:
-                cinfo = await js.consumer_info(topology.traffic_stream, durable)
-                if cinfo.num_pending == 0:
-                    break
-                continue
-            result = await settler.apply([(m.data, m.metadata.sequence.stream) for m in msgs])
-            for m in msgs:
-                await m.ack()
-            events += len(msgs)
-            applied += result.applied
-            dups += result.duplicates
+        try:
+            while True:
+                msgs = await consumer.pass_others(await consumer.take(0.5))
+                if not msgs:
+                    cinfo = await consumer.info()
+                    if cinfo.num_pending == 0 and cinfo.num_ack_pending == 0:
+                        break
+                    continue
+                # The same settle path as the live processor, dead letters
+                # included (an event it could never settle is not settled now).
+                result = await settle_batch(consumer, settler, msgs)
+                events += len(msgs)
+                applied += result.applied
+                dups += result.duplicates
+        finally:
+            await consumer.close()
         return ReplayReport(
             events=events,
             applied=applied,

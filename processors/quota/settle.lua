@@ -9,9 +9,24 @@
 --   k spent key, r rolling (0/1), b bucket, n buckets, a amount, x time to live (ms, from the event's time),
 --   ak alert marker key, l limit, t [[fraction, absolute], ...], m alert metadata
 --
--- Returns {applied, duplicates, alerts}.
+-- Returns {applied, duplicates, alerts}, or {-1, i} without writing anything
+-- when event i (1-based) carries an amount or a time to live Valkey cannot
+-- count with (not an integer, negative, beyond 2^53): a script that fails
+-- half-way keeps what it wrote, and a retry would count it twice.
 
 local batch = cjson.decode(ARGV[3])
+local LIMIT = 9007199254740992  -- 2^53: the integers a Lua number holds exactly
+local function countable(v, lo)
+  return type(v) == 'number' and v == math.floor(v) and v >= lo and v < LIMIT
+end
+for i, ev in ipairs(batch) do
+  for _, op in ipairs(ev.ops) do
+    if not (countable(op.a, 0) and countable(op.x, 1) and countable(op.b, 0) and countable(op.n, 0)) then
+      return {-1, i}
+    end
+  end
+end
+
 local pos = tonumber(redis.call('GET', KEYS[2])) or 0
 local applied, dups, alerts = 0, 0, 0
 local touched = {}

@@ -18,10 +18,11 @@ from typing import Any
 
 import msgspec
 
-from streams import codec
-from streams.config_quota import NANO, ROLLING_LUA, Counter, Limit, QuotaPolicy, Subject, usd_to_nano
-from streams.events import Node, Tenant, UsageRecorded, now_ms
+from streams import poison
+from streams.events import Node, RequestAborted, Tenant, UsageRecorded, now_ms
 from streams.events_quota import QuotaAlert
+from streams.poison import Poison
+from streams.quota_counters import NANO, ROLLING_LUA, Counter, Limit, QuotaPolicy, Subject, usd_to_nano
 
 log = logging.getLogger("nexus.processors.quota")
 
@@ -127,6 +128,20 @@ class ApplyResult(msgspec.Struct):
     duplicates: int = 0
     ignored: int = 0
     alerts: int = 0
+    # (index in the messages, why): events that cannot be settled, for the
+    # dead-letter subject; nothing of them was written.
+    poisoned: list[tuple[int, Poison]] = msgspec.field(default_factory=list)
+
+
+# Counters are integers Valkey's Lua holds exactly.
+_COUNTABLE = 2**53
+
+
+def _checked(p: Plan) -> Plan:
+    for op in p.ops:
+        if not 0 <= op.a < _COUNTABLE:
+            raise Poison(poison.OUT_OF_RANGE, f"an amount of {op.a} cannot be counted (budget key {op.k})")
+    return p
 
 
 AlertPublisher = Callable[[QuotaAlert, str], Awaitable[None]]
@@ -158,29 +173,50 @@ class Settler:
         skipped (the consumer only subscribes to usage events)."""
         now = now_ms() if now is None else now
         plans: list[Plan] = []
+        index: list[int] = []  # the message each plan is for
         occurred: list[int] = []
         result = ApplyResult()
-        for data, seq in messages:
+        for i, (data, seq) in enumerate(messages):
             try:
-                ev = codec.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                log.warning("quota: undecodable event at seq %d skipped", seq)
-                result.ignored += 1
+                ev, _ = poison.decode_event(data)
+                if isinstance(ev, RequestAborted):
+                    # It will never have usage: give back what it holds.
+                    plans.append(Plan(id=ev.id, seq=seq, rid=ev.request_id, ops=[]))
+                    index.append(i)
+                    occurred.append(ev.occurred_at_ms)
+                    continue
+                if not isinstance(ev, UsageRecorded):
+                    result.ignored += 1
+                    continue
+                try:
+                    planned = plan(self.policy, ev, seq, now)
+                except (ValueError, OverflowError, TypeError) as exc:  # an absurd time, say
+                    raise Poison(poison.INVALID, f"cannot be planned: {type(exc).__name__}: {exc}") from None
+                plans.append(_checked(planned))
+            except Poison as exc:
+                result.poisoned.append((i, exc))
                 continue
-            if not isinstance(ev, UsageRecorded):
-                result.ignored += 1
-                continue
-            plans.append(plan(self.policy, ev, seq, now))
+            index.append(i)
             occurred.append(ev.occurred_at_ms)
-        if plans:
+        while plans:
             keys = self.policy.keys
             raw = await self._settle(
                 keys=[keys.res_expiry, keys.position, keys.processed, keys.pending_alerts],
                 args=[keys.res_prefix, KEEP_IDS_SEQS, msgspec.json.encode(plans)],
             )
+            if int(raw[0]) == -1:
+                # The script refused one event before writing anything: set
+                # it aside and settle the others.
+                bad = int(raw[1]) - 1
+                why = "the settle script cannot count one of its amounts or windows"
+                result.poisoned.append((index.pop(bad), Poison(poison.OUT_OF_RANGE, why)))
+                del plans[bad]
+                del occurred[bad]
+                continue
             done = now_ms()
             self.lags_ms.extend(done - t for t in occurred)
             result.applied, result.duplicates, result.alerts = int(raw[0]), int(raw[1]), int(raw[2])
+            break
         if result.alerts:
             await self.flush_alerts()
         return result

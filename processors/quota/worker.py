@@ -1,6 +1,6 @@
-"""The quota processor: pulls usage events from a durable JetStream consumer
-in batches, settles each batch in one Lua call, and acknowledges only after
-Valkey has it.
+"""The quota processor: reads usage events from a durable JetStream consumer
+(``streams.consumer``) in batches, settles each batch in one Lua call, and
+acknowledges only after Valkey has it.
 
 Embed it (``nexus up``) with::
 
@@ -9,15 +9,14 @@ Embed it (``nexus up``) with::
     ...
     await proc.stop()
 
-Why a nats-py pull loop and not a FastStream subscriber (STYLE item 11):
-measured on this project's machine, FastStream's per-message path cost
+Why the shared pull consumer and not a FastStream subscriber (STYLE item
+11): measured on this project's machine, FastStream's per-message path cost
 ~1 ms of CPU per event against ~0.13 ms for this loop (settle included),
-which alone breaks the 100 ms p99 settle-lag target under a burst; and its
-batch mode keeps fetching until a batch is full, then loses the partly
-collected batch to a 30 s redelivery when nats-py raises
-asyncio.TimeoutError (it suppresses only nats.errors.TimeoutError).  The
+which alone breaks the 100 ms p99 settle-lag target under a burst.  The
 handler is still thin: decode, ``Settler.apply`` (pure planning + one
-atomic script), ack or nak.
+atomic script), ack, nak, or dead-letter what can never be settled (an
+amount Valkey cannot count, an event that is not a usage event of a
+version this code reads).
 """
 
 from __future__ import annotations
@@ -28,16 +27,16 @@ import logging
 from typing import Any
 
 import nats.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
 from processors.quota.settle import Settler
 from streams import codec
 from streams.config import NexusConfig
-from streams.config_quota import QuotaPolicy
+from streams.consumer import Consumer, ConsumerGone, ConsumerSpec, Msg
 from streams.events_quota import QuotaAlert
 from streams.jetstream import connect, ensure_streams
+from streams.quota_counters import QuotaPolicy
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.processors.quota")
@@ -47,10 +46,6 @@ BATCH = 256
 # Events delivered to a processor that died unacknowledged come back after
 # this long; a batch settles in milliseconds, so a few seconds is ample.
 ACK_WAIT_S = 5.0
-# Waiting for the first event of a batch: only bounds how often an idle
-# processor polls.  Events already pending are fetched without waiting.
-IDLE_WAIT_S = 5.0
-_TIMEOUTS = (asyncio.TimeoutError, nats.errors.TimeoutError)
 
 SETTLED = PromCounter("nexus_quota_settled_events_total", "usage events settled on quota counters")
 DUPLICATES = PromCounter("nexus_quota_duplicate_events_total", "redelivered usage events skipped")
@@ -68,36 +63,33 @@ def usage_subject(topology: Topology) -> str:
     return topology.traffic_subject("usage.recorded")
 
 
-def consumer_config(durable: str) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=durable,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ACK_WAIT_S,
+def consumer_spec(topology: Topology, durable: str) -> ConsumerSpec:
+    return ConsumerSpec(
+        stream=topology.traffic_stream,
+        name=durable,
+        identity=durable,
+        # Usage settles spend and releases the reservation; an aborted
+        # request (processors.reconcile) only releases it.
+        subjects=(usage_subject(topology), topology.traffic_subject("request.aborted")),
+        ack="explicit",
+        ack_wait_s=ACK_WAIT_S,
         max_ack_pending=8 * BATCH,
-        deliver_policy=DeliverPolicy.ALL,
+        window=2 * BATCH,
+        description="quota: settles usage on the counters",
     )
 
 
-async def fetch_batch(sub: Any, *, wait_s: float = IDLE_WAIT_S) -> list[Any]:
-    """Block for the first message, then take whatever else is pending at
-    once (nats-py's multi-message fetch would otherwise hold a partial
-    batch until its timeout)."""
-    try:
-        first: list[Any] = await sub.fetch(1, timeout=wait_s)
-    except _TIMEOUTS:
-        return []
-    if not first:  # a fetch can end early and empty (a server-side 408/409)
-        return []
-    # The delivered message says how many more are pending: skip the second
-    # round trip when there are none (light traffic, where lag matters most).
-    pending = first[0].metadata.num_pending or 0
-    if pending <= 0:
-        return first
-    try:
-        more: list[Any] = await sub.fetch(min(BATCH - 1, pending), timeout=0.05)
-    except _TIMEOUTS:
-        more = []
-    return first + more
+async def settle_batch(consumer: Consumer, settler: Settler, msgs: list[Msg]) -> Any:
+    """Settle ``msgs`` (one Lua call), dead-letter what can never be settled,
+    acknowledge the rest.  Raises when Valkey is away (nothing was written;
+    the caller hands the batch back)."""
+    result = await settler.apply([(m.data, m.seq) for m in msgs])
+    bad = set()
+    for i, exc in result.poisoned:
+        bad.add(i)
+        await consumer.dead_letter(msgs[i], exc.code, exc.reason)  # acknowledges it
+    await consumer.ack([m for i, m in enumerate(msgs) if i not in bad])
+    return result
 
 
 class QuotaProcessor:
@@ -147,46 +139,61 @@ class QuotaProcessor:
         )
         # Alerts marked but not yet published when a previous run died.
         await self.settler.flush_alerts()
-        sub = await js.pull_subscribe(
-            usage_subject(self.topology),
-            durable=self.durable,
-            stream=self.topology.traffic_stream,
-            config=consumer_config(self.durable),
-        )
-        self._task = asyncio.create_task(self._run(sub), name=f"quota-processor-{self.node_id}")
+        consumer = Consumer(self._nc, consumer_spec(self.topology, self.durable), self.topology)
+        await consumer.open("all")
+        self._task = asyncio.create_task(self._run(consumer), name=f"quota-processor-{self.node_id}")
 
-    async def _run(self, sub: Any) -> None:
+    async def _run(self, consumer: Consumer) -> None:
         assert self.settler is not None
         settler = self.settler
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await consumer.pass_others(await consumer.take(0.5))
+                    for start in range(0, len(msgs), BATCH):
+                        await self._settle(consumer, settler, msgs[start : start + BATCH])
+                except (ConsumerGone, ConnectionError, nats.errors.Error) as exc:
+                    # NATS restarted or the reader's connection broke: the
+                    # durable consumer keeps the position (what was not
+                    # acknowledged comes again), bind it again.
+                    log.warning("quota: %s; reading again", exc)
+                    await consumer.close()
+                    await self._reopen(consumer)
+        finally:
+            await consumer.close()
+
+    async def _reopen(self, consumer: Consumer) -> None:
+        delay = 0.5
         while not self._stopping.is_set():
             try:
-                msgs = await fetch_batch(sub, wait_s=0.5)
-            except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
-                await asyncio.sleep(0.5)  # the client reconnects by itself
-                continue
-            if not msgs:
-                continue
-            try:
-                result = await settler.apply([(m.data, m.metadata.sequence.stream) for m in msgs])
-            except Exception as exc:
-                # Valkey away: the script is atomic, so nothing was written;
-                # hand the batch back for redelivery.
-                FAILURES.inc()
-                log.warning("quota: settling %d events failed (%s); redelivering", len(msgs), exc)
-                for m in msgs:
-                    with contextlib.suppress(Exception):
-                        await m.nak(delay=1)
-                await asyncio.sleep(0.5)
-                continue
-            for m in msgs:
-                await m.ack()
-            SETTLED.inc(result.applied)
-            DUPLICATES.inc(result.duplicates)
-            ALERTS.inc(result.alerts)
-            POSITION.set(max(m.metadata.sequence.stream for m in msgs))
-            if result.applied:
-                for lag in list(settler.lags_ms)[-result.applied :]:
-                    LAG.observe(lag / 1000)
+                await consumer.open("all")
+                return
+            except (nats.errors.Error, OSError, TimeoutError, ConnectionError) as exc:
+                log.warning("quota: cannot read the stream yet (%s)", type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _settle(self, consumer: Consumer, settler: Settler, msgs: list[Msg]) -> None:
+        try:
+            result = await settle_batch(consumer, settler, msgs)
+        except (ConnectionError, nats.errors.Error):
+            raise
+        except Exception as exc:
+            # Valkey away: the script is atomic, so nothing was written;
+            # hand the batch back for redelivery.
+            FAILURES.inc()
+            log.warning("quota: settling %d events failed (%s); redelivering", len(msgs), exc)
+            await consumer.nak(msgs, delay_s=1.0)
+            await asyncio.sleep(0.5)
+            return
+        SETTLED.inc(result.applied)
+        DUPLICATES.inc(result.duplicates)
+        ALERTS.inc(result.alerts)
+        POSITION.set(max(m.seq for m in msgs))
+        if result.applied:
+            for lag in list(settler.lags_ms)[-result.applied :]:
+                LAG.observe(lag / 1000)
 
     def set_config(self, config: NexusConfig) -> None:
         """A new config snapshot: later events settle under the new limits."""
@@ -201,6 +208,8 @@ class QuotaProcessor:
                 await asyncio.wait_for(self._task, timeout=2)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
             self._task = None
         if self._nc is not None:
             # Acks are plain publishes: flush them, then close.  (drain()

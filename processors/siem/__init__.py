@@ -3,6 +3,6 @@ consumer; records go out as RFC 5424 syslog (JSON or CEF) over TCP/TLS/UDP,
 Splunk HEC, Elastic _bulk or a JSON webhook."""
 
 from processors.siem.embed import start_siem
-from processors.siem.forwarder import SiemForwarder, dlq_stream, dlq_subject
+from processors.siem.forwarder import SiemForwarder, consumer_name
 
-__all__ = ["SiemForwarder", "dlq_stream", "dlq_subject", "start_siem"]
+__all__ = ["SiemForwarder", "consumer_name", "start_siem"]

@@ -28,15 +28,14 @@ async def start_siem(
     env: Mapping[str, str] | None = None,
     registry: CollectorRegistry | None = None,
 ) -> tuple[SiemForwarder | None, Stopper]:
-    """Raises streams.config.ConfigError when a sink's credential variable
+    """Raises streams.config_base.ConfigError when a sink's credential variable
     is not set, before anything is started."""
     if not any(s.enabled for s in config.sinks):
         return None, _nothing
     nc = await connect(nats_url, name="nexus-siem")
-    js = nc.jetstream()
-    forwarder = SiemForwarder(js, topology, config, env=env, registry=registry)
+    forwarder = SiemForwarder(nc, topology, config, env=env, registry=registry)
     try:
-        await ensure_streams(js, topology)
+        await ensure_streams(nc.jetstream(), topology)
         await forwarder.start()
     except BaseException:
         await nc.close()

@@ -128,44 +128,52 @@ def cef(record: dict[str, Any]) -> str:
     return f"{header}|{sev}|{pairs}"
 
 
+def hec_event(record: dict[str, Any], *, source: str, sourcetype: str, index: str) -> bytes:
+    """One Splunk HEC ``/services/collector/event`` event (a batch is
+    events back to back).  The event id is also an indexed field so a search
+    can deduplicate."""
+    ms = record.get("occurred_at_ms")
+    node = record.get("node")
+    ev: dict[str, Any] = {
+        "host": node.get("id", "nexus") if isinstance(node, dict) else "nexus",
+        "source": source,
+        "sourcetype": sourcetype,
+        "event": record,
+        "fields": {"event_id": record.get("id", ""), "org": _tenant(record).get("org_id", "")},
+    }
+    if isinstance(ms, int):
+        ev["time"] = round(ms / 1000, 3)
+    if index:
+        ev["index"] = index
+    return _json.encode(ev) + b"\n"
+
+
 def hec_batch(records: Sequence[dict[str, Any]], *, source: str, sourcetype: str, index: str) -> bytes:
-    """Splunk HEC ``/services/collector/event``: events back to back.  The
-    event id is also an indexed field so a search can deduplicate."""
-    out = bytearray()
-    for r in records:
-        ms = r.get("occurred_at_ms")
-        ev: dict[str, Any] = {
-            "time": round(ms / 1000, 3) if isinstance(ms, int) else None,
-            "host": (r.get("node") or {}).get("id", "nexus") if isinstance(r.get("node"), dict) else "nexus",
-            "source": source,
-            "sourcetype": sourcetype,
-            "event": r,
-            "fields": {"event_id": r.get("id", ""), "org": _tenant(r).get("org_id", "")},
-        }
-        if index:
-            ev["index"] = index
-        if ev["time"] is None:
-            del ev["time"]
-        out += _json.encode(ev)
-        out += b"\n"
-    return bytes(out)
+    return b"".join(hec_event(r, source=source, sourcetype=sourcetype, index=index) for r in records)
+
+
+def elastic_action(record: dict[str, Any], *, index: str) -> bytes:
+    """One ``_bulk`` NDJSON pair with ``create`` and ``_id`` = event id:
+    Elastic itself refuses a second copy (409), which the sink counts as
+    delivered.  The parts of a split record get their own ids."""
+    doc_id = str(record.get("id", ""))
+    meta = record.get("nexus")
+    if isinstance(meta, dict) and isinstance(meta.get("part"), dict):
+        doc_id = f"{doc_id}.{meta['part'].get('index', 0)}"
+    doc = dict(record)
+    if isinstance(record.get("occurred_at_ms"), int):
+        doc["@timestamp"] = _timestamp(record)
+    return _json.encode({"create": {"_index": index, "_id": doc_id}}) + b"\n" + _json.encode(doc) + b"\n"
 
 
 def elastic_bulk(records: Sequence[dict[str, Any]], *, index: str) -> bytes:
-    """``_bulk`` NDJSON with ``create`` and ``_id`` = event id: Elastic
-    itself refuses a second copy (409), which the sink counts as delivered."""
-    out = bytearray()
-    for r in records:
-        out += _json.encode({"create": {"_index": index, "_id": r.get("id", "")}})
-        out += b"\n"
-        doc = dict(r)
-        ms = r.get("occurred_at_ms")
-        if isinstance(ms, int):
-            doc["@timestamp"] = _timestamp(r)
-        out += _json.encode(doc)
-        out += b"\n"
-    return bytes(out)
+    return b"".join(elastic_action(r, index=index) for r in records)
 
 
-def webhook_body(records: Sequence[dict[str, Any]]) -> bytes:
-    return _json.encode({"events": list(records)})
+def webhook_event(record: dict[str, Any]) -> bytes:
+    return _json.encode(record)
+
+
+def webhook_body(events: Sequence[bytes]) -> bytes:
+    """``{"events": [...]}`` from events already encoded."""
+    return b'{"events":[' + b",".join(events) + b"]}"

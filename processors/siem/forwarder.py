@@ -1,17 +1,27 @@
-"""The SIEM forwarder: one durable JetStream pull consumer per sink (and
-stream), reading the streams directly, never a database.
+"""The SIEM forwarder: one durable JetStream consumer per sink (and stream),
+reading the streams directly (``streams.consumer``), never a database.
 
-Why nats-py pull consumers rather than FastStream subscribers: a sink
+Why the shared pull consumer rather than FastStream subscribers: a sink
 outage must hold the fetched batch in place (heartbeating ``in_progress`` so
 JetStream does not hand it out again) and stop fetching until the sink is
 back, so the backlog stays in the stream and drains in order afterwards;
-the dead-letter decision needs the attempt count per record and the lag
-gauge needs the consumer's pending count.  A pull loop per sink states all
-of that in a few lines; FastStream's push-style handlers would hide it.
+a syslog stream must keep what it wrote unacknowledged until the receiver
+proved to be alive after it; the dead-letter decision needs the attempt
+count per record.  A pull loop per sink states all of that in a few lines.
 
 Delivery is at least once: a record is acked only after its sink took it
-(or it was dead-lettered), so a crash resends, never drops.  Every record
-carries its event id, so receivers deduplicate.
+(HTTP: the response; syslog over TCP/TLS: the receiver's TCP acknowledged
+every byte and the connection stayed open ``confirm_after_s`` longer,
+``processors.siem.sinks``), or it was dead-lettered.  A crash, an outage or
+a receiver restart resends, never drops; every record carries its event id,
+so receivers deduplicate.  UDP is best effort (``sinks``).
+
+A record larger than the sink's maximum message size goes as several
+messages (``processors.siem.split``); it counts as delivered when all of
+them are.  Dead letters (a record the sink rejected ``max_attempts`` times,
+a message that is not an event) go to the dead-letter subject as consumer
+``siem_<sink>`` (``nexus deadletters``); a re-drive sends them to that sink
+only.
 """
 
 from __future__ import annotations
@@ -20,64 +30,38 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats.errors
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.aio.client import Client as NATS
 from prometheus_client import CollectorRegistry
 
 from processors.siem.metrics import SiemMetrics, metrics_for
 from processors.siem.records import Undecodable, matches, to_record
 from processors.siem.sinks import SendResult, SinkClient, SinkUnavailable, client_for
-from streams.config_siem import SiemConfig, Sink
+from streams import poison
+from streams.config_siem import SiemConfig, Sink, SyslogSink
+from streams.consumer import Consumer, ConsumerGone, ConsumerSpec, Msg
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.siem")
 
 ACK_WAIT_S = 30.0
-_DLQ_MAX_AGE_S = 14 * 24 * 3600
-
-
-def dlq_stream(topology: Topology) -> str:
-    return f"{topology.prefix}_SIEM_DLQ"
-
-
-def dlq_subject(topology: Topology, sink: str) -> str:
-    return f"{topology.subject_root}.siem.dlq.{sink}"
 
 
 def consumer_name(sink: str) -> str:
     return f"siem_{sink}"
 
 
-async def ensure_dlq_stream(js: JetStreamContext, topology: Topology) -> None:
-    name = dlq_stream(topology)
-    cfg = StreamConfig(
-        name=name,
-        description="SIEM records a sink rejected max_attempts times, with the reason in headers",
-        subjects=[f"{topology.subject_root}.siem.dlq.>"],
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=float(_DLQ_MAX_AGE_S),
-        duplicate_window=120.0,
-    )
-    try:
-        await js.stream_info(name)
-    except NotFoundError:
-        await js.add_stream(cfg)
-
-
 class _Item:
-    __slots__ = ("attempts", "msg", "record", "seq")
+    __slots__ = ("attempts", "messages", "msg", "record")
 
-    def __init__(self, msg: Msg, seq: int, record: dict[str, Any]) -> None:
+    def __init__(self, msg: Msg, record: dict[str, Any], messages: list[bytes]) -> None:
         self.msg = msg
-        self.seq = seq
         self.record = record
+        self.messages = messages  # what the record became on the wire (parts)
         self.attempts = 0
 
 
@@ -86,122 +70,130 @@ class SinkWorker:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NATS,
         topology: Topology,
         stream: str,
         sink: Sink,
         client: SinkClient,
         metrics: SiemMetrics,
     ) -> None:
-        self._js = js
         self._topology = topology
         self._stream = stream
         self._sink = sink
         self._client = client
         self._m = metrics
         self._stopping = asyncio.Event()
-        self._held: list[Msg] = []
         self._last_warning = 0.0
-        self._psub: JetStreamContext.PullSubscription | None = None
+        # Written, waiting for the receiver's confirmation: (ticket, items).
+        self._unconfirmed: deque[tuple[int, list[_Item]]] = deque()
+        # Delivered to us while a batch was held: handled next, and kept
+        # ours meanwhile (their ack wait restarted with the held batch's).
+        self._waiting: list[Msg] = []
+        confirming = isinstance(sink, SyslogSink) and sink.transport != "udp"
+        window = sink.batch_size * 2
+        self.consumer = Consumer(
+            nc,
+            ConsumerSpec(
+                stream=stream,
+                name=consumer_name(sink.name),
+                identity=consumer_name(sink.name),
+                ack="explicit",
+                ack_wait_s=ACK_WAIT_S,
+                # A syslog stream keeps about confirm_after_s of traffic
+                # unacknowledged: room for it, or delivery would stall.
+                max_ack_pending=max(window, 20_000) if confirming else window,
+                window=window,
+                description=f"SIEM sink {sink.name}",
+            ),
+            topology,
+        )
 
     @property
     def name(self) -> str:
         return self._sink.name
 
-    async def subscribe(self) -> JetStreamContext.PullSubscription:
-        durable = consumer_name(self._sink.name)
-        try:
-            await self._js.consumer_info(self._stream, durable)
-        except NotFoundError:
-            await self._js.add_consumer(
-                self._stream,
-                ConsumerConfig(
-                    durable_name=durable,
-                    description=f"SIEM sink {self._sink.name}",
-                    ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=ACK_WAIT_S,
-                    max_ack_pending=self._sink.batch_size * 2,
-                    deliver_policy=DeliverPolicy.ALL if self._sink.deliver == "all" else DeliverPolicy.NEW,
-                ),
-            )
-        return await self._js.pull_subscribe_bind(durable, self._stream)
+    async def open(self) -> None:
+        """Bind the sink's durable consumer (created at ``deliver`` the first
+        time; after that it keeps the sink's place)."""
+        await self.consumer.open("all" if self._sink.deliver == "all" else "new")
 
     async def run(self) -> None:
-        psub = self._psub  # bound by start(), or bound here
         backoff = 0.2
-        while psub is None and not self._stopping.is_set():
+        while not self._stopping.is_set():
             try:
-                psub = await self.subscribe()
-            except (nats.errors.Error, OSError) as exc:
-                log.warning("siem %s: cannot bind its consumer yet: %s", self.name, type(exc).__name__)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-        self._psub = psub
-        while psub is not None and not self._stopping.is_set():
-            try:
-                msgs = await psub.fetch(self._sink.batch_size, timeout=1.0)
-            # nats-py raises plain asyncio.TimeoutError from some fetch paths.
-            except TimeoutError:
-                await self._update_lag()
-                continue
-            except (nats.errors.Error, OSError) as exc:
-                log.warning("siem %s: fetch failed: %s", self.name, type(exc).__name__)
-                await self._sleep(0.5)
-                continue
-            if not msgs:  # a fetch can end early and empty (a server-side 408/409)
-                await self._update_lag()
-                continue
-            await self._handle(msgs)
-            # Pending after the last message of the batch: the lag now.
-            self._m.lag.labels(self.name).set(msgs[-1].metadata.num_pending)
-
-    def bound(self, psub: JetStreamContext.PullSubscription) -> None:
-        self._psub = psub
+                if self._waiting:
+                    msgs, self._waiting = self._waiting, []
+                else:
+                    # Short waits while batches wait for confirmation.
+                    msgs = await self.consumer.take(0.2 if self._unconfirmed else 1.0)
+                msgs = await self.consumer.pass_others(msgs)
+                if msgs:
+                    await self._handle(msgs)
+                    self._m.lag.labels(self.name, self._stream).set(msgs[-1].pending)
+                else:
+                    await self._update_lag()
+                await self._settle()
+                backoff = 0.2
+            except (ConsumerGone, ConnectionError, nats.errors.Error, OSError) as exc:
+                log.warning("siem %s: %s; reading again", self.name, exc)
+                await self.consumer.close()
+                while not self._stopping.is_set():
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    try:
+                        await self.open()
+                        break
+                    except (nats.errors.Error, OSError, TimeoutError) as err:
+                        log.warning(
+                            "siem %s: cannot bind its consumer yet: %s", self.name, type(err).__name__
+                        )
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def unsubscribe(self) -> None:
-        # The durable consumer stays (it holds the sink's position); only
-        # this process's subscription to it goes.
-        if self._psub is not None:
-            with contextlib.suppress(nats.errors.Error, ValueError):
-                await self._psub.unsubscribe()
-            self._psub = None
-
     async def release(self) -> None:
-        """Give held messages back at once (a stop), so the next run, not
-        the ack wait, decides when they are resent."""
-        for m in self._held:
-            with contextlib.suppress(nats.errors.Error):
-                await m.nak()
-        self._held = []
+        """Give unconfirmed and waiting messages back at once (a stop), so
+        the next run, not the ack wait, resends them."""
+        for _, items in self._unconfirmed:
+            await self.consumer.nak([i.msg for i in items])
+        self._unconfirmed.clear()
+        await self.consumer.nak(self._waiting)
+        self._waiting = []
+        await self.consumer.close()
 
     async def _handle(self, msgs: list[Msg]) -> None:
         items: list[_Item] = []
         for m in msgs:
-            meta = m.metadata
-            if meta.num_delivered > 1:
+            if m.delivered > 1:
                 self._m.redelivered.labels(self.name).inc()
             try:
                 record = to_record(
-                    m.data,
-                    stream=self._stream,
-                    seq=meta.sequence.stream,
-                    include_bodies=self._sink.include_bodies,
+                    m.data, stream=self._stream, seq=m.seq, include_bodies=self._sink.include_bodies
                 )
             except Undecodable as exc:
-                await self._dead_letter(m, meta.sequence.stream, f"undecodable: {exc}", 1)
+                await self._dead_letter(m, poison.UNDECODABLE, f"undecodable: {exc}", 1)
                 continue
             if not matches(self._sink.filter, record):
                 self._m.filtered.labels(self.name).inc()
-                await self._ack(m)
+                await self.consumer.ack([m])
                 continue
-            items.append(_Item(m, meta.sequence.stream, record))
-        self._held = [i.msg for i in items]
+            items.append(_Item(m, record, self._client.prepare(record)))
         await self._deliver(items)
-        if not self._stopping.is_set():
-            self._held = []
+
+    async def _send(self, items: list[_Item]) -> SendResult:
+        """Send the items' messages; a result in terms of items (an item is
+        delivered when all its messages are, rejected if any is)."""
+        messages: list[bytes] = []
+        owner: list[int] = []
+        for n, item in enumerate(items):
+            messages.extend(item.messages)
+            owner.extend([n] * len(item.messages))
+        result = await self._client.send(messages)
+        rejected: dict[int, str] = {}
+        for k, reason in result.rejected.items():
+            rejected.setdefault(owner[k], reason)
+        retry = {owner[k] for k in result.retry} - set(rejected)
+        return SendResult(rejected=rejected, retry=frozenset(retry), ticket=result.ticket)
 
     async def _deliver(self, todo: list[_Item]) -> None:
         sink = self._sink
@@ -212,20 +204,24 @@ class SinkWorker:
                 if one_by_one:
                     result = await self._send_singly(todo)
                 else:
-                    result = await self._client.send([i.record for i in todo])
+                    result = await self._send(todo)
             except SinkUnavailable as exc:
                 self._m.failures.labels(self.name, "outage").inc()
                 self._warn(
                     f"sink unavailable ({exc}); holding {len(todo)} records, retrying in {backoff:.1f}s"
                 )
                 self._m.retries.labels(self.name).inc()
+                # Batches written before on the connection that just failed
+                # may be lost with it: they go again, first.
+                todo = self._take_unconfirmed() + todo
                 await self._hold(todo, backoff)
                 backoff = min(backoff * 2, sink.backoff_max_s)
                 continue
             delivered = [i for n, i in enumerate(todo) if n not in result.rejected and n not in result.retry]
-            for i in delivered:
-                await self._ack(i.msg)
-            self._m.forwarded.labels(self.name).inc(len(delivered))
+            if result.ticket:
+                self._unconfirmed.append((result.ticket, delivered))
+            else:
+                await self._delivered(delivered)
             if result.rejected and len(result.rejected) == len(todo) > 1 and not one_by_one:
                 # The sink refused the batch as a whole: find the record it
                 # objects to by sending them one at a time.
@@ -237,7 +233,7 @@ class SinkWorker:
                     i.attempts += 1
                     self._m.failures.labels(self.name, "rejected").inc()
                     if i.attempts >= sink.max_attempts:
-                        await self._dead_letter(i.msg, i.seq, result.rejected[n], i.attempts)
+                        await self._dead_letter(i.msg, poison.REJECTED, result.rejected[n], i.attempts)
                     else:
                         remaining.append(i)
                 elif n in result.retry:
@@ -248,41 +244,59 @@ class SinkWorker:
                 await self._hold(todo, backoff)
                 backoff = min(backoff * 2, sink.backoff_max_s)
 
+    async def _delivered(self, items: list[_Item]) -> None:
+        await self.consumer.ack([i.msg for i in items])
+        self._m.forwarded.labels(self.name).inc(len(items))
+        parts = sum(len(i.messages) for i in items) - len(items)
+        if parts:
+            self._m.split.labels(self.name).inc(parts)
+
+    async def _settle(self) -> None:
+        """Acknowledge what the receiver has confirmed; send again what a
+        connection that died had not."""
+        if not self._unconfirmed:
+            return
+        try:
+            ticket = await self._client.confirmed()
+        except SinkUnavailable as exc:
+            self._m.failures.labels(self.name, "outage").inc()
+            self._warn(f"{exc}; sending them again")
+            await self._deliver(self._take_unconfirmed())
+            return
+        while self._unconfirmed and self._unconfirmed[0][0] <= ticket:
+            await self._delivered(self._unconfirmed.popleft()[1])
+
+    def _take_unconfirmed(self) -> list[_Item]:
+        items = [i for _, batch in self._unconfirmed for i in batch]
+        self._unconfirmed.clear()
+        if items:
+            self._m.resent.labels(self.name).inc(len(items))
+        return items
+
     async def _send_singly(self, todo: list[_Item]) -> SendResult:
         rejected: dict[int, str] = {}
         retry: set[int] = set()
+        ticket = 0
         for n, i in enumerate(todo):
-            r = await self._client.send([i.record])
+            r = await self._send([i])
+            ticket = max(ticket, r.ticket)
             if r.rejected:
                 rejected[n] = next(iter(r.rejected.values()))
             elif r.retry:
                 retry.add(n)
-        return SendResult(rejected=rejected, retry=frozenset(retry))
+        return SendResult(rejected=rejected, retry=frozenset(retry), ticket=ticket)
 
-    async def _dead_letter(self, msg: Msg, seq: int, reason: str, attempts: int) -> None:
-        headers = {
-            # Dedupe in the DLQ stream if a crash makes us do this twice.
-            "Nats-Msg-Id": f"{self.name}:{self._stream}:{seq}",
-            "Nexus-Sink": self.name,
-            "Nexus-Stream": self._stream,
-            "Nexus-Stream-Seq": str(seq),
-            "Nexus-Attempts": str(attempts),
-            "Nexus-Reason": reason[:200],
-        }
+    async def _dead_letter(self, msg: Msg, code: str, reason: str, attempts: int) -> None:
         while not self._stopping.is_set():
             try:
-                await self._js.publish(dlq_subject(self._topology, self.name), msg.data, headers=headers)
+                await self.consumer.dead_letter(msg, code, f"{reason} (after {attempts} attempt(s))")
                 break
-            except (nats.errors.Error, OSError) as exc:
-                self._warn(f"dead-letter publish failed ({type(exc).__name__}); retrying")
+            except ConnectionError as exc:
+                self._warn(f"dead-letter publish failed ({exc}); retrying")
                 await self._sleep(1.0)
         else:
             return
-        log.warning(
-            "siem %s: stream seq %d dead-lettered after %d attempts: %s", self.name, seq, attempts, reason
-        )
         self._m.dead_lettered.labels(self.name).inc()
-        await self._ack(msg)
 
     async def _hold(self, items: list[_Item], seconds: float) -> None:
         """Wait ``seconds`` keeping the held messages ours: JetStream would
@@ -294,26 +308,23 @@ class SinkWorker:
             if left <= 0:
                 return
             await self._sleep(min(left, ACK_WAIT_S / 3))
-            for i in items:
-                with contextlib.suppress(nats.errors.Error):
-                    await i.msg.in_progress()
+            # What the reader received meanwhile is ours too: keep it from
+            # being redelivered (and so sent twice) while we wait.
+            with contextlib.suppress(ConsumerGone, ConnectionError, nats.errors.Error):
+                self._waiting += await self.consumer.take(0)
+            await self.consumer.progress([i.msg for i in items] + self._waiting)
             await self._update_lag()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _ack(self, msg: Msg) -> None:
-        # A lost ack means one redelivery: a duplicate the receiver dedupes.
-        with contextlib.suppress(nats.errors.Error):
-            await msg.ack()
-
     async def _update_lag(self) -> None:
-        if self._psub is None:
-            return
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            info = await self._psub.consumer_info()
-            self._m.lag.labels(self.name).set((info.num_pending or 0) + (info.num_ack_pending or 0))
+        with contextlib.suppress(nats.errors.Error, TimeoutError, ConnectionError):
+            info = await self.consumer.info()
+            self._m.lag.labels(self.name, self._stream).set(
+                (info.num_pending or 0) + (info.num_ack_pending or 0)
+            )
 
     def _warn(self, text: str) -> None:
         now = asyncio.get_running_loop().time()
@@ -327,7 +338,7 @@ class SiemForwarder:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NATS,
         topology: Topology,
         config: SiemConfig,
         *,
@@ -335,7 +346,7 @@ class SiemForwarder:
         streams: Sequence[str] | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self._js = js
+        self._nc = nc
         self._topology = topology
         self._config = config
         self._env = os.environ if env is None else env
@@ -355,31 +366,33 @@ class SiemForwarder:
         sinks = [s for s in self._config.sinks if s.enabled]
         # One client per worker: a syslog connection is not shared between
         # two concurrent writers.
-        plan = [(s, stream, client_for(s, self._env)) for s in sinks for stream in self._streams]
-        await ensure_dlq_stream(self._js, self._topology)
+        plan = [
+            (s, stream, client_for(s, self._env, udp_refused=self._metrics.udp_refused.labels(s.name)))
+            for s in sinks
+            for stream in self._streams
+        ]
         for sink, stream, client in plan:
             self._clients.append(client)
-            worker = SinkWorker(self._js, self._topology, stream, sink, client, self._metrics)
+            worker = SinkWorker(self._nc, self._topology, stream, sink, client, self._metrics)
             # Bind now, so events published after start() are seen even by a
             # sink that starts at "new".
-            worker.bound(await worker.subscribe())
+            await worker.open()
             self._workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(), name=f"siem:{sink.name}:{stream}"))
 
     async def stop(self) -> None:
         for w in self._workers:
             w.stop()
-        # Workers notice the stop within a fetch timeout; cancel stragglers.
+        # Workers notice the stop within a read timeout; cancel stragglers.
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=3.0)
             for t in pending:
                 t.cancel()
             for t in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                with contextlib.suppress(asyncio.CancelledError):
                     await t
         for w in self._workers:
             await w.release()
-            await w.unsubscribe()
         for c in self._clients:
             await c.close()
         self._tasks.clear()

@@ -32,9 +32,39 @@ class SiemMetrics:
             ["sink"],
             registry=registry,
         )
-        self.lag = Gauge(
-            "nexus_siem_lag", "Messages not yet forwarded (pending + in flight)", ["sink"], registry=registry
+        self.resent = Counter(
+            "nexus_siem_resent",
+            "Records sent again because the connection they were written to closed before they were "
+            "confirmed (syslog over TCP/TLS: a receiver restart)",
+            ["sink"],
+            registry=registry,
         )
+        self.split = Counter(
+            "nexus_siem_split_messages",
+            "Extra messages sent because a record was over the sink's maximum message size",
+            ["sink"],
+            registry=registry,
+        )
+        self.udp_refused = Counter(
+            "nexus_siem_udp_refused",
+            "Datagrams the UDP socket reported refused (ICMP port unreachable: nobody listens); "
+            "UDP is best effort, they are not resent",
+            ["sink"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "nexus_siem_lag",
+            "Messages of a stream not yet forwarded to a sink (pending + in flight)",
+            ["sink", "stream"],
+            registry=registry,
+        )
+        # A sink reads every event stream (one worker each): its lag is the
+        # sum, or an idle stream's worker would hide a busy one's backlog.
+        self._lags: dict[tuple[str, str], float] = {}
+
+    def set_lag(self, sink: str, stream: str, value: float) -> None:
+        self._lags[(sink, stream)] = value
+        self.lag.labels(sink).set(sum(v for (s, _), v in self._lags.items() if s == sink))
 
 
 _by_registry: dict[int, SiemMetrics] = {}

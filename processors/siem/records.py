@@ -97,7 +97,7 @@ def to_record(raw: bytes, *, stream: str, seq: int, include_bodies: bool) -> dic
     event: Any
     try:
         typed = codec.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         typed = None
     if typed is not None and not isinstance(typed, codec.UnknownEvent):
         event = _full(typed)
@@ -108,6 +108,10 @@ def to_record(raw: bytes, *, stream: str, seq: int, include_bodies: bool) -> dic
             event = _any.decode(raw)
         except msgspec.DecodeError:
             raise Undecodable("not JSON") from None
+        except UnicodeDecodeError:
+            raise Undecodable("not UTF-8") from None
+        except RecursionError:
+            raise Undecodable("nested too deeply") from None
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not event.get("type"):
         raise Undecodable("not an event (no id or type)")
     record: dict[str, Any] = _clean(event, include_bodies)

@@ -1,9 +1,24 @@
-"""Sink clients: deliver a batch of records and say what happened.
+"""Sink clients: deliver a batch of messages and say what happened.
 
-A client either raises ``SinkUnavailable`` (the sink is down, overloaded or
-misconfigured: retry the whole batch later, never dead-letter) or returns a
-``SendResult`` naming records the sink *rejected* (retried a few times, then
-dead-lettered) and records to simply send again.
+``prepare`` turns a record into the wire messages it becomes, each within
+the sink's maximum message size (``processors.siem.split``).  ``send``
+delivers a batch of them and either raises ``SinkUnavailable`` (the sink is
+down, overloaded or misconfigured: retry the whole batch later, never
+dead-letter) or returns a ``SendResult`` naming messages the sink *rejected*
+(retried a few times, then dead-lettered) and messages to simply send again.
+
+Delivered means acknowledged by the receiver, per transport:
+
+* HTTP (HEC, Elastic, webhook): the response, per request;
+* syslog over TCP and TLS: the protocol has no acknowledgement, and the
+  kernel takes the bytes whether or not the receiver lives to read them.
+  ``send`` returns a ticket; ``confirmed`` says which tickets the
+  receiver's TCP acknowledged at least ``confirm_after_s`` ago on a
+  connection still open (a receiver that restarts closes it: every
+  unconfirmed batch is then sent again);
+* syslog over UDP: best effort.  Delivered when handed to the socket; a
+  refusal the socket reports (ICMP port unreachable: nobody listens) is
+  counted (``nexus_siem_udp_refused_total``), the datagram is not resent.
 """
 
 from __future__ import annotations
@@ -17,6 +32,7 @@ import logging
 import os
 import socket
 import ssl
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -27,7 +43,8 @@ from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from processors.siem import formats
-from streams.config import ConfigError
+from processors.siem.split import fit
+from streams.config_base import ConfigError
 from streams.config_siem import ElasticSink, Sink, SplunkHecSink, SyslogSink, WebhookSink
 
 Record = dict[str, Any]
@@ -40,13 +57,45 @@ class SinkUnavailable(Exception):
 
 class SendResult(msgspec.Struct, frozen=True):
     rejected: dict[int, str] = {}  # index in the batch -> reason
-    retry: frozenset[int] = frozenset()  # not delivered, not the record's fault
+    retry: frozenset[int] = frozenset()  # not delivered, not the message's fault
+    # 0: delivered now.  Otherwise delivered once ``confirmed()`` reaches it.
+    ticket: int = 0
 
 
 class SinkClient(Protocol):
-    async def send(self, records: Sequence[Record]) -> SendResult: ...
+    def prepare(self, record: Record) -> list[bytes]:
+        """The wire messages ``record`` becomes, each within the sink's limit."""
+
+    async def send(self, messages: Sequence[bytes]) -> SendResult: ...
+
+    async def confirmed(self) -> int:
+        """The highest ticket delivered for sure; raises ``SinkUnavailable``
+        when the connection carrying unconfirmed tickets died (send them
+        again)."""
 
     async def close(self) -> None: ...
+
+
+# The kinds' default maximum message sizes (SyslogSink.max_message_bytes).
+DEFAULT_MAX = {"tcp": 8192, "tls": 8192, "udp": 2048, "splunk_hec": 10_000, "http": 1024 * 1024}
+_ALL_CONFIRMED = 2**62
+
+
+def _unacked_bytes(sock: socket.socket | None) -> int:
+    """Bytes in the socket's send queue the peer has not acknowledged yet
+    (SIOCOUTQ); -1 when unknown."""
+    if sock is None:
+        return -1
+    import array
+    import fcntl
+    import termios
+
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf, True)
+    except OSError:
+        return -1
+    return buf[0]
 
 
 # --- the SSRF guard at connect time -------------------------------------------
@@ -82,27 +131,31 @@ class _GuardedResolver(ThreadedResolver):
 
 
 class SyslogClient:
-    """RFC 5424 over TCP / TLS (octet-counted) or UDP (one per datagram).
+    """RFC 5424 over TCP / TLS (octet-counted) or UDP (one per datagram)."""
 
-    Syslog over TCP has no application acknowledgement: a write succeeds
-    once the kernel has the bytes.  To keep at-least-once honest, a reader
-    watches the connection and a batch is never written to a connection the
-    peer has closed; a closed or failing connection makes the batch retry
-    on a fresh one (RELP would close the remaining window; it is not in the
-    sink list)."""
-
-    def __init__(self, sink: SyslogSink) -> None:
+    def __init__(self, sink: SyslogSink, udp_refused: Any = None) -> None:
         self._sink = sink
         self._hostname = sink.hostname or socket.gethostname()
         self._procid = str(os.getpid())
+        self._limit = sink.max_message_bytes or DEFAULT_MAX[sink.transport]
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._watch: asyncio.Task[None] | None = None
         self._peer_closed = False
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_refused = udp_refused  # a Prometheus counter child, or None
         self._ssl = _client_ssl(sink) if sink.transport == "tls" else None
+        # Confirmation (TCP, TLS): tickets issued, bytes written on this
+        # connection, the tickets not yet confirmed (ticket, bytes written
+        # through it, when), and samples (time, bytes written) of the
+        # moments the receiver's TCP had acknowledged everything written.
+        self._ticket = 0
+        self._confirmed = 0
+        self._written = 0
+        self._unconfirmed: deque[tuple[int, int, float]] = deque()
+        self._all_acked: deque[tuple[float, int]] = deque()
 
-    def _frame(self, record: Record) -> bytes:
+    def _render(self, record: Record) -> bytes:
         msg = formats.cef(record) if self._sink.format == "cef" else formats.json_msg(record)
         return formats.syslog_message(
             record,
@@ -113,25 +166,82 @@ class SyslogClient:
             procid=self._procid,
         )
 
-    async def send(self, records: Sequence[Record]) -> SendResult:
-        messages = [self._frame(r) for r in records]
+    def prepare(self, record: Record) -> list[bytes]:
+        return fit(record, self._render, self._limit)
+
+    async def send(self, messages: Sequence[bytes]) -> SendResult:
         if self._sink.transport == "udp":
             return await self._send_udp(messages)
         await self._ensure_stream()
         assert self._writer is not None
+        self._sample()  # before this write: did the receiver's TCP take everything so far?
+        data = b"".join(formats.octet_counted(m) for m in messages)
         try:
-            self._writer.write(b"".join(formats.octet_counted(m) for m in messages))
+            self._writer.write(data)
             async with asyncio.timeout(self._sink.timeout_s):
                 await self._writer.drain()
         except (OSError, TimeoutError, ConnectionError) as exc:
             await self._drop()
             raise SinkUnavailable(f"write failed: {type(exc).__name__}") from None
-        # Yield once so a reset that arrived with the write is seen now.
-        await asyncio.sleep(0)
         if self._peer_closed:
             await self._drop()
             raise SinkUnavailable("peer closed the connection during the write")
-        return SendResult()
+        self._written += len(data)
+        self._ticket += 1
+        self._unconfirmed.append((self._ticket, self._written, asyncio.get_running_loop().time()))
+        return SendResult(ticket=self._ticket)
+
+    async def confirmed(self) -> int:
+        if not self._unconfirmed:
+            return self._ticket
+        if self._peer_closed or self._writer is None or self._writer.is_closing():
+            lost = len(self._unconfirmed)
+            await self._drop()
+            raise SinkUnavailable(f"the connection closed with {lost} batch(es) unconfirmed")
+        now = self._sample()
+        hold = self._sink.confirm_after_s
+        covered = self._all_acked[-1][1] if self._all_acked else 0
+        waiting = next((t for _, end, t in self._unconfirmed if end > covered), None)
+        if waiting is not None and now - waiting >= hold / 2:
+            # Writing without pause (a busy sink, delayed TCP acks) leaves no
+            # moment when everything is acknowledged: make one, waiting for
+            # the send queue to drain (at most 100 ms) before writing more.
+            for _ in range(50):
+                await asyncio.sleep(0.002)
+                if self._writer is None or self._peer_closed:
+                    break
+                now = self._sample()
+                if self._all_acked and self._all_acked[-1][1] == self._written:
+                    break
+        # The newest moment everything written had been acknowledged at
+        # least confirm_after_s ago: what was
+        # written by then is confirmed if the connection is still open now.
+        through = -1
+        while self._all_acked and self._all_acked[0][0] <= now - hold:
+            through = self._all_acked.popleft()[1]
+        if through >= 0:
+            self._all_acked.appendleft((now - hold, through))  # still true later on
+            while self._unconfirmed and self._unconfirmed[0][1] <= through:
+                self._confirmed = self._unconfirmed.popleft()[0]
+        return self._confirmed
+
+    def _sample(self) -> float:
+        """If everything written so far has left this process and was
+        acknowledged by the receiver's TCP, note the moment; returns now."""
+        now = asyncio.get_running_loop().time()
+        writer = self._writer
+        if (
+            writer is not None
+            and self._written
+            and (not self._all_acked or self._all_acked[-1][1] != self._written)
+        ):
+            transport = writer.transport
+            if (
+                transport.get_write_buffer_size() == 0
+                and _unacked_bytes(transport.get_extra_info("socket")) == 0
+            ):
+                self._all_acked.append((now, self._written))
+        return now
 
     async def _ensure_stream(self) -> None:
         if self._writer is not None and not self._peer_closed and not self._writer.is_closing():
@@ -150,6 +260,8 @@ class SyslogClient:
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise SinkUnavailable(f"cannot connect to {s.host}:{s.port}: {type(exc).__name__}") from None
         self._peer_closed = False
+        self._written = 0
+        self._all_acked.clear()
         self._watch = asyncio.create_task(self._watch_peer(self._reader))
 
     async def _resolve(self, kind: socket.SocketKind) -> str:
@@ -179,22 +291,19 @@ class SyslogClient:
         if self._udp is None or self._udp.is_closing():
             loop = asyncio.get_running_loop()
             address = await self._resolve(socket.SOCK_DGRAM)
+            refused = self._udp_refused
             try:
                 self._udp, _ = await loop.create_datagram_endpoint(
-                    asyncio.DatagramProtocol, remote_addr=(address, self._sink.port)
+                    lambda: _UdpProtocol(refused), remote_addr=(address, self._sink.port)
                 )
             except OSError as exc:
                 raise SinkUnavailable(f"udp: {type(exc).__name__}") from None
-        rejected: dict[int, str] = {}
-        for i, m in enumerate(messages):
-            if len(m) > 65_000:
-                rejected[i] = f"message of {len(m)} bytes does not fit a UDP datagram"
-                continue
+        for m in messages:
             try:
                 self._udp.sendto(m)
             except OSError as exc:
                 raise SinkUnavailable(f"udp: {type(exc).__name__}") from None
-        return SendResult(rejected=rejected)
+        return SendResult()
 
     async def _drop(self) -> None:
         if self._watch is not None:
@@ -205,11 +314,25 @@ class SyslogClient:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer.wait_closed(), 1.0)
             self._writer = None
+        self._unconfirmed.clear()
 
     async def close(self) -> None:
         await self._drop()
         if self._udp is not None:
             self._udp.close()
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    """UDP is best effort: what the socket reports refused (an ICMP port
+    unreachable for an earlier datagram: nobody listens) is counted."""
+
+    def __init__(self, refused: Any) -> None:
+        self._refused = refused
+
+    def error_received(self, exc: Exception) -> None:
+        if self._refused is not None:
+            self._refused.inc()
+        log.debug("siem udp: %s", type(exc).__name__)
 
 
 def _client_ssl(sink: SyslogSink) -> ssl.SSLContext:
@@ -227,13 +350,23 @@ _OUTAGE = frozenset({401, 403, 404, 408, 425, 429})
 
 
 class _HttpClient:
-    def __init__(self, sink: SplunkHecSink | ElasticSink | WebhookSink, url: str) -> None:
+    def __init__(self, sink: SplunkHecSink | ElasticSink | WebhookSink, url: str, limit: int) -> None:
         self._sink = sink
         self._url = url
+        self._limit = sink.max_message_bytes or limit
         self._session: aiohttp.ClientSession | None = None
 
     def _headers(self, body: bytes) -> dict[str, str]:
         raise NotImplementedError
+
+    def _render(self, record: Record) -> bytes:
+        raise NotImplementedError
+
+    def prepare(self, record: Record) -> list[bytes]:
+        return fit(record, self._render, self._limit)
+
+    async def confirmed(self) -> int:
+        return _ALL_CONFIRMED  # a 2xx is the receiver's acknowledgement
 
     async def _post(self, body: bytes) -> tuple[int, bytes]:
         if self._session is None:
@@ -272,34 +405,35 @@ class HecClient(_HttpClient):
         parts = urlsplit(sink.url)
         if parts.path in ("", "/"):
             parts = parts._replace(path="/services/collector/event")
-        super().__init__(sink, urlunsplit(parts))
+        super().__init__(sink, urlunsplit(parts), DEFAULT_MAX["splunk_hec"])
         self._hec = sink
         self._auth = f"Splunk {token}"
 
     def _headers(self, body: bytes) -> dict[str, str]:
         return {"Authorization": self._auth, "Content-Type": "application/json"}
 
-    async def send(self, records: Sequence[Record]) -> SendResult:
+    def _render(self, record: Record) -> bytes:
         s = self._hec
-        status, payload = await self._post(
-            formats.hec_batch(records, source=s.source, sourcetype=s.sourcetype, index=s.index)
-        )
+        return formats.hec_event(record, source=s.source, sourcetype=s.sourcetype, index=s.index)
+
+    async def send(self, messages: Sequence[bytes]) -> SendResult:
+        status, payload = await self._post(b"".join(messages))
         if status == 400:
             # HEC indexes the events before the invalid one and names it.
             with contextlib.suppress(msgspec.DecodeError, TypeError, ValueError):
                 bad = int(msgspec.json.decode(payload).get("invalid-event-number"))
-                if 0 <= bad < len(records):
+                if 0 <= bad < len(messages):
                     return SendResult(
-                        rejected={bad: "HEC: invalid event"}, retry=frozenset(range(bad + 1, len(records)))
+                        rejected={bad: "HEC: invalid event"}, retry=frozenset(range(bad + 1, len(messages)))
                     )
-        return self._classify(status, len(records))
+        return self._classify(status, len(messages))
 
 
 class ElasticClient(_HttpClient):
     def __init__(self, sink: ElasticSink, api_key: str | None) -> None:
         parts = urlsplit(sink.url)
         parts = parts._replace(path=parts.path.rstrip("/") + "/_bulk")
-        super().__init__(sink, urlunsplit(parts))
+        super().__init__(sink, urlunsplit(parts), DEFAULT_MAX["http"])
         self._index = sink.index
         self._api_key = api_key
 
@@ -309,9 +443,12 @@ class ElasticClient(_HttpClient):
             h["Authorization"] = f"ApiKey {self._api_key}"
         return h
 
-    async def send(self, records: Sequence[Record]) -> SendResult:
-        status, payload = await self._post(formats.elastic_bulk(records, index=self._index))
-        result = self._classify(status, len(records))
+    def _render(self, record: Record) -> bytes:
+        return formats.elastic_action(record, index=self._index)
+
+    async def send(self, messages: Sequence[bytes]) -> SendResult:
+        status, payload = await self._post(b"".join(messages))
+        result = self._classify(status, len(messages))
         if result.rejected:
             return result
         try:
@@ -320,7 +457,7 @@ class ElasticClient(_HttpClient):
             return SendResult()
         rejected: dict[int, str] = {}
         retry: set[int] = set()
-        for i, item in enumerate(items[: len(records)]):
+        for i, item in enumerate(items[: len(messages)]):
             op: Any = next(iter(item.values()), {}) if isinstance(item, dict) else {}
             code = int(op.get("status", 0)) if isinstance(op, dict) else 0
             if 200 <= code < 300 or code == 409:  # 409: this id is already indexed
@@ -336,7 +473,7 @@ class ElasticClient(_HttpClient):
 
 class WebhookClient(_HttpClient):
     def __init__(self, sink: WebhookSink, token: str | None, signing_secret: str | None) -> None:
-        super().__init__(sink, sink.url)
+        super().__init__(sink, sink.url, DEFAULT_MAX["http"])
         self._static = dict(sink.headers)
         self._token = token
         self._signing = signing_secret.encode() if signing_secret else None
@@ -349,9 +486,12 @@ class WebhookClient(_HttpClient):
             h["X-Nexus-Signature"] = "sha256=" + hmac.new(self._signing, body, hashlib.sha256).hexdigest()
         return h
 
-    async def send(self, records: Sequence[Record]) -> SendResult:
-        status, _ = await self._post(formats.webhook_body(records))
-        return self._classify(status, len(records))
+    def _render(self, record: Record) -> bytes:
+        return formats.webhook_event(record)
+
+    async def send(self, messages: Sequence[bytes]) -> SendResult:
+        status, _ = await self._post(formats.webhook_body(messages))
+        return self._classify(status, len(messages))
 
 
 # --- factory ------------------------------------------------------------------
@@ -366,10 +506,10 @@ def _env(env: Mapping[str, str], var: str | None, sink: str, field: str, require
     return value or None
 
 
-def client_for(sink: Sink, env: Mapping[str, str]) -> SinkClient:
+def client_for(sink: Sink, env: Mapping[str, str], *, udp_refused: Any = None) -> SinkClient:
     """Build the client for one sink, reading its credentials from ``env``."""
     if isinstance(sink, SyslogSink):
-        return SyslogClient(sink)
+        return SyslogClient(sink, udp_refused)
     if isinstance(sink, SplunkHecSink):
         token = _env(env, sink.token_env, sink.name, "token_env", True)
         assert token is not None

@@ -7,7 +7,6 @@ other process (a running projector, a notebook) has it open.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -21,6 +20,8 @@ from projections.analytics.rollups import dirty_counts, rebuild, refresh
 from projections.analytics.schema import GRAINS, SchemaVersionError, ensure_schema
 from projections.duckfile import open_duckdb
 from projections.settings import DEFAULT_DUCKDB_PATH
+from streams.config_base import ConfigError
+from streams.settings import load_settings
 
 _T = TypeVar("_T")
 
@@ -110,7 +111,12 @@ def _prepare(conn: duckdb.DuckDBPyConnection) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    path = Path(args.db or os.environ.get("NEXUS_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH).expanduser()
+    try:
+        db = load_settings({"duckdb_path": args.db}).duckdb_path
+    except ConfigError as exc:
+        print(f"nexus analytics: {exc}", file=sys.stderr)
+        return 2
+    path = Path(db or DEFAULT_DUCKDB_PATH).expanduser()
     try:
         conn = _open(path)
         try:

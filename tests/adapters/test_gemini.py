@@ -486,7 +486,7 @@ def test_thought_signature_survives_the_round_trip_through_the_tool_call_id() ->
 
 
 def test_native_request_decodes_to_canonical() -> None:
-    from adapters.gemini import ingress
+    from tests.adapters.reverse import gemini_request as ingress
 
     got = ingress.decode_request(
         fixture("gemini", "request_function_calling.json"), "gemini-2.5-flash", stream=True
@@ -540,7 +540,7 @@ def test_native_request_decodes_to_canonical() -> None:
 
 
 def test_native_request_round_trips_through_the_encoder() -> None:
-    from adapters.gemini import ingress
+    from tests.adapters.reverse import gemini_request as ingress
 
     original = req(
         Message(role="system", content="Be brief."),
@@ -583,7 +583,7 @@ def test_native_request_round_trips_through_the_encoder() -> None:
 
 
 def test_native_request_rejects_bad_bodies() -> None:
-    from adapters.gemini import ingress
+    from tests.adapters.reverse import gemini_request as ingress
 
     with pytest.raises(CodecError) as exc:
         ingress.decode_request(b'{"contents": "nope"}', "g")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.base import StreamError
 from adapters.canonical import (
     ChatChunk,
     ChatResponse,
@@ -187,12 +188,19 @@ def test_comments_unknown_fields_and_events_are_tolerated() -> None:
     assert decoder.done and decoder.error is None
 
 
-def test_error_frame_mid_stream_is_reported() -> None:
+def test_error_frame_mid_stream_is_raised_with_what_came_before() -> None:
     decoder = OpenAIStreamDecoder()
     decoder.feed(b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n')
-    decoder.feed(b'data: {"error":{"message":"overloaded","type":"server_error","code":null}}\n\n')
-    assert decoder.error is not None and decoder.error.status == 502 and not decoder.done
-    assert "overloaded" not in decoder.error.message
+    with pytest.raises(StreamError) as exc:
+        decoder.feed(
+            b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"b"}}]}\n\n'
+            b'data: {"error":{"message":"overloaded","type":"server_error","code":null}}\n\n'
+        )
+    err = exc.value.error
+    assert err.status == 502 and err.code == "upstream_error" and not decoder.done
+    assert "overloaded" not in err.message  # the provider's text is not echoed
+    # The chunk before the error frame, in the same read, is not lost.
+    assert [c.choices[0].delta.content for c in exc.value.chunks] == ["b"]
 
 
 def test_cut_off_stream_is_not_done() -> None:
@@ -202,6 +210,23 @@ def test_cut_off_stream_is_not_done() -> None:
     )
     chunks += decoder.close()
     assert len(chunks) == 1 and not decoder.done
+
+
+def test_openai_itself_must_end_its_stream_with_done() -> None:
+    # OpenAI always ends with [DONE]: without it the stream was cut off,
+    # even after a finish reason.  Compatible providers are not held to it.
+    body = (
+        b'data: {"id":"c","model":"m",'
+        b'"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}\n\n'
+    )
+    strict = CODEC.stream_decoder(target("openai"))
+    assert len(strict.feed(body)) == 1
+    with pytest.raises(StreamError) as exc:
+        strict.close()
+    assert exc.value.error.code == "upstream_error"
+    lenient = OpenAIStreamDecoder()
+    lenient.feed(body)
+    assert lenient.close() == []
 
 
 def test_sse_parser_keeps_the_raw_bytes_of_each_event() -> None:

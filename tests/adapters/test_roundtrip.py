@@ -1,6 +1,7 @@
 """Render -> decode round trips: a canonical answer rendered in a
-provider's wire format and read back by that provider's decoder is the same
-answer (unary and streamed, streams fed in awkward pieces).  What a format
+provider's wire format (Anthropic: the gateway's own encoder for its
+callers; the others: tests/adapters/reverse) and read back by that
+provider's decoder is the same answer (unary and streamed, streams fed in awkward pieces).  What a format
 cannot carry is named per provider and left out of the comparison."""
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from typing import Any
 import pytest
 
 from adapters.anthropic import AnthropicCodec
-from adapters.anthropic import ingress as anthropic_ingress
 from adapters.base import Codec
 from adapters.bedrock import BedrockCodec
-from adapters.bedrock import render as bedrock_render
 from adapters.canonical import ChatChunk, ChatResponse
 from adapters.cohere import CohereCodec
-from adapters.cohere import render as cohere_render
 from adapters.gemini import GeminiCodec
-from adapters.gemini import render as gemini_render
 from adapters.wirekit.fold import fold
+from ingress.translate import anthropic_messages as anthropic_ingress
 from tests.adapters.helpers import feed_in_pieces, plain, target
+from tests.adapters.reverse import bedrock as bedrock_render
+from tests.adapters.reverse import cohere as cohere_render
+from tests.adapters.reverse import gemini as gemini_render
 from tests.adapters.roundtrip_cases import RESPONSES, STREAMS
 
 

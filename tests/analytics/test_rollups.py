@@ -15,7 +15,7 @@ import pytest
 from projections.analytics.schema import GRAINS
 from projections.analytics.store import AnalyticsDuckDBStore
 from projections.projector import Projector
-from projections.replay import replay_stores
+from projections.rebuild import replay_stores
 from streams.events import Event, RequestCompleted, RequestReceived, Tenant, UsageRecorded, uuid7
 from streams.jetstream import connect
 from streams.topology import Topology

@@ -20,12 +20,13 @@ import asyncpg
 import msgspec
 import nats
 import pytest
+from nats.aio.client import Client as NATS
 from prometheus_client import CollectorRegistry
 
-from processors.audit import AuditProcessor, retention, start_audit, store, verify
+from processors.audit import AuditProcessor, start_audit, store, verify
 from processors.audit import cli as audit_cli
 from processors.audit.chain import GENESIS, build_record, chain_hash, verify_run
-from streams import codec
+from streams import codec, deadletter, retention
 from streams.config_siem import AuditConfig
 from streams.events import Body, Node, RequestCompleted, RequestFailed, RequestReceived, Tenant, UsageRecorded
 from streams.jetstream import ensure_streams
@@ -105,24 +106,29 @@ async def _cli(*args: str, subprocess: bool = False) -> tuple[int, str]:
 
 
 @pytest.fixture
-async def js(nats_url: str, topology: Topology) -> AsyncIterator[nats.js.JetStreamContext]:
-    nc = await nats.connect(nats_url)
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def js(nc: NATS, topology: Topology) -> AsyncIterator[nats.js.JetStreamContext]:
     jsc = nc.jetstream()
     await ensure_streams(jsc, topology)
     yield jsc
-    for spec in topology.streams():
+    for name in [spec.name for spec in topology.streams()] + [deadletter.stream_name(topology)]:
         with contextlib.suppress(nats.js.errors.NotFoundError):
-            await jsc.delete_stream(spec.name)
-    await nc.close()
+            await jsc.delete_stream(name)
 
 
 async def _recorded(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp: Path, n: int
+    nc: NATS, pg_dsn: str, topology: Topology, nats_url: str, tmp: Path, n: int
 ) -> CollectorRegistry:
     """Publish ``n`` events and run the processor until all are recorded."""
     await _publish(nats_url, topology, tmp, _events(n))
     registry = CollectorRegistry()
-    proc = AuditProcessor(js, pg_dsn, topology, registry=registry)
+    proc = AuditProcessor(nc, pg_dsn, topology, registry=registry)
     await proc.start()
     try:
         async with asyncio.timeout(15):
@@ -150,9 +156,9 @@ def test_chain_pure_rules() -> None:
 
 
 async def test_clean_log_verifies_and_cli_passes(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
-    registry = await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 40)
+    registry = await _recorded(nc, pg_dsn, topology, nats_url, tmp_path, 40)
     labels = {"stream": topology.traffic_stream}
     assert registry.get_sample_value("nexus_audit_records_total", labels) == 40
     conn = await asyncpg.connect(pg_dsn)
@@ -180,9 +186,9 @@ async def test_clean_log_verifies_and_cli_passes(
 
 
 async def test_altered_row_is_named(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
-    await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 30)
+    await _recorded(nc, pg_dsn, topology, nats_url, tmp_path, 30)
     conn = await asyncpg.connect(pg_dsn)
     try:
         event_id = await conn.fetchval("SELECT event_id FROM audit_log WHERE n = 17")
@@ -202,9 +208,9 @@ async def test_altered_row_is_named(
 
 
 async def test_altered_column_and_rehashed_row_are_detected(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
-    await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 12)
+    await _recorded(nc, pg_dsn, topology, nats_url, tmp_path, 12)
     conn = await asyncpg.connect(pg_dsn)
     try:
         await conn.execute("UPDATE audit_log SET org_id = 'someone-else' WHERE n = 4")
@@ -230,9 +236,9 @@ async def test_altered_column_and_rehashed_row_are_detected(
 
 
 async def test_deleted_rows_are_detected(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
-    await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 20)
+    await _recorded(nc, pg_dsn, topology, nats_url, tmp_path, 20)
     conn = await asyncpg.connect(pg_dsn)
     try:
         await conn.execute("DELETE FROM audit_log WHERE n = 10")
@@ -251,12 +257,12 @@ async def test_deleted_rows_are_detected(
 
 
 async def test_body_purge_keeps_chain_and_body_edit_is_detected(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
     # A spilled body lives in the spill store; a fresh one survives a purge.
     spill = SpillStore(js, topology.spill_bucket)
     ref = await spill.put(b"x" * 300_000)
-    await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 16)
+    await _recorded(nc, pg_dsn, topology, nats_url, tmp_path, 16)
     conn = await asyncpg.connect(pg_dsn)
     try:
         first = await conn.fetchrow("SELECT event_id, path FROM audit_body ORDER BY event_id LIMIT 1")
@@ -269,7 +275,7 @@ async def test_body_purge_keeps_chain_and_body_edit_is_detected(
             "UPDATE audit_body SET stored_at = now() - interval '40 days' WHERE event_id = $1",
             first["event_id"],
         )
-        proc = AuditProcessor(js, pg_dsn, topology, config=AuditConfig(body_retention_days=30))
+        proc = AuditProcessor(nc, pg_dsn, topology, config=AuditConfig(body_retention_days=30))
         await proc.start()
         bodies, spilled = await proc.purge()
         await proc.stop()
@@ -283,9 +289,9 @@ async def test_body_purge_keeps_chain_and_body_edit_is_detected(
 
 
 async def test_redelivery_and_restart_never_duplicate(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
-    await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 10)
+    await _recorded(nc, pg_dsn, topology, nats_url, tmp_path, 10)
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     try:
         # The same messages delivered again (a lost ack): nothing appended.
@@ -304,7 +310,7 @@ async def test_redelivery_and_restart_never_duplicate(
             "body": {"inline": base64.b64encode(b"secret prompt").decode(), "size": 13},
         }
         await js.publish(topology.traffic_subject("verdict.recorded"), msgspec.json.encode(verdict))
-        await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 5)
+        await _recorded(nc, pg_dsn, topology, nats_url, tmp_path, 5)
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM audit_log") == 16
             assert await conn.fetchval("SELECT count(DISTINCT stream_seq) FROM audit_log") == 16
@@ -354,9 +360,9 @@ async def test_failing_postgres_holds_the_batch_and_the_chain_stays_in_order(
 
 
 async def test_a_fenced_writer_never_appends_and_the_chain_survives_a_takeover(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
-    proc = AuditProcessor(js, pg_dsn, topology, registry=CollectorRegistry())
+    proc = AuditProcessor(nc, pg_dsn, topology, registry=CollectorRegistry())
     await proc.start()
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     try:
@@ -393,14 +399,14 @@ async def test_a_fenced_writer_never_appends_and_the_chain_survives_a_takeover(
 
 
 async def test_purging_a_spilled_body_keeps_the_chain(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
     spill = SpillStore(js, topology.spill_bucket)
     big = b"y" * 400_000
     ref = await spill.put(big)
     event = RequestReceived(request_id="big", body=Body(ref=ref, size=len(big)))
     await _publish(nats_url, topology, tmp_path, [event])
-    await _recorded(js, pg_dsn, topology, nats_url, tmp_path, 3)
+    await _recorded(nc, pg_dsn, topology, nats_url, tmp_path, 3)
     await asyncio.sleep(1.1)
     purged = await retention.purge_spill(js, topology.spill_bucket, older_than=dt.timedelta(seconds=1))
     assert purged == 1
@@ -462,7 +468,7 @@ async def test_nexus_audit_run_process_records_and_stops_cleanly(
 
 
 async def test_a_delivery_lost_in_flight_is_read_again_not_skipped(
-    js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology, nats_url: str, tmp_path: Path
 ) -> None:
     """A message the server delivered but the processor never received (a
     connection lost with it in flight) must not be skipped: committing the
@@ -471,7 +477,7 @@ async def test_a_delivery_lost_in_flight_is_read_again_not_skipped(
     fetched batch with the message missing."""
     await _publish(nats_url, topology, tmp_path, _events(30))
     registry = CollectorRegistry()
-    proc = AuditProcessor(js, pg_dsn, topology, registry=registry)
+    proc = AuditProcessor(nc, pg_dsn, topology, registry=registry)
     real_fetch = proc._fetch_batch
     dropped: list[int] = []
 
@@ -498,3 +504,65 @@ async def test_a_delivery_lost_in_flight_is_read_again_not_skipped(
     finally:
         await conn.close()
     assert registry.get_sample_value("nexus_audit_failures_total", {"stream": topology.traffic_stream})
+
+
+async def test_nothing_that_arrives_stops_the_chain(
+    nc: NATS, js: nats.js.JetStreamContext, pg_dsn: str, topology: Topology
+) -> None:
+    """Poison of every kind a faulty or hostile producer can put on the
+    stream is recorded (exactly, or as a digest), the chain stays gap-free
+    and verifies, and a value Postgres still refuses is recorded as an
+    ``unstorable`` digest with its original on the dead-letter subject."""
+    subject = topology.traffic_subject("request.received")
+    big_id = "e" * 5000  # over a B-tree row: the indexed column holds its digest
+    raws = [
+        b'{"type":"request.received","id":"nul","request_id":"r\\u0000x","tenant":{"org_id":"o\\u0000"}}',
+        b'{"type":"request.received","id":"utf8","request_id":"r\xff\xfe"}',
+        b'{"type":"request.received","id":"sur","request_id":"r\\ud800"}',
+        b'{"type":"request.received","id":"%s","request_id":"big"}' % big_id.encode(),
+        b'{"type":"request.received","id":"time","occurred_at_ms":100000000000000000000}',
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        b'{"type":"request.received","id":"refused","request_id":"refuse-me"}',
+        b'{"type":"request.received","id":"fine","request_id":"after"}',
+    ]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        # A value this database refuses (a data exception, class 22, raised
+        # by a trigger as a domain check or an extension would).
+        await store.ensure_schema(conn)
+        await conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.request_id = 'refuse-me' THEN RAISE EXCEPTION 'value refused' USING ERRCODE = '22023'; "
+            "END IF; RETURN NEW; END $$"
+        )
+        await conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+        for i, raw in enumerate(raws):
+            await js.publish(subject, raw, headers={"Nats-Msg-Id": f"poison-{i}"})
+        proc = AuditProcessor(nc, pg_dsn, topology, registry=CollectorRegistry())
+        await proc.start()
+        try:
+            async with asyncio.timeout(20):
+                await proc.wait_for(topology.traffic_stream, len(raws))
+        finally:
+            await proc.stop()
+        rows = await conn.fetch(
+            "SELECT n, stream_seq, event_id, event_type, request_id, org_id FROM audit_log ORDER BY n"
+        )
+        assert [(r["n"], r["stream_seq"]) for r in rows] == [(i, i) for i in range(1, len(raws) + 1)]
+        by_seq = {r["stream_seq"]: r for r in rows}
+        assert (by_seq[1]["request_id"], by_seq[1]["org_id"]) == ("r\ufffdx", "o\ufffd")
+        assert by_seq[2]["event_type"] == "undecodable"  # not UTF-8
+        assert by_seq[3]["event_type"] == "undecodable"  # a lone surrogate
+        assert by_seq[4]["event_id"].startswith("e" * 256 + "…sha256:") and len(by_seq[4]["event_id"]) < 400
+        assert by_seq[6]["event_type"] == "undecodable"  # 5,000 levels deep
+        assert by_seq[7]["event_type"] == "unstorable"
+        assert by_seq[8]["request_id"] == "after"
+        await conn.execute("DROP TRIGGER refuse ON audit_log")
+        result = await verify(conn)
+        assert result.ok, result
+    finally:
+        await conn.close()
+    [dl] = await deadletter.entries(js, topology, consumer="audit")
+    assert dl.stream_seq == 7 and dl.data == raws[6] and "value refused" in dl.reason

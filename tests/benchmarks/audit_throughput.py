@@ -51,7 +51,7 @@ async def main(args: argparse.Namespace) -> None:
         await admin.execute(f'CREATE DATABASE "{dbname}"')
         dsn = f"{args.pg_admin_dsn.rpartition('/')[0]}/{dbname}"
         config = AuditConfig(batch_size=args.batch_size) if args.batch_size else AuditConfig()
-        proc = AuditProcessor(js, dsn, topology, config=config, registry=CollectorRegistry())
+        proc = AuditProcessor(nc, dsn, topology, config=config, registry=CollectorRegistry())
         print(f"load average before: {_load()}; audit batch size {config.batch_size}", flush=True)
         started, cpu = time.perf_counter(), time.process_time()
         await proc.start()

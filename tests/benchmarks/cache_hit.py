@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from ingress.gateway import create_app, start_gateway  # noqa: E402
 from nexus.sim import SimSettings, start_sim  # noqa: E402
-from streams.config import ConfigSnapshot, parse_config  # noqa: E402
+from streams.config_snapshot import ConfigSnapshot  # noqa: E402
+from streams.config_validation import parse_config  # noqa: E402
 from streams.keys import hash_key, new_key  # noqa: E402
 
 SECRET = b"bench-secret-0123456789abcdef"

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ingress.gateway import create_app, start_gateway
 from nexus.sim import SimSettings, start_sim
-from streams.config import ConfigSnapshot, parse_config, resolve_secret
+from streams.config_snapshot import ConfigSnapshot, resolve_secret
+from streams.config_validation import parse_config
 from streams.events import Event
 from streams.events_compliance import StageDecision
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from adapters.canonical import ChatRequest, Message
 from ingress.hooks import ComplianceEngine, Connection, Verdict
-from streams.config import parse_config
+from streams.config_validation import parse_config
 
 CONFIG = """
 orgs: [{id: acme}, {id: ner-org}]

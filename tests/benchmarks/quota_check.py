@@ -31,8 +31,8 @@ from ingress.quota import QuotaGate
 from ingress.quota.resp import PipelinedValkey
 from nexus.wiring import quota_valkey
 from processors.quota import QuotaProcessor
-from streams.config_quota import QuotaPolicy
 from streams.jetstream import connect, ensure_streams
+from streams.quota_counters import QuotaPolicy
 from streams.topology import Topology
 from tests.quota.helpers import config, publish, usage_event
 

@@ -55,7 +55,7 @@ STEPS = textwrap.dedent(
     step('import streams.config', lambda: __import__('streams.config'))
     step('import ingress.gateway.app', lambda: __import__('ingress.gateway.app'))
     step('import ingress.hooks', lambda: __import__('ingress.hooks'))
-    from streams.config import load_snapshot
+    from streams.config_snapshot import load_snapshot
     snap = {}
     step('load config', lambda: snap.setdefault('s', load_snapshot(cfg_path)))
     def engine():
@@ -68,7 +68,7 @@ STEPS = textwrap.dedent(
     step('first PII scan (phonenumbers, suffix list)', scan)
     from ingress import heap
     step('heap trim', heap.trim)
-    from ingress.gateway.quota import encodings_needed
+    from ingress.pipeline.stages.quota import encodings_needed
     from ingress.quota.estimate import encoding
     for name in sorted(encodings_needed(snap['s'])):
         step(f'encoding {name}', lambda n=name: encoding(n))

@@ -64,7 +64,8 @@ async def serve_gateway(sim_port: int, port: int, key: str) -> None:
     import msgspec
 
     from ingress.gateway import create_app, start_gateway
-    from streams.config import ConfigSnapshot, parse_config
+    from streams.config_snapshot import ConfigSnapshot
+    from streams.config_validation import parse_config
     from streams.keys import hash_key
 
     secret = b"bench-secret-0123456789abcdef"

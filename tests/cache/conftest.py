@@ -13,9 +13,10 @@ import valkey.asyncio as avalkey
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from nexus.sim import SimServer, SimSettings, start_sim
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_validation import parse_config
 from streams.keys import hash_key, new_key
 from tests.gateway.conftest import EventRecorder
+from tests.inprocess import in_process_snapshot
 
 SECRET = b"test-secret-0123456789abcdef"
 
@@ -81,7 +82,7 @@ def config(sim: SimServer, key: str, other: str, **cache: Any) -> bytes:
 async def make_stack(valkey_url: str, prefix: str, valkey_client: Any = None, **cache: Any) -> CacheStack:
     sim = await start_sim(SimSettings(record_limit=1000))
     key, other = new_key(), new_key()
-    snapshot = ConfigSnapshot(parse_config(config(sim, key, other, **cache)), SECRET)
+    snapshot = in_process_snapshot(parse_config(config(sim, key, other, **cache)), SECRET)
     client = valkey_client or avalkey.from_url(valkey_url)  # type: ignore[no-untyped-call]
     events = EventRecorder()
     app = create_app(snapshot, events, env={"SIM_KEY": "sk"}, valkey=client, valkey_prefix=prefix)

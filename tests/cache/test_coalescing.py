@@ -12,8 +12,8 @@ from collections import Counter
 
 import httpx
 
-from ingress.gateway.cached import CACHE
-from streams.events import RequestCompleted, UsageRecorded
+from ingress.gateway.front import NODE
+from streams.events import RequestCompleted, RequestFailed, UsageRecorded
 from tests.cache.conftest import close_stack, make_stack
 
 N = 100
@@ -128,7 +128,7 @@ async def test_joiners_keep_their_stream_when_the_leaders_caller_leaves(
     }
     auth = {"Authorization": f"Bearer {s.key}"}
 
-    coalescer = s.gateway.runner.app[CACHE].coalescer
+    coalescer = s.gateway.runner.app[NODE].current.cache.coalescer
 
     def waiting() -> int:
         return sum(len(f.waiters) for f in coalescer._flights.values())
@@ -163,5 +163,53 @@ async def test_joiners_keep_their_stream_when_the_leaders_caller_leaves(
         assert s.upstream_calls == 1
         assert {c for c, _ in joined} == {"COALESCED"}
         assert all(b.rstrip().endswith("data: [DONE]") for _, b in joined)
+    finally:
+        await close_stack(s)
+
+
+async def test_joiners_keep_a_unary_answer_when_the_leaders_caller_leaves(
+    valkey_url: str, valkey_prefix: str
+) -> None:
+    # The leader's handler is cancelled when its caller hangs up (issue 12
+    # item 6); the call it leads goes on for the joiners, and is accounted
+    # once: the leader's 499 with the usage the call really had.
+    s = await make_stack(valkey_url, valkey_prefix, enabled=False)
+    body = {"model": "slow-sim", "messages": [{"role": "user", "content": "coalesce me, then leave"}]}
+    auth = {"Authorization": f"Bearer {s.key}"}
+    coalescer = s.gateway.runner.app[NODE].current.cache.coalescer
+
+    def waiting() -> int:
+        return sum(len(f.waiters) for f in coalescer._flights.values())
+
+    try:
+        async with httpx.AsyncClient(headers=auth, timeout=30) as lead_client:
+            leader = asyncio.create_task(lead_client.post(s.url + "/chat/completions", json=body))
+            async with asyncio.timeout(10):
+                while s.upstream_calls < 1:
+                    await asyncio.sleep(0.01)
+            async with httpx.AsyncClient(headers=auth, timeout=30) as h:
+                joiners = [
+                    asyncio.create_task(h.post(s.url + "/chat/completions", json=body)) for _ in range(3)
+                ]
+                async with asyncio.timeout(10):
+                    while waiting() < 3:
+                        await asyncio.sleep(0.005)
+                leader.cancel()  # the leader's caller hangs up
+                await lead_client.aclose()
+                rs = await asyncio.gather(*joiners)
+        assert s.upstream_calls == 1
+        assert [r.status_code for r in rs] == [200] * 3
+        assert {r.headers["x-nexus-cache"] for r in rs} == {"COALESCED"}
+        assert all(r.json()["choices"][0]["message"]["content"] for r in rs)
+        async with asyncio.timeout(5):
+            while not [e for e in s.events.events if isinstance(e, UsageRecorded)]:
+                await asyncio.sleep(0.01)
+        failed = [e for e in s.events.events if isinstance(e, RequestFailed)]
+        assert [(e.status, e.error_code) for e in failed] == [(499, "client_closed")]
+        usage = [e for e in s.events.events if isinstance(e, UsageRecorded)]
+        # One charge: the leader's, from the provider's own report (the call ran to its end).
+        assert len(usage) == 1 and not usage[0].estimated and usage[0].request_id == failed[0].request_id
+        completed = [e for e in s.events.events if isinstance(e, RequestCompleted)]
+        assert sorted(e.cache_status for e in completed) == ["coalesced"] * 3
     finally:
         await close_stack(s)

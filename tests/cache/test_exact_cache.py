@@ -33,9 +33,9 @@ async def settle(s: CacheStack) -> None:
     """Cache writes are in the background: wait for them."""
     import asyncio
 
-    from ingress.gateway.state import STATE
+    from ingress.gateway.front import NODE
 
-    state = s.gateway.runner.app[STATE]
+    state = s.gateway.runner.app[NODE]
     if state.background:
         await asyncio.gather(*state.background)
 
@@ -187,7 +187,8 @@ async def test_valkey_down_fails_open(valkey_url: str, valkey_prefix: str) -> No
 
 @pytest.mark.parametrize("bad", [{"ttl_s": 5}, {"max_entry_bytes": 10}, {"skip_patterns": ["(unclosed"]}])
 def test_bad_cache_config_is_a_clear_error(bad: dict[str, object]) -> None:
-    from streams.config import ConfigError, parse_config
+    from streams.config_base import ConfigError
+    from streams.config_validation import parse_config
 
     with pytest.raises(ConfigError, match="cache"):
         parse_config(

@@ -14,9 +14,10 @@ from adapters.base import Capability
 from adapters.registry import CODECS
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from nexus.sim import SimServer, SimSettings, start_sim
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_validation import parse_config
 from streams.keys import hash_key, new_key
 from tests.gateway.conftest import EventRecorder
+from tests.inprocess import in_process_snapshot
 
 SECRET = b"conformance-secret-0123456789"
 SIM_SECRET = "sk-sim-conformance"
@@ -120,9 +121,9 @@ def config_yaml(root: str, key: str) -> bytes:
             )
     config = {
         "version": 1,
-        # The SDK clients share the in-process gateway's event loop: their work is
-        # not overload, so the loop-lag gate is off (the in-flight cap stays).
-        "gateway": {"request_timeout_s": 10, "node_id": "gw-conformance", "shed_loop_lag_ms": 0},
+        # The SDK clients share the in-process gateway's event loop: the loop-lag
+        # gate is off (in_process_snapshot), the in-flight cap stays.
+        "gateway": {"request_timeout_s": 10, "node_id": "gw-conformance"},
         "orgs": [{"id": "acme"}],
         "projects": [{"id": "web", "org": "acme"}],
         "virtual_keys": [{"id": "k-conf", "hash": hash_key(key, SECRET), "org": "acme", "project": "web"}],
@@ -155,7 +156,7 @@ class Stack:
 async def start_stack(sink: Any = None) -> Stack:
     sim = await start_sim(SimSettings(api_key=SIM_SECRET))
     key = new_key()
-    snapshot = ConfigSnapshot(parse_config(config_yaml(sim.root, key)), SECRET)
+    snapshot = in_process_snapshot(parse_config(config_yaml(sim.root, key)), SECRET)
     events = EventRecorder()
     app = create_app(snapshot, sink or events, env=ENV)
     gateway = await start_gateway(app)

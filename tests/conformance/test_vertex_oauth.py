@@ -137,15 +137,21 @@ async def vertex(tmp_path: Path, nats_url: str, topology: Topology) -> AsyncIter
         "VERTEX_SA": _account(account_key, token_uri),
         "VERTEX_STRANGER": _account(stranger, token_uri),
     }
+    # One process: the test counts the tokens one gateway process mints
+    # (each worker of --workers N mints its own).
     cmd = [sys.executable, "-m", "ingress.gateway.cli", "--config", str(cfg), "--port", str(port)]
-    cmd += ["--data-dir", str(tmp_path / "data"), "--stream-prefix", topology.prefix]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # One process: the tests count what one gateway's token cache does (with
+    # the default, one worker per core, each would mint its own token).
+    cmd += ["--data-dir", str(tmp_path / "data"), "--stream-prefix", topology.prefix, "--workers", "1"]
+    # Its log goes to a file: an unread pipe that fills up would stall it.
+    log = (tmp_path / "gateway.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         url = f"http://127.0.0.1:{port}/v1"
         async with aiohttp.ClientSession() as http:
             for _ in range(300):
                 if proc.poll() is not None:
-                    raise AssertionError(proc.stderr.read().decode() if proc.stderr else "gateway exited")
+                    raise AssertionError((tmp_path / "gateway.log").read_text())
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(url.removesuffix("/v1") + "/healthz") as r:
                         if r.status == 200:
@@ -154,8 +160,12 @@ async def vertex(tmp_path: Path, nats_url: str, topology: Topology) -> AsyncIter
         yield VertexStack(sim, url, vk)
     finally:
         proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
         await sim.close()
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import openai
 import pytest
@@ -21,10 +22,12 @@ from nexus.sim import SimServer, SimSettings, start_sim
 from nexus.wiring import start_projector
 from projections.duckfile import open_duckdb
 from projections.projector import Projector
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_snapshot import ConfigSnapshot
+from streams.config_validation import parse_config
 from streams.publisher import EVENTS_SPILLED, Publisher
 from streams.topology import Topology
 from tests.gateway.conftest import SECRET, config_yaml, free_port, make_keys
+from tests.inprocess import in_process_snapshot
 from tests.services import PrivateNats
 
 pytestmark = pytest.mark.integration
@@ -47,7 +50,7 @@ class Spine:
 async def make_spine(nats_url: str, pg_dsn: str, topology: Topology, tmp: Path, **cfg: int) -> Spine:
     sim = await start_sim(SimSettings(api_key="sk-sim-test"))
     keys = make_keys()
-    snapshot = ConfigSnapshot(parse_config(config_yaml(sim.port, free_port(), keys, **cfg)), SECRET)
+    snapshot = in_process_snapshot(parse_config(config_yaml(sim.port, free_port(), keys, **cfg)), SECRET)
     publisher = Publisher(nats_url, topology, tmp / "outbox.sqlite", ack_timeout_s=1.0, retry_backoff_s=0.1)
     await publisher.start()
     app = create_app(snapshot, publisher, env={"SIM_TEST_KEY": "sk-sim-test"})
@@ -165,6 +168,57 @@ async def _fire(spine: Spine, n: int, concurrency: int = 32) -> list[int]:
 
 
 @pytest.mark.slow
+async def test_refused_and_failed_requests_leave_rows_saying_what_was_received(spine: Spine) -> None:
+    # A 401 is refused before the key is known or the body read; the row
+    # still says what arrived (issue 12 item 5: it had no endpoint, path,
+    # method, client, user agent or time).  A failed call keeps its model.
+    projector, stop = await start_projector(spine.endpoints, spine.topology)
+    try:
+        agent = {"User-Agent": "refused-client/1.0"}
+        async with aiohttp.ClientSession(headers=agent) as http:
+            bad_key = {"Authorization": "Bearer nvk_" + "0" * 64}
+            body = {"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}
+            async with http.post(f"{spine.gateway.url}/chat/completions", json=body, headers=bad_key) as r:
+                assert r.status == 401
+                refused = r.headers["x-nexus-request-id"]
+            async with http.get(f"{spine.gateway.url}/nope") as r:
+                assert r.status == 404
+                unknown = r.headers["x-nexus-request-id"]
+        async with spine.client() as client:
+            with pytest.raises(openai.APIStatusError) as info:
+                await client.chat.completions.create(
+                    model="flaky", messages=[{"role": "user", "content": "hi"}]
+                )
+        failed = info.value.response.headers["x-nexus-request-id"]
+        rows = await _wait_rows(projector, 3, timeout=5.0)
+        for store, store_rows in rows.items():
+            by_id = {r["request_id"]: r for r in store_rows}
+            row = by_id[refused]
+            assert (row["status"], row["error_code"], row["error_stage"]) == (
+                401,
+                "invalid_api_key",
+                "auth",
+            ), store
+            assert (row["endpoint"], row["path"], row["method"]) == (
+                "chat",
+                "/v1/chat/completions",
+                "POST",
+            ), store
+            assert (row["client_ip"], row["user_agent"]) == ("127.0.0.1", "refused-client/1.0"), store
+            assert row["ingress_format"] == "openai" and not row["requested_model"], store
+            assert row["received_at"] is not None and row["received_at"] <= row["completed_at"], store
+            assert row["key_id"] in (None, "") and row["request_bytes"] is None, store  # never read
+            row = by_id[unknown]
+            assert (row["status"], row["path"], row["method"]) == (404, "/v1/nope", "GET"), store
+            assert row["error_code"] == "unknown_url" and row["received_at"] is not None, store
+            row = by_id[failed]
+            assert row["status"] == info.value.status_code and row["outcome"] == "failed", store
+            assert (row["model"], row["provider"], row["key_id"]) == ("flaky", "sim-503", "k-full"), store
+            assert row["requested_model"] == "flaky" and row["request_bytes"] > 0, store
+    finally:
+        await stop()
+
+
 async def test_projector_stopped_during_1000_requests_then_exactly_1000_rows(spine: Spine) -> None:
     statuses = await _fire(spine, 1000)
     assert statuses.count(200) == 1000

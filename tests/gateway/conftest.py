@@ -13,12 +13,14 @@ import msgspec
 import pytest
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
-from ingress.gateway.state import EventSink
+from ingress.pipeline.runtime import EventSink
 from nexus.sim import SimServer, SimSettings, start_sim
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_snapshot import ConfigSnapshot
+from streams.config_validation import parse_config
 from streams.events import Event
 from streams.keys import hash_key, new_key
 from streams.spill import SpillStore
+from tests.inprocess import in_process_snapshot
 
 SECRET = b"test-secret-0123456789abcdef"
 
@@ -62,7 +64,13 @@ def _provider(name: str, base_url: str, **extra: object) -> dict[str, object]:
 
 
 def config_yaml(
-    sim_port: int, dead_port: int, keys: Keys, *, max_body: int = 64 * 1024, max_inflight: int = 64
+    sim_port: int,
+    dead_port: int,
+    keys: Keys,
+    *,
+    max_body: int = 64 * 1024,
+    max_inflight: int = 64,
+    header_timeout_s: float = 10.0,
 ) -> bytes:
     sim = f"http://127.0.0.1:{sim_port}/v1"
     yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
@@ -74,6 +82,7 @@ def config_yaml(
             "max_body_bytes": max_body,
             "max_inflight": max_inflight,
             "request_timeout_s": 5,
+            "header_timeout_s": header_timeout_s,
             "node_id": "gw-test",
         },
         "orgs": [{"id": "acme"}],
@@ -162,11 +171,18 @@ class Stack:
 
 
 async def make_stack(
-    sink: EventSink | None = None, spill: SpillStore | None = None, **config_kw: int
+    sink: EventSink | None = None,
+    spill: SpillStore | None = None,
+    *,
+    lag_shedding: bool = False,
+    header_timeout_s: float = 10.0,
+    **config_kw: int,
 ) -> Stack:
     sim = await start_sim(SimSettings(api_key="sk-sim-test"))
     keys = make_keys()
-    snapshot = ConfigSnapshot(parse_config(config_yaml(sim.port, free_port(), keys, **config_kw)), SECRET)
+    yaml = config_yaml(sim.port, free_port(), keys, header_timeout_s=header_timeout_s, **config_kw)
+    config = parse_config(yaml)
+    snapshot = in_process_snapshot(config, SECRET, lag_shedding=lag_shedding)
     events = EventRecorder()
     app = create_app(snapshot, sink or events, spill=spill, env={"SIM_TEST_KEY": "sk-sim-test"})
     gateway = await start_gateway(app)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ingress.gateway.admission import INFLIGHT, LOOP_LAG_REASON, Admission
+from ingress.pipeline.admission import BACKLOG_REASON, INFLIGHT, LOOP_LAG_REASON, Admission
 
 
 class Clock:
@@ -117,3 +117,28 @@ def test_a_standing_lag_cuts_the_inflight_limit_and_on_time_probes_grow_it_back(
         a.observe(0.001)
     assert a.limit == 256
     assert a.check(200) is None
+
+
+async def test_an_event_backlog_over_the_bound_sheds_until_it_is_worked_off() -> None:
+    """The probe samples the publisher's backlog (also with the lag gate
+    off); past the bound every new request is shed."""
+    backlog = [0]
+    a = Admission(
+        max_inflight=100,
+        lag_threshold_s=0,
+        probe_interval_s=0.005,
+        backlog=lambda: backlog[0],
+        max_backlog=1000,
+    )
+    a.start()
+    try:
+        await asyncio.sleep(0.03)
+        assert a.check(0) is None
+        backlog[0] = 1000
+        await asyncio.sleep(0.03)
+        assert a.check(0) == BACKLOG_REASON
+        backlog[0] = 999
+        await asyncio.sleep(0.03)
+        assert a.check(0) is None
+    finally:
+        a.stop()

@@ -39,6 +39,76 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert "prot" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _quota_config(tmp_path: Path) -> Path:
+    cfg = msgspec.yaml.decode(config_yaml(free_port(), free_port(), make_keys()))
+    cfg["gateway"]["port"] = free_port()
+    cfg["quotas"] = {"budgets": [{"id": "cap", "unit": "usd", "limit": 1.0, "window": "day"}]}
+    path = tmp_path / "quota.yaml"
+    path.write_bytes(msgspec.yaml.encode(cfg))
+    return path
+
+
+def test_quotas_without_valkey_refuse_to_start_with_one_clear_line(tmp_path: Path) -> None:
+    """It used to start and answer every request under a budget 503 without a word."""
+    env = {k: v for k, v in os.environ.items() if k != "NEXUS_VALKEY_URL"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ingress.gateway.cli",
+            "--config",
+            str(_quota_config(tmp_path)),
+            "--workers",
+            "1",
+        ],
+        cwd=REPO,
+        env={**env, "NEXUS_KEY_HMAC_SECRET": SECRET.decode(), "NEXUS_NATS_URL": "nats://127.0.0.1:1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "NEXUS_VALKEY_URL" in lines[0] and "quotas (1 budgets" in lines[0]
+    assert "listening" not in proc.stdout
+
+
+@pytest.mark.integration
+async def test_quotas_with_valkey_start(tmp_path: Path, valkey_url: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ingress.gateway.cli",
+        "--config",
+        str(_quota_config(tmp_path)),
+        "--workers",
+        "1",
+        "--data-dir",
+        str(tmp_path),
+        cwd=REPO,
+        env={
+            **os.environ,
+            "NEXUS_KEY_HMAC_SECRET": SECRET.decode(),
+            "NEXUS_VALKEY_URL": valkey_url,
+            "NEXUS_NATS_URL": "nats://127.0.0.1:1",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        while True:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, "the gateway exited before it listened"
+            if b"listening on" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 async def test_gateway_process_serves_and_publishes(

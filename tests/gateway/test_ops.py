@@ -23,6 +23,7 @@ async def test_healthz(stack: Stack) -> None:
         "status": "ok",
         "node": "gw-test",
         "config_version": stack.snapshot.version,
+        "config_revision": stack.snapshot.revision,
     }
 
 

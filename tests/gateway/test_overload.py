@@ -18,8 +18,8 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
-from ingress.gateway.admission import LOOP_LAG_REASON
-from ingress.gateway.state import STATE
+from ingress.gateway.front import NODE
+from ingress.pipeline.admission import LOOP_LAG_REASON
 from nexus.sim import SimSettings
 from streams.events import RequestFailed
 from tests.gateway.conftest import Stack, make_stack
@@ -73,8 +73,8 @@ def _clients(stack: Stack) -> tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic
 
 
 async def test_a_saturated_gateway_sheds_new_requests_keeps_admitted_ones_and_recovers() -> None:
-    stack = await make_stack()
-    state = stack.gateway.runner.app[STATE]
+    stack = await make_stack(lag_shedding=True)
+    state = stack.gateway.runner.app[NODE]
     oai, ant = _clients(stack)
     hog = Hog(0.15)
     try:
@@ -138,9 +138,14 @@ async def test_a_saturated_gateway_sheds_new_requests_keeps_admitted_ones_and_re
         msg = await ant.messages.create(model="sim-small", max_tokens=16, messages=MESSAGES)
         assert msg.content
 
-        # A counter per shed request, no event (see ingress/gateway/admission.py).
-        assert _shed(LOOP_LAG_REASON) - shed_before >= 3
-        assert not [e for e in stack.events.events if isinstance(e, RequestFailed) and e.status == 429]
+        # Counted, and an event per shed request (see ingress/pipeline/admission.py).
+        shed_now = _shed(LOOP_LAG_REASON) - shed_before
+        assert shed_now >= 3
+        shed_events = [
+            e for e in stack.events.events if isinstance(e, RequestFailed) and e.reason == LOOP_LAG_REASON
+        ]
+        assert len(shed_events) == shed_now
+        assert {(e.status, e.error_code, e.stage) for e in shed_events} == {(429, "overloaded", "admission")}
     finally:
         hog.stop()
         await oai.close()
@@ -151,7 +156,7 @@ async def test_a_saturated_gateway_sheds_new_requests_keeps_admitted_ones_and_re
 
 async def test_the_inflight_cap_answers_anthropic_callers_in_their_format() -> None:
     stack = await make_stack(max_inflight=1)
-    state = stack.gateway.runner.app[STATE]
+    state = stack.gateway.runner.app[NODE]
     oai, ant = _clients(stack)
     try:
         stack.sim.state.settings = SimSettings(latency_ms=1000, api_key="sk-sim-test")
@@ -168,5 +173,27 @@ async def test_the_inflight_cap_answers_anthropic_callers_in_their_format() -> N
     finally:
         await oai.close()
         await ant.close()
+        await stack.gateway.close()
+        await stack.sim.close()
+
+
+async def test_an_in_process_stack_serves_through_loop_lag_its_own_clients_cause() -> None:
+    # The clients of an in-process test gateway run on its loop: their work
+    # is lag the gate would read as overload (a busy machine shed test
+    # requests so).  Every such stack has the lag gate off (tests/inprocess.py).
+    stack = await make_stack()
+    state = stack.gateway.runner.app[NODE]
+    oai, _ant = _clients(stack)
+    hog = Hog(0.15)
+    try:
+        hog.start()
+        await asyncio.sleep(0.5)  # what would be several probes, each 150 ms late
+        assert state.admission.check(0) is None
+        ok = await oai.chat.completions.create(model="sim-small", messages=MESSAGES)
+        assert ok.choices[0].message.content
+    finally:
+        hog.stop()
+        await oai.close()
+        await _ant.close()
         await stack.gateway.close()
         await stack.sim.close()

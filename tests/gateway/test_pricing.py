@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from ingress.quota.pricing import price_usage
 from streams.config import Price
-from streams.config_quota import price_usage
 from streams.events import Usage
 
 CASES = [

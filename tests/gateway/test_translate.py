@@ -6,6 +6,7 @@ error shape.  Table-driven, whole structures compared."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import msgspec
@@ -38,15 +39,12 @@ from adapters.canonical import (
     ToolChoiceNamed,
     Usage,
 )
-from ingress.translate import openai_out
-from ingress.translate.grammar import ANTHROPIC_MESSAGES, OPENAI_CHAT, Failure
-from ingress.translate.responses import (
-    RESPONSES,
-    ResponsesEvents,
-    Untranslatable,
-    decode_request,
-    to_response,
-)
+from ingress.translate import openai_chat
+from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES
+from ingress.translate.grammar import Failure
+from ingress.translate.openai_chat import OPENAI_CHAT
+from ingress.translate.responses import RESPONSES, Untranslatable, decode_request
+from ingress.translate.responses_out import ResponsesEvents, to_response
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
 
@@ -209,7 +207,7 @@ ANSWER = ChatResponse(
 
 
 def test_canonical_to_responses_object() -> None:
-    out = to_response(ANSWER, "caller-model")
+    out = msgspec.to_builtins(to_response(ANSWER, "caller-model"))
     assert out["output"] == [
         {"type": "reasoning", "id": "rs_abc", "summary": [{"type": "summary_text", "text": "thinking"}]},
         {
@@ -237,7 +235,7 @@ def test_canonical_to_responses_object() -> None:
 
 
 def test_openai_json_puts_back_the_fields_canonical_omits() -> None:
-    out = openai_out.chat_response(ANSWER, "caller-model")
+    out = msgspec.to_builtins(openai_chat.chat_completion(ANSWER, "caller-model"))
     assert out == {
         "id": "abc",
         "object": "chat.completion",
@@ -278,7 +276,7 @@ def test_openai_json_puts_back_the_fields_canonical_omits() -> None:
             )
         ],
     )
-    assert openai_out.chunk_json(chunk, "caller-model") == {
+    assert msgspec.to_builtins(openai_chat.completion_chunk(chunk, "caller-model")) == {
         "id": "abc",
         "object": "chat.completion.chunk",
         "created": 0,
@@ -379,3 +377,33 @@ def test_responses_stream_events_are_consistent_and_numbered() -> None:
     )
     assert frames[-1]["type"] == "response.failed"
     assert frames[-1]["response"]["error"] == {"code": "server_error", "message": "boom"}
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        pytest.param(
+            {"model": "m", "input": [{"type": "function_call", "name": 5}]}, "$.input[0].name", id="item"
+        ),
+        pytest.param(
+            {
+                "model": "m",
+                "input": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "user", "content": [{"type": "input_text", "text": 1}]},
+                ],
+            },
+            "$.input[1].content[0].text",
+            id="part",
+        ),
+        pytest.param({"model": "m", "input": "x", "tools": [{"name": "f"}]}, "$.tools[0]", id="tool"),
+        pytest.param(
+            {"model": "m", "input": "x", "reasoning": {"effort": 3}}, "$.reasoning.effort", id="effort"
+        ),
+    ],
+)
+def test_responses_type_errors_name_the_field(body: dict[str, Any], path: str) -> None:
+    """The request is read as typed structs: a value of the wrong type is a
+    validation error at its own path (a 400 naming it), items included."""
+    with pytest.raises(msgspec.ValidationError, match=re.escape(f"at `{path}")):
+        decode_request(json.dumps(body).encode())

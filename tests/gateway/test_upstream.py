@@ -15,9 +15,10 @@ import pytest
 
 from ingress.gateway import create_app, start_gateway
 from nexus.sim import SimSettings
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_validation import parse_config
 from streams.events import UpstreamResult
 from tests.gateway.conftest import SECRET, EventRecorder, Stack, config_yaml, free_port
+from tests.inprocess import in_process_snapshot
 
 CHAT = {"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -43,7 +44,7 @@ async def test_missing_provider_credential_is_a_502_not_a_401(stack: Stack) -> N
 async def test_pool_honours_max_connections(stack: Stack) -> None:
     cfg = msgspec.yaml.decode(config_yaml(stack.sim.port, free_port(), stack.keys))
     cfg["providers"][0]["max_connections"] = 1
-    snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
+    snapshot = in_process_snapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
     stack.sim.state.settings = SimSettings(latency_ms=200, api_key="sk-sim-test")
     server = await start_gateway(create_app(snapshot, EventRecorder(), env={"SIM_TEST_KEY": "sk-sim-test"}))
     try:
@@ -77,7 +78,7 @@ async def test_private_address_behind_a_hostname_is_refused(stack: Stack) -> Non
         cfg = msgspec.yaml.decode(config_yaml(stack.sim.port, free_port(), stack.keys))
         # The config check cannot see through a host name; the resolver must.
         cfg["providers"][0].update(base_url=f"http://{host}:{stack.sim.port}/v1", allow_private_network=allow)
-        snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
+        snapshot = in_process_snapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
         events = EventRecorder()
         server = await start_gateway(create_app(snapshot, events, env={}))
         try:
@@ -121,7 +122,7 @@ async def test_a_providers_cookie_never_rides_on_later_requests(stack: Stack) ->
     cfg = msgspec.yaml.decode(config_yaml(port, free_port(), stack.keys))
     # A host name: a cookie jar ignores cookies from bare IP addresses.
     cfg["providers"][0]["base_url"] = f"http://localhost:{port}/v1"
-    snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
+    snapshot = in_process_snapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
     server = await start_gateway(create_app(snapshot, EventRecorder(), env={"SIM_TEST_KEY": "sk-sim-test"}))
     try:
         results = [await _post(server.url, stack.keys.full) for _ in range(3)]

@@ -11,8 +11,8 @@ import pytest
 
 from adapters.canonical import ChatRequest, Message
 from ingress.hooks import ComplianceEngine, Connection
-from streams.config import parse_config
 from streams.config_hooks import HooksConfig
+from streams.config_validation import parse_config
 
 BASE = """
 orgs: [{id: acme}, {id: globex}]

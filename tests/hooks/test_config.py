@@ -4,12 +4,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
+from pathlib import Path
 
 import pytest
 
+from ingress.hooks import ComplianceEngine
 from ingress.hooks.rulepacks import PACKS_DIR, shipped_pack
-from streams.config import ConfigError
+from streams.config_base import ConfigError
 from streams.config_hooks import SHIPPED_PACKS
 from tests.hooks.conftest import hooks_config
 
@@ -143,11 +147,6 @@ from tests.hooks.conftest import hooks_config
             "hooks.kill_switch.break_glass[0].until: at most 8 hours after it was set",
             id="break-glass-too-long",
         ),
-        pytest.param(
-            "pipeline: [{id: p, type: pii-detector, settings: {ner_orgs: [acme], ner_model: no_such_model_xyz}}]",
-            "hooks.pipeline[0].settings.ner_model: spaCy model 'no_such_model_xyz' is not installed",
-            id="ner-model-missing",
-        ),
     ],
 )
 def test_rejected_with_field_path(hooks_yaml: str, message: str) -> None:
@@ -155,14 +154,57 @@ def test_rejected_with_field_path(hooks_yaml: str, message: str) -> None:
         hooks_config(hooks_yaml)
 
 
-def test_custom_pack_file_is_validated(tmp_path) -> None:
+# What only a node can judge: a file on its disk, a model installed on it, the
+# addresses a host name resolves to there.  The Hub validates a config before
+# it publishes it and has none of these, so config validation accepts them;
+# the node refuses to build its engine, naming the field.
+NODE_LOCAL = [
+    pytest.param(
+        "pipeline: [{id: p, type: pii-detector, settings: {ner_orgs: [acme], ner_model: no_such_model_xyz}}]",
+        "hooks.pipeline[0].settings.ner_model: spaCy model 'no_such_model_xyz' is not installed",
+        id="ner-model-missing",
+    ),
+    pytest.param(
+        "pipeline: [{id: r, type: rulepack-engine, settings: {files: ['{missing}']}}]",
+        "hooks.pipeline[0].settings.files[0]: cannot read rule pack",
+        id="pack-file-missing",
+    ),
+    pytest.param(
+        "pipeline: [{id: r, type: rulepack-engine, settings: {files: ['{bad}']}}]",
+        "hooks.pipeline[0].settings.files[0].rules[0].patterns[0]: not a valid RE2",
+        id="pack-file-bad-pattern",
+    ),
+    pytest.param(
+        "pipeline: [{id: w, type: webhook-forward, stage: response, settings: {url: 'http://{host}:9/judge'}}]",
+        "hooks.pipeline[0].settings.url: 'http://{host}:9/judge' resolves to a non-public address",
+        id="webhook-name-resolves-to-loopback",
+    ),
+]
+
+
+@pytest.mark.parametrize(("hooks_yaml", "message"), NODE_LOCAL)
+def test_node_local_settings_are_checked_when_the_node_builds_its_engine(
+    hooks_yaml: str, message: str, tmp_path: Path
+) -> None:
     bad = tmp_path / "mine.yaml"
     bad.write_text("id: mine\nrules:\n  - id: r1\n    patterns: ['a(?<=b)']\n")
-    with pytest.raises(
-        ConfigError,
-        match=r"hooks.pipeline\[0\].settings.files\[0\].rules\[0\].patterns\[0\]: not a valid RE2",
-    ):
-        hooks_config(f"pipeline: [{{id: r, type: rulepack-engine, settings: {{files: ['{bad}']}}}}]")
+    host = socket.gethostname()
+    if "{host}" in hooks_yaml and not _resolves_to_loopback(host):
+        pytest.skip(f"this machine's name {host!r} does not resolve to a loopback address")
+    values = {"{missing}": str(tmp_path / "nope.yaml"), "{bad}": str(bad), "{host}": host}
+    for name, value in values.items():
+        hooks_yaml, message = hooks_yaml.replace(name, value), message.replace(name, value)
+    cfg = hooks_config(hooks_yaml)  # what the Hub checks: accepted
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ComplianceEngine(cfg)
+
+
+def _resolves_to_loopback(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return any(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def test_a_good_config_loads() -> None:

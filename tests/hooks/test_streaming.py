@@ -99,14 +99,15 @@ async def test_passthrough_audits_after_without_enforcing(make_engine) -> None:
     assert summary.blocking_hook == "kw"
 
 
-async def test_default_window_releases_text_after_256_characters(make_engine) -> None:
-    """With the default window (128) and holdback (128), an answer's first
-    text goes out once 256 characters have arrived and been screened, and
-    then in steps of about 128: not in 512-character bursts."""
+async def test_windows_when_a_hook_is_not_pattern_based(make_engine) -> None:
+    """A hook whose findings no pattern predicts (NER here) makes the guard
+    evaluate fixed windows: with the default window (128) and holdback
+    (128), an answer's first text goes out once 256 characters have
+    arrived and been screened, and then in steps of about 128."""
     engine = make_engine(
         """
 pipeline:
-  - {id: pii, type: pii-detector, stage: response}
+  - {id: pii, type: pii-detector, stage: response, settings: {ner_all: true}}
 """
     )
     guard = engine.stream_guard(CONN)

@@ -4,8 +4,11 @@ and the events (in memory, or on the real JetStream) in between.
 
 The pipeline: PII redaction (cards, SSNs) and the prompt-injection pack on
 requests for everyone; a response-stage keyword block ("secret") for the
-key ``k-resp`` only; a Valkey rate limiter (one request a minute) for the
-key ``k-rate``; body capture off for the org ``globex``.
+key ``k-resp`` only, a redaction of the same word for ``k-redact``; a
+Valkey rate limiter (one request a minute) for the key ``k-rate``; body
+capture off for the org ``globex``.  Models: ``sim-small`` on an OpenAI
+provider (which serves the Responses API natively), ``claude-small`` on an
+Anthropic one (a Messages call to it is a same-format passthrough).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import pytest
 import valkey.asyncio as avalkey
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
-from ingress.gateway.state import STATE, EventSink
+from ingress.gateway.front import NODE
+from ingress.pipeline.runtime import EventSink
 from nexus.sim import SimServer, SimSettings, start_sim
 from nexus.sim.text import completion_words
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_snapshot import ConfigSnapshot
+from streams.config_validation import parse_config
 from streams.keys import hash_key, new_key
 from streams.spill import SpillStore
 from tests.gateway.conftest import SECRET, EventRecorder
+from tests.inprocess import in_process_snapshot
 
 CARD = "4111 1111 1111 1111"  # a Visa test number: passes Luhn
 SSN = "536-22-4687"  # presidio ignores the well-known 123-45-6789
@@ -58,6 +64,7 @@ class Keys:
     rate: str = field(default_factory=new_key)  # acme, + the rate limiter
     globex: str = field(default_factory=new_key)  # globex: body capture off
     local: str = field(default_factory=new_key)  # acme, + a connection-stage IP deny of loopback
+    redact: str = field(default_factory=new_key)  # acme, + a response-stage redaction of the word
 
 
 def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = None) -> bytes:
@@ -103,6 +110,13 @@ def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = No
                 "keys": ["k-resp"],
                 "settings": {"patterns": [rf"\b{LEAKED_WORD}\b"], "rule": "leaked-word", "action": "block"},
             },
+            {
+                "id": "word-out",
+                "type": "keyword-filter",
+                "stage": "response",
+                "keys": ["k-redact"],
+                "settings": {"patterns": [rf"\b{LEAKED_WORD}\b"], "rule": "leaked-word", "action": "redact"},
+            },
         ],
         **(extra or {}),
     }
@@ -118,6 +132,7 @@ def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = No
             {"id": "k-rate", "hash": hash_key(keys.rate, SECRET), **acme},
             {"id": "k-globex", "hash": hash_key(keys.globex, SECRET), "org": "globex", "project": "ops"},
             {"id": "k-local", "hash": hash_key(keys.local, SECRET), **acme},
+            {"id": "k-redact", "hash": hash_key(keys.redact, SECRET), **acme},
         ],
         "providers": [
             {
@@ -125,10 +140,18 @@ def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = No
                 "base_url": sim,
                 "allow_private_network": True,
                 "api_key_env": "SIM_TEST_KEY",
-            }
+            },
+            {
+                "name": "sim-anthropic",
+                "kind": "anthropic",
+                "base_url": f"http://127.0.0.1:{sim_port}/anthropic",
+                "allow_private_network": True,
+                "api_key_env": "SIM_TEST_KEY",
+            },
         ],
         "models": [
             {"name": "sim-small", "provider": "sim", "provider_model": PROVIDER_MODEL},
+            {"name": "claude-small", "provider": "sim-anthropic", "provider_model": "claude-sim-1"},
             {"name": "embedder", "provider": "sim", "provider_model": "sim-embed", "kind": "embedding"},
         ],
         "hooks": hooks,
@@ -166,7 +189,7 @@ class HooksStack:
 
     def background(self) -> int:
         """Background tasks of the gateway still running (body spills)."""
-        return len(self.gateway.runner.app[STATE].background)
+        return len(self.gateway.runner.app[NODE].background)
 
     def received(self) -> list[Any]:
         """The bodies the simulated provider received, oldest first."""
@@ -184,10 +207,11 @@ async def make_hooks_stack(
     valkey: Any = None,
     valkey_prefix: str = "nexus:",
     extra: dict[str, Any] | None = None,
+    tokens_per_s: float = 0.0,
 ) -> HooksStack:
-    sim = await start_sim(SimSettings(api_key="sk-sim-test"))
+    sim = await start_sim(SimSettings(api_key="sk-sim-test", tokens_per_s=tokens_per_s))
     keys = Keys()
-    snapshot = ConfigSnapshot(parse_config(hooks_config(sim.port, keys, extra=extra)), SECRET)
+    snapshot = in_process_snapshot(parse_config(hooks_config(sim.port, keys, extra=extra)), SECRET)
     events = EventRecorder()
     app = create_app(
         snapshot,

@@ -12,8 +12,9 @@ import msgspec
 import openai
 import pytest
 
-from streams.config import ConfigError, parse_config
-from streams.events import RequestReceived, UpstreamResult
+from streams.config_base import ConfigError
+from streams.config_validation import parse_config
+from streams.events import RequestReceived, UpstreamResult, UsageRecorded
 from streams.events_compliance import HookVerdict, StageDecision
 from tests.hooks_e2e.conftest import (
     BEFORE_LEAK,
@@ -124,6 +125,24 @@ async def test_blocked_prompt_gets_403_in_anthropic_format(hx: HooksStack) -> No
     assert "compliance policy" in exc.body["error"]["message"]
 
 
+async def test_count_tokens_runs_the_request_hooks(hx: HooksStack) -> None:
+    # A count may send the prompt to a provider: what the gateway would not
+    # forward is not counted either.
+    async with _ant(hx, hx.keys.full) as client:
+        with pytest.raises(anthropic.PermissionDeniedError) as info:
+            await client.messages.count_tokens(
+                model="sim-small", messages=[{"role": "user", "content": INJECTION}]
+            )
+        assert isinstance(info.value.body, dict) and info.value.body["type"] == "error"
+        assert info.value.body["error"]["type"] == "permission_error"
+        counted = await client.messages.count_tokens(
+            model="sim-small", messages=[{"role": "user", "content": f"my card: {CARD}"}]
+        )
+    assert counted.input_tokens > 0
+    stages = _stages(hx, info.value.response.headers["x-nexus-request-id"])
+    assert stages["request"].decision == "block"
+
+
 async def test_rate_limiter_answers_429_with_retry_after(hx: HooksStack) -> None:
     async with _oai(hx, hx.keys.rate) as client:
         await client.chat.completions.create(model="sim-small", messages=[{"role": "user", "content": "one"}])
@@ -164,6 +183,10 @@ async def test_response_block_cuts_an_openai_stream_with_its_error_frame(hx: Hoo
     upstream = _one(hx, rid, UpstreamResult)
     assert upstream.body is not None and upstream.body.inline is not None
     assert b"secret" not in upstream.body.inline  # the capture is what the caller got
+    # Billed for what the provider wrote up to the cut, held text included
+    # (the guard's rewrite of the deltas is not what the provider made).
+    usage = _one(hx, rid, UsageRecorded)
+    assert usage.usage.completion_tokens >= len(BEFORE_LEAK.split()), usage
 
 
 async def test_response_block_cuts_an_anthropic_stream_with_its_error_event(hx: HooksStack) -> None:
@@ -207,12 +230,52 @@ async def test_clean_stream_is_released_whole_in_order(hx: HooksStack) -> None:
         chunks = [c async for c in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == unary.choices[0].message.content
-    # The answer is shorter than a window, so the guard holds it whole until
-    # the finish: the caller gets the role chunk, then the text, and no empty
-    # delta for each provider chunk that was held back.
+    # The caller gets the role chunk, then the text, and no empty delta for
+    # a provider chunk whose text was held back.
     deltas = [c.choices[0] for c in chunks if c.choices]
     assert deltas[0].delta.role == "assistant"
     assert all(d.delta.content or d.delta.role or d.finish_reason for d in deltas), deltas
+
+
+async def test_a_guarded_stream_is_billed_from_the_providers_own_usage(hx: HooksStack) -> None:
+    """A stream the response hooks read goes out with include_usage forced
+    on (the caller's body otherwise as sent): its usage is the provider's,
+    not an estimate, and the caller who did not ask for usage sees no
+    usage chunk.  (Before the one pump, this path sent the caller's body
+    without include_usage and billed every guarded OpenAI stream from an
+    estimate.)"""
+    async with _oai(hx, hx.keys.resp) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="sim-small", messages=[{"role": "user", "content": "a harmless question"}], stream=True
+        )
+        chunks = [c async for c in raw.parse()]
+    assert chunks and all(c.usage is None for c in chunks)
+    usage = _one(hx, raw.headers["x-nexus-request-id"], UsageRecorded)
+    assert not usage.estimated, usage
+    assert hx.received()[-1]["stream_options"] == {"include_usage": True}
+
+
+async def test_a_guarded_stream_arrives_as_the_provider_speaks(
+    valkey_client: Any, valkey_prefix: str
+) -> None:
+    """With a response hook screening the stream (chunked mode), text goes
+    out token by token as the provider sends it (a word is held only while
+    it could still become the blocked one), not in windows or whole at the
+    end: the caller gets about as many text deltas as the provider sent."""
+    hx = await make_hooks_stack(valkey=valkey_client, valkey_prefix=valkey_prefix, tokens_per_s=50)
+    try:
+        async with _oai(hx, hx.keys.resp) as client:
+            stream = await client.chat.completions.create(
+                model="sim-small", messages=[{"role": "user", "content": "a harmless question"}], stream=True
+            )
+            texts = [
+                c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content
+            ]
+    finally:
+        await hx.close()
+    words = "".join(texts).split()
+    assert len(words) >= 8
+    assert len(texts) >= 0.8 * len(words), texts
 
 
 async def test_body_capture_off_for_an_org(hx: HooksStack) -> None:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from projections.settings import ProjectorSettings
+from streams import deadletter
 from streams.jetstream import connect, delete_streams, ensure_streams
 from streams.topology import Topology
 
@@ -25,6 +28,8 @@ async def js(nc: NATS, topology: Topology) -> AsyncIterator[JetStreamContext]:
     await ensure_streams(ctx, topology)
     yield ctx
     await delete_streams(ctx, topology)
+    with contextlib.suppress(NotFoundError):
+        await ctx.delete_stream(deadletter.stream_name(topology))
 
 
 @pytest.fixture

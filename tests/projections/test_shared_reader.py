@@ -200,8 +200,8 @@ async def test_a_reader_gone_silent_is_replaced_and_the_lane_finishes(
     settings: ProjectorSettings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from projections import lane as lane_module
-    from projections.pullwire import Delivery, Puller, open_puller
+    from streams import consumer as consumer_module
+    from streams.pull import Msg, Puller, open_puller
 
     class _Silent:
         """A reader whose connection died without a word: nothing arrives."""
@@ -210,9 +210,11 @@ async def test_a_reader_gone_silent_is_replaced_and_the_lane_finishes(
 
         async def stop(self) -> None: ...
 
-        async def take(self, wait_s: float) -> list[Delivery]:
+        async def take(self, wait_s: float) -> list[Msg]:
             await asyncio.sleep(wait_s)
             return []
+
+        async def acknowledge(self, replies: list[bytes], body: bytes = b"") -> None: ...
 
     opened: list[str] = []
 
@@ -222,7 +224,7 @@ async def test_a_reader_gone_silent_is_replaced_and_the_lane_finishes(
             return _Silent()
         return await open_puller(nc, stream, consumer, window=window)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(lane_module, "open_puller", first_silent)
+    monkeypatch.setattr(consumer_module, "open_puller", first_silent)
     last = await publish(js, topology, [ev for i in range(200) for ev in ok_request(i)])
     async with Projector(settings) as projector:
         async with asyncio.timeout(30):

@@ -9,7 +9,7 @@ import pytest
 
 from projections.traffic import COLUMN_NAMES, delta, fold
 from streams.codec import UnknownEvent
-from streams.events import RequestCompleted, RequestFailed, RequestReceived, UpstreamResult
+from streams.events import RequestAborted, RequestCompleted, RequestFailed, RequestReceived, UpstreamResult
 from tests.projections.helpers import failed_request, ok_request, retried_request
 
 
@@ -93,3 +93,18 @@ def test_the_final_attempt_names_its_pooled_credential() -> None:
     served = UpstreamResult(request_id="r-pool", attempt=2, status=200, credential_id="key-b")
     for events in ([benched, served], [served, benched]):
         assert fold(events)["r-pool"]["credential_id"] == "key-b"
+
+
+def test_an_abort_yields_to_the_nodes_own_outcome_arriving_late() -> None:
+    """The reconciler aborts a request whose node went quiet; a node that was
+    only cut off from NATS delivers its outcome later from its outbox, and
+    that one is the truth, in whichever order the two are projected."""
+    events = ok_request(7, stream=True)
+    received, completed = events[0], events[-1]
+    aborted = RequestAborted(request_id=received.request_id, occurred_at_ms=999_999, cause="node_lost")
+    row = _one_row([received, aborted])
+    assert (row["outcome"], row["status"], row["completed_at"]) == ("aborted", None, 999_999)
+    for order in itertools.permutations([*events, aborted]):
+        row = _one_row(list(order))
+        assert (row["outcome"], row["status"]) == ("completed", 200)
+        assert row["completed_at"] == completed.occurred_at_ms

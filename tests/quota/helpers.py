@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from streams.config import NexusConfig, parse_config
-from streams.config_quota import NANO, price_usage, usd_to_nano
+from ingress.quota.pricing import price_usage
+from streams.config import NexusConfig
+from streams.config_validation import parse_config
 from streams.events import Node, Tenant, Usage, UsageRecorded
+from streams.quota_counters import NANO, usd_to_nano
 
 BASE = (
     """

@@ -6,9 +6,10 @@ import datetime as dt
 
 import pytest
 
-from streams.config import ConfigError
-from streams.config_quota import QuotaPolicy, Subject, calendar_window, price_usage
+from ingress.quota.pricing import price_usage
+from streams.config_base import ConfigError
 from streams.events import Usage
+from streams.quota_counters import QuotaPolicy, Subject, calendar_window
 from tests.quota.helpers import config
 
 

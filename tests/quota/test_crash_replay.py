@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from streams.config_quota import QuotaPolicy
 from streams.jetstream import connect, ensure_streams
+from streams.quota_counters import QuotaPolicy
 from streams.topology import Topology
 from tests.quota.helpers import BASE, config, publish, usage_event
 

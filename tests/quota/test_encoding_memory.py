@@ -10,8 +10,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ingress.gateway.quota import encodings_needed
-from streams.config import parse_config, snapshot_from_config
+from ingress.pipeline.stages.quota import encodings_needed
+from streams.config_snapshot import snapshot_from_config
+from streams.config_validation import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 from ingress.quota import QuotaGate, key_usage
 from processors.quota.settle import Settler
 from streams import codec
-from streams.config_quota import QuotaPolicy
+from streams.quota_counters import QuotaPolicy
 from tests.quota.helpers import config, counter_value, usage_event
 
 pytestmark = pytest.mark.integration
@@ -203,3 +203,27 @@ async def test_quota_store_down_fails_closed(valkey_prefix: str) -> None:
     with pytest.raises(QuotaUnavailable):
         await check(gate, "down")
     await dead.aclose()
+
+
+async def test_a_worst_case_past_what_the_store_counts_is_decided_not_unreachable(
+    vk: Any, valkey_prefix: str
+) -> None:
+    """10**15 output tokens at $8/M is 8 * 10**18 nano-dollars: Valkey's
+    INCRBY refused what the script's doubles printed it as, and the request
+    was answered "quota store unreachable".  (The API now bounds max_tokens;
+    the gate must not depend on every caller doing so.)"""
+    gate, _ = gate_for(
+        vk,
+        valkey_prefix,
+        """
+quotas:
+  budgets:
+    - {id: soft, unit: usd, limit: 1, window: day, action: soft, match: {org: acme}}
+    - {id: hard, unit: tokens, limit: 1000000, window: day, match: {key: k2}}
+""",
+    )
+    huge = 10**15
+    soft = await check(gate, "huge-soft", out=huge)
+    assert soft.admitted and soft.reserved
+    hard = await check(gate, "huge-hard", key="k2", out=huge)
+    assert not hard.admitted and hard.error_code == "QUOTA_EXCEEDED"

@@ -16,10 +16,10 @@ from ingress.quota.resp import PipelinedValkey
 from processors.quota import QuotaProcessor, replay_quotas
 from streams import codec
 from streams.config import NexusConfig
-from streams.config_quota import QuotaPolicy, calendar_window, usd_to_nano
 from streams.events import now_ms
 from streams.events_quota import QuotaAlert
 from streams.jetstream import connect, ensure_streams
+from streams.quota_counters import QuotaPolicy, calendar_window, usd_to_nano
 from streams.topology import Topology
 from tests.quota.helpers import config, counter_value, publish, usage_event
 

@@ -102,3 +102,77 @@ async def test_calls_fail_while_the_server_is_away_and_work_once_it_is_back() ->
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_a_stopped_server_fails_waiting_calls_after_the_stall_and_replies_pair_up_after(
+    private_valkey: PrivateValkey,
+) -> None:
+    """SIGSTOP: the socket stays open, nothing comes back.  The calls fail
+    after stall_s (not at some distant deadline); once the server resumes,
+    the commands it had queued run, and a new call gets its own reply, not
+    one meant for a call that gave up."""
+    import os
+    import signal
+    import time
+
+    from ingress.quota.resp import StoreStalled
+
+    url = f"redis://127.0.0.1:{private_valkey.port}/0"
+    client = PipelinedValkey(url, stall_s=0.3)
+    script = client.register_script(ECHO_INCR)
+    assert private_valkey.proc is not None
+    try:
+        assert (await script(keys=["n"], args=["warm", 1]))[1] == 1
+        os.kill(private_valkey.proc.pid, signal.SIGSTOP)
+        t = time.monotonic()
+        stalled = await asyncio.gather(
+            *(script(keys=["n"], args=[f"s{i}", 1]) for i in range(5)), return_exceptions=True
+        )
+        took = time.monotonic() - t
+        assert all(isinstance(r, StoreStalled) for r in stalled), stalled
+        assert 0.25 <= took < 2.0
+        os.kill(private_valkey.proc.pid, signal.SIGCONT)
+        after = await script(keys=["n"], args=["after", 1])
+        assert after[0] == b"after" and after[1] == 7  # the 5 given up on ran first, in order
+    finally:
+        os.kill(private_valkey.proc.pid, signal.SIGCONT)
+        await client.aclose()
+
+
+async def test_answers_waiting_unread_are_not_taken_for_a_stalled_server(
+    valkey_url: str, valkey_prefix: str
+) -> None:
+    """The server answered, but this process has not read the socket yet (a
+    busy loop, or a long callback just before the watchdog's turn: on uvloop
+    timers run before the sockets are read).  Reading is paused here to hold
+    the replies in the socket past stall_s: the watchdog sees the bytes
+    waiting and fails no one."""
+    import uvloop
+
+    key = f"{valkey_prefix}resp:{uuid.uuid4().hex}"
+
+    async def unread_past_the_stall() -> list[bytes]:
+        client = PipelinedValkey.from_url(valkey_url)
+        client.stall_s = 0.1
+        script = client.register_script(ECHO_INCR)
+        try:
+            await script(keys=[key], args=["warm", 1])
+            transport = client._proto.transport if client._proto is not None else None
+            assert transport is not None
+            transport.pause_reading()
+            calls = [asyncio.ensure_future(script(keys=[key], args=[f"c{i}", 1])) for i in range(20)]
+            await asyncio.sleep(0.5)  # five watchdog turns with the replies unread
+            assert not any(c.done() for c in calls)
+            transport.resume_reading()
+            return [r[0] for r in await asyncio.gather(*calls)]
+        finally:
+            await client.aclose()
+
+    expected = [f"c{i}".encode() for i in range(20)]
+    try:
+        assert await asyncio.to_thread(uvloop.run, unread_past_the_stall()) == expected
+        assert await unread_past_the_stall() == expected
+    finally:
+        check = valkey.Valkey.from_url(valkey_url)
+        await check.delete(key)
+        await check.aclose()

@@ -11,7 +11,7 @@ import pytest
 from ingress.quota import QuotaGate
 from processors.quota.settle import Settler
 from streams import codec
-from streams.config_quota import QuotaPolicy
+from streams.quota_counters import QuotaPolicy
 from tests.quota.helpers import config, usage_event
 from tests.quota.test_config_windows import ms
 

@@ -16,13 +16,16 @@ import valkey.asyncio as avalkey
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from nexus.sim import SimServer, SimSettings, start_sim
 from processors.quota import QuotaProcessor
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_snapshot import ConfigSnapshot
+from streams.config_validation import parse_config
 from streams.keys import hash_key, new_key
 from streams.publisher import Publisher
 from streams.topology import Topology
+from tests.inprocess import in_process_snapshot
 
 SECRET = b"quota-e2e-secret-0123456789abcdef"
 SIM_KEY = "sk-sim-quota"
+ADMIN_TOKEN = "admin-token-quota-e2e-0123456789"
 
 # USD per million tokens: dear enough that a few hundred small requests
 # reach a cap of a dollar.
@@ -65,14 +68,10 @@ def config_dict(sim_port: int, keys: dict[str, str]) -> dict[str, Any]:
 
     return {
         "version": 1,
-        # Bursts of 500 from clients on the gateway's own loop: no admission
-        # shedding (in-flight cap, loop-lag gate) in the way of the quota's answers.
-        "gateway": {
-            "request_timeout_s": 120,
-            "max_inflight": 1024,
-            "shed_loop_lag_ms": 0,
-            "node_id": "gw-quota",
-        },
+        # Bursts of 500 from clients on the gateway's own loop: no in-flight
+        # cap in the way of the quota's answers (the loop-lag gate is off in
+        # every in-process stack: tests/inprocess.py).
+        "gateway": {"request_timeout_s": 120, "max_inflight": 1024, "node_id": "gw-quota"},
         "orgs": [{"id": "acme", "timezone": "America/New_York"}],
         "projects": [{"id": "web", "org": "acme"}],
         "virtual_keys": [
@@ -183,7 +182,7 @@ async def qstack(
     cfg_bytes = msgspec.yaml.encode(config_dict(sim.port, keys))
     config_path = tmp_path / "nexus.yaml"
     config_path.write_bytes(cfg_bytes)
-    snapshot = ConfigSnapshot(parse_config(cfg_bytes), SECRET)
+    snapshot = in_process_snapshot(parse_config(cfg_bytes), SECRET)
     proc = QuotaProcessor(
         snapshot.config, nats_url=nats_url, valkey_url=valkey_url, topology=topology, key_prefix=valkey_prefix
     )
@@ -195,7 +194,7 @@ async def qstack(
     app = create_app(
         snapshot,
         publisher,
-        env={"SIM_QUOTA_KEY": SIM_KEY},
+        env={"SIM_QUOTA_KEY": SIM_KEY, "NEXUS_ADMIN_TOKEN": ADMIN_TOKEN},
         valkey=client,
         valkey_prefix=valkey_prefix,
     )

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import openai
 
+from ingress.quota.pricing import price_usage
 from streams import codec
 from streams.config import Price
-from streams.config_quota import price_usage
 from streams.events import Usage
 from tests.quota_e2e.conftest import PRICE, QuotaStack
 

@@ -4,7 +4,9 @@ the simulated provider, JetStream, the QuotaProcessor and Valkey."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import re
 from typing import Any
 
 import anthropic
@@ -12,11 +14,13 @@ import httpx
 import msgspec
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingress.gateway import create_app, start_gateway
+from nexus.sim import SimSettings
 from streams.events import UsageRecorded
 from streams.events_quota import QuotaAlert
-from tests.quota_e2e.conftest import CAP_USD, PRICE, SIM_KEY, SOFT_USD, QuotaStack
+from tests.quota_e2e.conftest import ADMIN_TOKEN, CAP_USD, KEY_IDS, PRICE, SIM_KEY, SOFT_USD, QuotaStack
 from tests.quota_e2e.helpers import Burst, Collector, burst_of, cost, limit, sdk, settled, usage_of
 
 pytestmark = pytest.mark.integration
@@ -193,6 +197,46 @@ async def test_failed_request_releases_its_reservation_at_once(qstack: QuotaStac
     assert cap["reserved"] == 0 and cap["spent"] == 0
 
 
+async def test_a_caller_who_hangs_up_frees_its_reservation_and_pays_what_the_provider_had(
+    qstack: QuotaStack, nats_url: str
+) -> None:
+    usage = Collector()
+    await usage.start(nats_url, qstack.topology.traffic_subject("usage.recorded"))
+    qstack.sim.state.settings = SimSettings(latency_ms=5000, api_key=SIM_KEY)
+    body = {
+        "model": "gpt-q",
+        "messages": [{"role": "user", "content": "a long wait " * 20}],
+        "max_tokens": 50,
+    }
+    try:
+        async with httpx.AsyncClient(timeout=10) as h:
+            call = asyncio.create_task(
+                h.post(
+                    qstack.url + "/chat/completions",
+                    headers={"Authorization": f"Bearer {qstack.keys['k-cap']}"},
+                    json=body,
+                )
+            )
+            await asyncio.sleep(0.5)
+            reserved = limit(await usage_of(qstack, "k-cap"), "cap")["reserved"]
+            assert reserved > 0  # held while the provider works
+            call.cancel()  # the caller hangs up
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        async with asyncio.timeout(3):  # not the provider's 5 s
+            while limit(await usage_of(qstack, "k-cap"), "cap")["reserved"] != 0:
+                await asyncio.sleep(0.05)
+        await settled(qstack)
+        cap = limit(await usage_of(qstack, "k-cap"), "cap")
+        recorded = [e for e in usage.events if isinstance(e, UsageRecorded)]
+        assert len(recorded) == 1 and recorded[0].estimated and recorded[0].usage.completion_tokens == 0
+        assert recorded[0].cost_usd > 0
+        assert cap["reserved"] == 0 and cap["spent"] == pytest.approx(recorded[0].cost_usd, abs=1e-9)
+    finally:
+        await usage.close()
+        qstack.sim.state.settings = SimSettings(api_key=SIM_KEY)
+
+
 async def test_unpriced_model_under_a_usd_budget_is_refused(qstack: QuotaStack) -> None:
     async with sdk(qstack, "k-cap") as c:
         with pytest.raises(openai.PermissionDeniedError) as refused:
@@ -273,15 +317,24 @@ async def test_every_ingress_format_reserves_and_usage_endpoint_reports(qstack: 
     assert free.status_code == 200 and free.json()["limits"] == []
 
 
-async def test_metrics_show_spend_and_remaining_per_budget(qstack: QuotaStack) -> None:
+async def test_tenant_metrics_show_spend_and_remaining_per_budget_to_the_admin_only(
+    qstack: QuotaStack,
+) -> None:
     async with sdk(qstack, "k-cap") as c:
         await c.chat.completions.create(
             model="gpt-q", messages=[{"role": "user", "content": "x"}], max_tokens=5
         )
     await settled(qstack)
     spent = limit(await usage_of(qstack, "k-cap"), "cap")["spent"]
+    url = qstack.url.removesuffix("/v1") + "/metrics/tenants"
     async with httpx.AsyncClient() as h:
-        text = (await h.get(qstack.url.removesuffix("/v1") + "/metrics")).text
+        anonymous = await h.get(url)
+        a_tenant = await h.get(url, headers={"Authorization": f"Bearer {qstack.keys['k-cap']}"})
+        wrong = await h.get(url, headers={"Authorization": "Bearer not-the-admin-token"})
+        text = (await h.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})).text
+    for refused in (anonymous, a_tenant, wrong):
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_admin_token"
+        assert "nexus_quota" not in refused.text
     lines = {
         ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines() if ln.startswith("nexus_quota_")
     }
@@ -290,6 +343,45 @@ async def test_metrics_show_spend_and_remaining_per_budget(qstack: QuotaStack) -
     assert lines["nexus_quota_remaining" + labels] == pytest.approx(CAP_USD - spent)
     assert lines["nexus_quota_limit" + labels] == CAP_USD
     assert lines['nexus_quota_limit{budget="rpm.rpm",counter="rpm.rpm|key=k-rpm",unit="requests"}'] == 3
+
+
+async def test_public_metrics_carry_no_tenant_identifier(qstack: QuotaStack) -> None:
+    """Every metric family /metrics shows without credentials, after traffic
+    from every key (admitted, refused, downgraded, rate limited), /v1/usage
+    reads and an admin scrape: no label names a tenant dimension, and no
+    label value is (or has as a part) an org, project, key, user or budget id."""
+    for kid in KEY_IDS:
+        async with sdk(qstack, kid) as c:
+            for model in ("gpt-q", "gpt-q-big", "unpriced"):
+                with contextlib.suppress(openai.APIError):
+                    await c.chat.completions.create(
+                        model=model, messages=[{"role": "user", "content": "x"}], max_tokens=5
+                    )
+        await usage_of(qstack, kid)
+    root = qstack.url.removesuffix("/v1")
+    async with httpx.AsyncClient() as h:
+        await h.get(root + "/metrics/tenants", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        text = (await h.get(root + "/metrics")).text
+    cfg = qstack.snapshot.config
+    tenant_ids = (
+        {o.id for o in cfg.orgs}
+        | {p.id for p in cfg.projects}
+        | {k.id for k in cfg.virtual_keys}
+        | {k.user for k in cfg.virtual_keys if k.user}
+        | {b.id for b in cfg.quotas.budgets}
+        | {r.id for r in cfg.quotas.rate_limits}
+    )
+    tenant_labels = {"org", "project", "key", "key_id", "user", "tenant", "budget", "counter", "limit"}
+    families = list(text_string_to_metric_families(text))
+    assert len(families) > 10  # the gateway's, the publisher's, the quota decisions...
+    assert "nexus_quota_decisions" in {f.name for f in families}
+    for family in families:
+        for sample in family.samples:
+            assert not tenant_labels & set(sample.labels), (family.name, sample.labels)
+            for value in sample.labels.values():
+                # "rpm.rpm|key=k-rpm" names the key k-rpm; "downgrade" names no budget "down".
+                assert not tenant_ids & {value, *re.split(r"[^\w-]+", value)}, (family.name, sample.labels)
+    assert "nexus_quota_spent" not in text and "k-cap" not in text and "acme" not in text
 
 
 async def test_valkey_down_fails_closed_only_where_a_limit_applies(
@@ -322,8 +414,34 @@ async def test_valkey_down_fails_closed_only_where_a_limit_applies(
     finally:
         await gw.close()
         await dead.aclose()
-    assert capped.status_code == 503 and capped.json()["error"]["code"] == "quota_unavailable"
+    assert capped.status_code == 503 and capped.json()["error"]["code"] == "quota_store_unavailable"
     assert free.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "extra"),
+    [
+        ("/chat/completions", "max_tokens", {"messages": [{"role": "user", "content": "x"}]}),
+        ("/messages", "max_tokens", {"messages": [{"role": "user", "content": "x"}]}),
+        ("/responses", "max_output_tokens", {"input": "x"}),
+    ],
+)
+async def test_absurd_output_limit_is_the_callers_400_not_the_quota_stores_503(
+    qstack: QuotaStack, path: str, field: str, extra: dict[str, Any]
+) -> None:
+    """max_tokens = 2**63 under a soft budget reached Valkey and was answered
+    503 "quota store unreachable"; 10**30 under a hard one, a 429."""
+    async with httpx.AsyncClient(timeout=10) as h:
+        for key, value in (("k-soft", 2**63), ("k-cap", 10**30)):
+            r = await h.post(
+                qstack.url + path,
+                json={"model": "gpt-q", field: value, **extra},
+                headers={"Authorization": f"Bearer {qstack.keys[key]}"},
+            )
+            assert r.status_code == 400, r.text
+            assert field in r.text
+    usage = await usage_of(qstack, "k-soft")
+    assert limit(usage, "soft")["reserved"] == 0
 
 
 def test_price_in_tests_matches_config() -> None:
@@ -395,7 +513,8 @@ async def test_answer_blocked_by_a_response_hook_still_counts(qstack: QuotaStack
     """The provider billed the answer a compliance hook withheld: its usage
     settles the reservation, so provoking blocks cannot spend unmetered."""
     from nexus.sim.text import completion_words
-    from streams.config import ConfigSnapshot, parse_config
+    from streams.config_validation import parse_config
+    from tests.inprocess import in_process_snapshot
     from tests.quota_e2e.conftest import SECRET, config_dict
 
     prompt = next(
@@ -414,7 +533,7 @@ async def test_answer_blocked_by_a_response_hook_still_counts(qstack: QuotaStack
             }
         ]
     }
-    snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
+    snapshot = in_process_snapshot(parse_config(msgspec.yaml.encode(cfg)), SECRET)
     app = create_app(
         snapshot,
         qstack.publisher,

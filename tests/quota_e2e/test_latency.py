@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ingress.gateway import quota as gateway_quota
-from ingress.gateway.state import STATE
+from ingress.gateway.front import NODE
+from ingress.pipeline.stages import quota as gateway_quota
 from tests.quota_e2e.conftest import QuotaStack
 from tests.quota_e2e.helpers import sdk, settled
 
@@ -38,7 +38,7 @@ async def test_quota_check_added_latency(qstack: QuotaStack, monkeypatch: pytest
             timings.append((time.perf_counter() - t) * 1000)
 
     monkeypatch.setattr(gateway_quota, "admit", timed)
-    rt = qstack.gateway.runner.app[STATE].quota
+    rt = qstack.gateway.runner.app[NODE].current.quota
     assert rt is not None and rt.gate is not None
     calls = 0
     real_reserve = rt.gate._reserve

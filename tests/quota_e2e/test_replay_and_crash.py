@@ -14,8 +14,8 @@ from typing import Any
 import nats
 import pytest
 
-from streams.config_quota import usd_to_nano
 from streams.events import UsageRecorded
+from streams.quota_counters import usd_to_nano
 from tests.quota_e2e.conftest import QuotaStack
 from tests.quota_e2e.helpers import Collector, burst_of, limit, sdk, settled, usage_of
 

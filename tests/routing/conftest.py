@@ -15,9 +15,10 @@ import pytest
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from nexus.sim import SimServer, SimSettings, start_sim
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_validation import parse_config
 from streams.keys import hash_key, new_key
 from tests.gateway.conftest import EventRecorder, free_port
+from tests.inprocess import in_process_snapshot
 
 SECRET = b"test-secret-0123456789abcdef"
 ADMIN = "admin-token-for-routing-tests"
@@ -107,7 +108,7 @@ def config(primary: SimServer, backup: SimServer, switch: SimServer, key: str, n
             {"name": "embed-backup", "provider": "back", "provider_model": "sim-embed", "kind": "embedding"},
         ],
         "routing": {
-            "breaker": {"failures": 3, "window_s": 30, "open_s": 0.4},
+            "breaker": {"failures": 3, "window_s": 30, "open_s": 2.0},  # 3 requests fit in it when loaded
             "retry": {"max_attempts": 1, "backoff_ms": 1, "max_backoff_ms": 20},
             "rules": [
                 {"name": "on-503", "match": ["fb-503"], "strategy": fallback("flaky", "backup")},
@@ -165,7 +166,7 @@ async def routed(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RoutedStack]:
     backup = await start_sim(SimSettings(record_limit=1000))
     switch = await start_sim(SimSettings(record_limit=1000))
     key, narrow = new_key(), new_key()
-    snapshot = ConfigSnapshot(parse_config(config(primary, backup, switch, key, narrow)), SECRET)
+    snapshot = in_process_snapshot(parse_config(config(primary, backup, switch, key, narrow)), SECRET)
     events = EventRecorder()
     env = {"SIM_KEY": "sk-sim", "NEXUS_ADMIN_TOKEN": ADMIN}
     gateway = await start_gateway(create_app(snapshot, events, env=env))

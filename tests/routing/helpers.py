@@ -6,7 +6,8 @@ from typing import Any
 
 import msgspec
 
-from streams.config import NexusConfig, parse_config
+from streams.config import NexusConfig
+from streams.config_validation import parse_config
 
 
 def routing_config(

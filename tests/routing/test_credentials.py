@@ -22,10 +22,12 @@ from ingress.routing.credentials import Credential, CredentialPool
 from nexus.sim import SimServer, SimSettings, start_sim
 from nexus.sim.recorder import credential_fingerprint
 from projections.traffic import fold
-from streams.config import ConfigError, ConfigSnapshot, parse_config
+from streams.config_base import ConfigError
+from streams.config_validation import parse_config
 from streams.events import RequestCompleted, UpstreamResult
 from streams.keys import hash_key, new_key
 from tests.gateway.conftest import EventRecorder
+from tests.inprocess import in_process_snapshot
 from tests.routing.conftest import SECRET
 
 N = 10_000
@@ -180,7 +182,7 @@ async def _stack(status: int) -> PoolStack:
     )
     backup = await start_sim(SimSettings(record_limit=1000))
     key = new_key()
-    snapshot = ConfigSnapshot(parse_config(config(sim, backup, key)), SECRET)
+    snapshot = in_process_snapshot(parse_config(config(sim, backup, key)), SECRET)
     events = EventRecorder()
     env = {"KEY_BAD": BAD, "KEY_BAD_TOO": BAD + "-too", "KEY_GOOD_1": GOOD[0], "KEY_GOOD_2": GOOD[1]}
     gateway = await start_gateway(create_app(snapshot, events, env=env))
@@ -264,7 +266,7 @@ async def test_requests_spread_over_the_pool_by_weight() -> None:
         ],
         "models": [{"name": "m", "provider": "pooled"}],
     }
-    snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(doc)), SECRET)
+    snapshot = in_process_snapshot(parse_config(msgspec.yaml.encode(doc)), SECRET)
     gateway = await start_gateway(
         create_app(snapshot, EventRecorder(), env={"A": "sk-heavy", "B": "sk-light"})
     )

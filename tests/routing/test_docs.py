@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from streams.config import parse_config
+from streams.config_validation import parse_config
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "routing-and-cache.md"
 

@@ -128,7 +128,7 @@ async def test_breaker_opens_and_recovers(routed: RoutedStack) -> None:
         assert sw.recorder.count == 4
 
         sw.settings = healthy
-        await asyncio.sleep(0.45)  # open_s = 0.4: half-open, one probe goes through
+        await asyncio.sleep(2.05)  # open_s = 2: half-open, one probe goes through
         r = await c.chat.completions.with_raw_response.create(model="fb-switch", messages=HELLO)
         assert r.headers["x-nexus-routed-provider"] == "psw"
         async with httpx.AsyncClient() as h:

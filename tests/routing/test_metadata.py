@@ -13,9 +13,10 @@ import pytest
 
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from nexus.sim import SimServer, SimSettings, start_sim
-from streams.config import ConfigSnapshot, parse_config
+from streams.config_validation import parse_config
 from streams.keys import hash_key, new_key
 from tests.gateway.conftest import EventRecorder
+from tests.inprocess import in_process_snapshot
 from tests.routing.conftest import ADMIN, SECRET
 
 KEYS = {name: new_key() for name in ("plain", "gold", "big")}
@@ -69,7 +70,7 @@ def config(sim: SimServer) -> bytes:
 @pytest.fixture
 async def gateway() -> AsyncIterator[GatewayServer]:
     sim = await start_sim(SimSettings())
-    snapshot = ConfigSnapshot(parse_config(config(sim)), SECRET)
+    snapshot = in_process_snapshot(parse_config(config(sim)), SECRET)
     gw = await start_gateway(create_app(snapshot, EventRecorder(), env={"NEXUS_ADMIN_TOKEN": ADMIN}))
     yield gw
     await gw.close()

@@ -24,10 +24,12 @@ from ingress.routing.smart import read_answer, request_text
 from nexus.sim import SimServer, SimSettings, start_sim
 from nexus.sim.recorder import credential_fingerprint
 from projections.traffic import fold
-from streams.config import ConfigError, ConfigSnapshot, parse_config
+from streams.config_base import ConfigError
+from streams.config_validation import parse_config
 from streams.events import RequestCompleted, UpstreamResult, UsageRecorded
 from streams.keys import hash_key, new_key
 from tests.gateway.conftest import EventRecorder
+from tests.inprocess import in_process_snapshot
 from tests.routing.conftest import ADMIN, SECRET
 
 
@@ -149,7 +151,7 @@ async def _stack(
 ) -> SmartStack:
     sim = await start_sim(SimSettings(record_limit=1000))
     key, narrow, strong_only = new_key(), new_key(), new_key()
-    snapshot = ConfigSnapshot(parse_config(config(sim, key, narrow, strong_only, hooks, cache)), SECRET)
+    snapshot = in_process_snapshot(parse_config(config(sim, key, narrow, strong_only, hooks, cache)), SECRET)
     events = EventRecorder()
     env = {"SIM_KEY": "sk-sim", "NEXUS_ADMIN_TOKEN": ADMIN}
     app = create_app(snapshot, events, env=env, valkey=valkey, valkey_prefix=prefix)

@@ -21,10 +21,12 @@ import pytest
 from ingress.gateway import GatewayServer, create_app, start_gateway
 from nexus.sim import SimServer, SimSettings, start_sim
 from projections.traffic import fold
-from streams.config import ConfigError, ConfigSnapshot, parse_config
+from streams.config_base import ConfigError
+from streams.config_validation import parse_config
 from streams.events import RequestCompleted, UpstreamResult
 from streams.keys import hash_key, new_key
 from tests.gateway.conftest import EventRecorder
+from tests.inprocess import in_process_snapshot
 from tests.routing.conftest import SECRET
 
 
@@ -103,7 +105,7 @@ async def stack() -> AsyncIterator[TimeoutStack]:
     sim = await start_sim(SimSettings(record_limit=1000))
     key = new_key()
     events = EventRecorder()
-    snapshot = ConfigSnapshot(parse_config(config(sim, key)), SECRET)
+    snapshot = in_process_snapshot(parse_config(config(sim, key)), SECRET)
     gateway = await start_gateway(create_app(snapshot, events, env={"SIM_KEY": "sk-sim"}))
     yield TimeoutStack(gateway, sim, events, key)
     await gateway.close()

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from ingress.routing import RouteContext, decide
-from streams.config import ConfigError, NexusConfig
+from streams.config import NexusConfig
+from streams.config_base import ConfigError
 from tests.routing.helpers import routing_config
 
 

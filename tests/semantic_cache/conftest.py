@@ -10,7 +10,7 @@ import pytest
 import valkey.asyncio as avalkey
 
 from ingress.cache.semantic import Embedder, SemanticCache
-from ingress.gateway.semantic import load_embedder
+from ingress.pipeline.stages.semantic import load_embedder
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +47,11 @@ async def make_semantic_stack(
 
     from ingress.gateway import create_app, start_gateway
     from nexus.sim import SimSettings, start_sim
-    from streams.config import ConfigSnapshot, parse_config
+    from streams.config_validation import parse_config
     from streams.keys import new_key
     from tests.cache.conftest import SECRET, CacheStack, config
     from tests.gateway.conftest import EventRecorder
+    from tests.inprocess import in_process_snapshot
 
     sim = await start_sim(SimSettings(record_limit=1000))
     key, other = new_key(), new_key()
@@ -58,7 +59,7 @@ async def make_semantic_stack(
     semantic = {"enabled": True, "embed_timeout_ms": 5000, **semantic}
     cache = {"lookup_timeout_ms": 2000, **(cache or {})}
     doc = msgspec.yaml.decode(config(sim, key, other, semantic=semantic, **cache))
-    snapshot = ConfigSnapshot(parse_config(msgspec.yaml.encode(doc)), SECRET)
+    snapshot = in_process_snapshot(parse_config(msgspec.yaml.encode(doc)), SECRET)
     env = {"SIM_KEY": "sk", "NEXUS_ADMIN_TOKEN": ADMIN}
     nodes = []
     for _ in range(2):

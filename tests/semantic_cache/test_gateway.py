@@ -14,8 +14,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from ingress.gateway.cached import CACHE
-from ingress.gateway.state import STATE
+from ingress.gateway.front import NODE
 from streams.events import RequestCompleted, UpstreamResult, UsageRecorded
 from tests.semantic_cache.conftest import ADMIN, close_semantic_stack, make_semantic_stack
 
@@ -36,14 +35,14 @@ def oai(s: Any, key: str | None = None) -> openai.AsyncOpenAI:
 
 async def settle(*nodes: Any) -> None:
     for s in nodes:
-        state = s.gateway.runner.app[STATE]
+        state = s.gateway.runner.app[NODE]
         if state.background:
             await asyncio.gather(*state.background)
 
 
 async def synced(node: Any, entries: int) -> None:
     """Another node learns new vectors by tailing the shared log."""
-    sem = node.gateway.runner.app[CACHE].semantic
+    sem = node.gateway.runner.app[NODE].current.cache.semantic
     for _ in range(200):
         if len(sem.index) >= entries:
             return
@@ -187,7 +186,7 @@ async def test_a_model_that_cannot_load_leaves_the_cache_off_and_requests_served
     broken.write_bytes(b"not an onnx model")
     s = await make_semantic_stack(valkey_url, valkey_prefix, model_path=str(broken))
     try:
-        assert s.gateway.runner.app[CACHE].semantic is None
+        assert s.gateway.runner.app[NODE].current.cache.semantic is None
         async with oai(s) as c:
             r = await c.chat.completions.with_raw_response.create(model="gpt-sim", messages=msgs(Q1))
         assert r.status_code == 200 and r.headers["x-nexus-cache"] == "MISS"
@@ -215,7 +214,7 @@ async def test_a_caller_poisons_only_its_own_scope(sem: Any) -> None:
         )
     assert fresh.headers["x-nexus-cache"] == "MISS"
     assert sem.upstream_calls == 3
-    sem_cache = sem.gateway.runner.app[CACHE].semantic
+    sem_cache = sem.gateway.runner.app[NODE].current.cache.semantic
     assert await sem_cache.get(entry) is None
 
 
@@ -267,7 +266,7 @@ async def test_a_failing_embedder_opens_the_breaker_and_requests_are_still_serve
     from ingress.cache.semantic.cache import BREAKER_TARGET
     from ingress.routing.breaker import BreakerState
 
-    cache = sem.gateway.runner.app[CACHE].semantic
+    cache = sem.gateway.runner.app[NODE].current.cache.semantic
     cache.embedder = Broken()
     async with oai(sem) as c:
         for i in range(7):

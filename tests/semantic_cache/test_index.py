@@ -125,14 +125,15 @@ async def test_a_new_model_version_never_reads_old_vectors(
 def test_bad_semantic_config_is_a_clear_error(bad: dict[str, object]) -> None:
     import msgspec
 
-    from streams.config import ConfigError, parse_config
+    from streams.config_base import ConfigError
+    from streams.config_validation import parse_config
 
     with pytest.raises(ConfigError, match=r"semantic|treshold"):
         parse_config(msgspec.yaml.encode({"cache": {"semantic": bad}}))
 
 
 def test_semantic_cache_is_off_unless_configured() -> None:
-    from streams.config import parse_config
+    from streams.config_validation import parse_config
 
     assert parse_config(b"cache: {enabled: true}\n").cache.semantic.enabled is False
     sem = parse_config(b"cache: {semantic: {enabled: true}}\n").cache.semantic

@@ -75,7 +75,7 @@ async def test_nexus_siem_process_forwards_and_stops_cleanly(
             proc.kill()
             await proc.wait()
         await hec.stop()
-        for name in (topology.traffic_stream, f"{topology.prefix}_SIEM_DLQ"):
+        for name in (topology.traffic_stream, f"{topology.prefix}_DEADLETTER"):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(name)
         await nc.close()

@@ -10,27 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import ipaddress
 import json
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import nats
 import pytest
+from nats.aio.client import Client as NATS
 from prometheus_client import CollectorRegistry
 
-from processors.siem import SiemForwarder, dlq_stream, start_siem
+from processors.siem import SiemForwarder, start_siem
 from processors.siem import cli as siem_cli
-from processors.siem.dlq import list_dead_letters
-from streams import codec
+from streams import codec, deadletter
 from streams.config_siem import SiemConfig, SinkFilter, SplunkHecSink, SyslogSink
 from streams.events import Body, Node, RequestCompleted, RequestFailed, RequestReceived, Tenant
 from streams.events_compliance import HookVerdict
-from streams.jetstream import ensure_streams
 from streams.topology import Topology
 from tests.siem.receivers import HecServer, SyslogServer, self_signed, server_ssl
 
@@ -111,18 +108,6 @@ async def _publish(js: nats.js.JetStreamContext, topology: Topology, events: lis
         await js.publish(topology.subject_for(e), codec.encode(e), headers={"Nats-Msg-Id": e.id})  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-async def js(nats_url: str, topology: Topology) -> AsyncIterator[nats.js.JetStreamContext]:
-    nc = await nats.connect(nats_url)
-    jsc = nc.jetstream()
-    await ensure_streams(jsc, topology)
-    yield jsc
-    for name in [s.name for s in topology.streams()] + [dlq_stream(topology)]:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await jsc.delete_stream(name)
-    await nc.close()
-
-
 class Rig:
     def __init__(self, tmp: Path) -> None:
         cert, key = self_signed(tmp)
@@ -199,7 +184,7 @@ def _check(name: str, arrivals: Any, expected: set[str], report: dict[str, Any])
 
 
 async def _outage_run(
-    js: nats.js.JetStreamContext, topology: Topology, tmp_path: Path, outage_s: float
+    nc: NATS, js: nats.js.JetStreamContext, topology: Topology, tmp_path: Path, outage_s: float
 ) -> dict[str, Any]:
     rig = Rig(tmp_path)
     await rig.start()
@@ -223,7 +208,7 @@ async def _outage_run(
             cfg.sinks[3],
         )
     )
-    forwarder = SiemForwarder(js, topology, cfg, env={"TEST_HEC_TOKEN": HEC_TOKEN}, registry=registry)
+    forwarder = SiemForwarder(nc, topology, cfg, env={"TEST_HEC_TOKEN": HEC_TOKEN}, registry=registry)
     await forwarder.start()
     facts: list[Fact] = []
     try:
@@ -240,7 +225,7 @@ async def _outage_run(
         facts += f2
         await _publish(js, topology, events)
         await asyncio.sleep(outage_s)
-        lag = registry.get_sample_value("nexus_siem_lag", {"sink": "hec"})
+        lag = registry.get_sample_value("nexus_siem_lag", {"sink": "hec", "stream": topology.traffic_stream})
         outages = registry.get_sample_value("nexus_siem_failures_total", {"sink": "hec", "kind": "outage"})
         assert outages and outages > 0
         assert lag and lag > 0, "the backlog waits in the stream during the outage"
@@ -273,7 +258,10 @@ async def _outage_run(
         filtered = registry.get_sample_value("nexus_siem_filtered_total", {"sink": "tcp"})
         assert filtered == sum(1 for f in facts if not _want_tcp(f))
         await asyncio.sleep(1.2)
-        assert registry.get_sample_value("nexus_siem_lag", {"sink": "hec"}) == 0
+        assert (
+            registry.get_sample_value("nexus_siem_lag", {"sink": "hec", "stream": topology.traffic_stream})
+            == 0
+        )
         report["hec_backlog_drained_s"] = round(drained_s, 2)
         report["events_published"] = len(facts)
         report["outage_s"] = outage_s
@@ -284,9 +272,9 @@ async def _outage_run(
 
 
 async def test_every_selected_event_once_across_an_outage(
-    js: nats.js.JetStreamContext, topology: Topology, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, topology: Topology, tmp_path: Path
 ) -> None:
-    report = await _outage_run(js, topology, tmp_path, outage_s=3.0)
+    report = await _outage_run(nc, js, topology, tmp_path, outage_s=3.0)
     rig = report.pop("_rig")
     print("\nSIEM delivery across a 3 s outage:", report)
     # What the receivers got is well-formed and free of secrets.
@@ -311,14 +299,15 @@ async def test_every_selected_event_once_across_an_outage(
 
 @pytest.mark.slow
 async def test_every_selected_event_once_across_a_30s_outage(
-    js: nats.js.JetStreamContext, topology: Topology, tmp_path: Path
+    nc: NATS, js: nats.js.JetStreamContext, topology: Topology, tmp_path: Path
 ) -> None:
-    report = await _outage_run(js, topology, tmp_path, outage_s=30.0)
+    report = await _outage_run(nc, js, topology, tmp_path, outage_s=30.0)
     report.pop("_rig")
     print("\nSIEM delivery across a 30 s outage:", report)
 
 
 async def test_rejected_record_is_dead_lettered_after_max_attempts(
+    nc: NATS,
     js: nats.js.JetStreamContext,
     topology: Topology,
     nats_url: str,
@@ -347,7 +336,7 @@ async def test_rejected_record_is_dead_lettered_after_max_attempts(
             ),
         )
     )
-    forwarder = SiemForwarder(js, topology, cfg, env={"TEST_HEC_TOKEN": HEC_TOKEN}, registry=registry)
+    forwarder = SiemForwarder(nc, topology, cfg, env={"TEST_HEC_TOKEN": HEC_TOKEN}, registry=registry)
     await forwarder.start()
     try:
         await _publish(js, topology, events)
@@ -355,38 +344,32 @@ async def test_rejected_record_is_dead_lettered_after_max_attempts(
         async with asyncio.timeout(10):
             while not registry.get_sample_value("nexus_siem_dead_lettered_total", {"sink": "hec"}):
                 await asyncio.sleep(0.05)
-        sub = await js.pull_subscribe(f"{topology.subject_root}.siem.dlq.hec", stream=dlq_stream(topology))
-        [msg] = await sub.fetch(1, timeout=5)
-        assert codec.decode(msg.data).id == poison
-        assert msg.headers is not None
-        assert msg.headers["Nexus-Attempts"] == "3" and msg.headers["Nexus-Sink"] == "hec"
-        assert "HEC: invalid event" in msg.headers["Nexus-Reason"]
+        [dl] = await deadletter.entries(js, topology, consumer="siem_hec")
+        assert codec.decode(dl.data).id == poison and dl.event_id == poison
+        assert (
+            dl.code == "rejected" and "HEC: invalid event" in dl.reason and "after 3 attempt(s)" in dl.reason
+        )
+        assert dl.stream == topology.traffic_stream
         assert poison not in hec.arrivals.ids
         assert hec.arrivals.ids == set(failing) - {poison}
         assert hec.arrivals.duplicates == 0
         rejected = registry.get_sample_value("nexus_siem_failures_total", {"sink": "hec", "kind": "rejected"})
         assert rejected == 3
-        # The operator lists the dead letters, fixes the cause, replays.
-        [dl] = await list_dead_letters(js, topology, "hec")
-        assert dl.event_id == poison and dl.attempts == 3 and dl.stream == topology.traffic_stream
+        # The operator lists the dead letters, fixes the cause, re-drives:
+        # the record goes back on its stream for this sink, which sends it.
         hec.reject_ids = set()
-        cfg_file = tmp_path / "nexus.yaml"
-        cfg_file.write_text(
-            f"siem: {{sinks: [{{kind: splunk_hec, name: hec, url: 'http://127.0.0.1:{hec.port}/',"
-            " token_env: TEST_HEC_TOKEN, allow_private_network: true}]}\n"
-        )
-        monkeypatch.setenv("TEST_HEC_TOKEN", HEC_TOKEN)
-        args = ["dlq", "--config", str(cfg_file), "--nats", nats_url, "--prefix", topology.prefix]
+        args = ["dlq", "--nats", nats_url, "--prefix", topology.prefix, "--sink", "hec"]
+        assert await asyncio.to_thread(siem_cli.main, args) == 0
         assert await asyncio.to_thread(siem_cli.main, [*args, "--replay"]) == 0
-        assert poison in hec.arrivals.ids
-        assert await list_dead_letters(js, topology) == []
+        await hec.arrivals.wait_for({poison}, 10)
+        assert await deadletter.entries(js, topology) == []
     finally:
         await forwarder.stop()
         await hec.stop()
 
 
 async def test_udp_syslog_and_missing_token_is_a_clear_error(
-    js: nats.js.JetStreamContext, topology: Topology
+    nc: NATS, js: nats.js.JetStreamContext, topology: Topology
 ) -> None:
     udp = SyslogServer("udp")
     await udp.start()
@@ -403,7 +386,7 @@ async def test_udp_syslog_and_missing_token_is_a_clear_error(
             ),
         )
     )
-    forwarder = SiemForwarder(js, topology, cfg, registry=CollectorRegistry())
+    forwarder = SiemForwarder(nc, topology, cfg, registry=CollectorRegistry())
     await forwarder.start()
     try:
         events, facts = _batch("u", 20)
@@ -416,17 +399,17 @@ async def test_udp_syslog_and_missing_token_is_a_clear_error(
     finally:
         await forwarder.stop()
         await udp.stop()
-    from streams.config import ConfigError
+    from streams.config_base import ConfigError
 
     bad = SiemConfig(
         sinks=(SplunkHecSink(name="h", url="https://splunk.example.com", token_env="NOPE_NOT_SET"),)
     )
     with pytest.raises(ConfigError, match="environment variable NOPE_NOT_SET is not set"):
-        await SiemForwarder(js, topology, bad, env={}).start()
+        await SiemForwarder(nc, topology, bad, env={}).start()
 
 
 async def test_forwarder_restart_resumes_from_its_durable_consumer(
-    js: nats.js.JetStreamContext, topology: Topology, nats_url: str
+    nc: NATS, js: nats.js.JetStreamContext, topology: Topology, nats_url: str
 ) -> None:
     hec = HecServer(HEC_TOKEN)
     await hec.start()
@@ -443,7 +426,7 @@ async def test_forwarder_restart_resumes_from_its_durable_consumer(
     )
     env = {"TEST_HEC_TOKEN": HEC_TOKEN}
     try:
-        first = SiemForwarder(js, topology, cfg, env=env, registry=CollectorRegistry())
+        first = SiemForwarder(nc, topology, cfg, env=env, registry=CollectorRegistry())
         await first.start()
         events, facts = _batch("e", 20)
         await _publish(js, topology, events)
@@ -470,7 +453,7 @@ async def test_forwarder_restart_resumes_from_its_durable_consumer(
 
 
 async def test_a_name_that_resolves_to_a_private_address_is_refused_at_connect(
-    js: nats.js.JetStreamContext, topology: Topology
+    nc: NATS, js: nats.js.JetStreamContext, topology: Topology
 ) -> None:
     # The config check cannot see what a name will resolve to; the sinks
     # check it at every connect.  This machine's own name resolves to
@@ -494,7 +477,7 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_connect(
             ),
         )
     )
-    forwarder = SiemForwarder(js, topology, cfg, env={"TEST_HEC_TOKEN": HEC_TOKEN}, registry=registry)
+    forwarder = SiemForwarder(nc, topology, cfg, env={"TEST_HEC_TOKEN": HEC_TOKEN}, registry=registry)
     await forwarder.start()
     try:
         events, _ = _batch("g", 5)

@@ -6,7 +6,6 @@ receiver verifies."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -17,13 +16,13 @@ from typing import Any
 import nats
 import pytest
 from aiohttp import web
+from nats.aio.client import Client as NATS
 from prometheus_client import CollectorRegistry
 
-from processors.siem import SiemForwarder, dlq_stream
+from processors.siem import SiemForwarder
 from streams import codec
 from streams.config_siem import ElasticSink, SiemConfig, SinkFilter, WebhookSink
 from streams.events import Node, RequestFailed, Tenant
-from streams.jetstream import ensure_streams
 from streams.topology import Topology
 
 pytestmark = pytest.mark.integration
@@ -104,20 +103,11 @@ async def servers() -> AsyncIterator[tuple[ElasticServer, WebhookServer, int]]:
     await runner.cleanup()
 
 
-@pytest.fixture
-async def js(nats_url: str, topology: Topology) -> AsyncIterator[nats.js.JetStreamContext]:
-    nc = await nats.connect(nats_url)
-    jsc = nc.jetstream()
-    await ensure_streams(jsc, topology)
-    yield jsc
-    for name in [s.name for s in topology.streams()] + [dlq_stream(topology)]:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await jsc.delete_stream(name)
-    await nc.close()
-
-
 async def test_elastic_bulk_and_signed_webhook(
-    js: nats.js.JetStreamContext, topology: Topology, servers: tuple[ElasticServer, WebhookServer, int]
+    nc: NATS,
+    js: nats.js.JetStreamContext,
+    topology: Topology,
+    servers: tuple[ElasticServer, WebhookServer, int],
 ) -> None:
     elastic, webhook, port = servers
     events = [
@@ -156,7 +146,7 @@ async def test_elastic_bulk_and_signed_webhook(
     )
     registry = CollectorRegistry()
     env = {"ES_KEY": API_KEY, "HOOK_TOKEN": BEARER, "HOOK_SIGNING": SIGNING}
-    forwarder = SiemForwarder(js, topology, cfg, env=env, registry=registry)
+    forwarder = SiemForwarder(nc, topology, cfg, env=env, registry=registry)
     await forwarder.start()
     try:
         for e in events:

@@ -14,8 +14,9 @@ import pytest
 from processors.siem import formats
 from processors.siem.records import Undecodable, matches, to_record
 from streams import codec
-from streams.config import ConfigError, parse_config
+from streams.config_base import ConfigError
 from streams.config_siem import SinkFilter
+from streams.config_validation import parse_config
 from streams.events import Body, BodyRef, RequestCompleted, RequestFailed, RequestReceived, Tenant
 from streams.events_compliance import HookVerdict
 from tests.siem.receivers import parse_5424, parse_cef

@@ -198,3 +198,18 @@ def test_cli_flags_become_settings() -> None:
     assert (s.latency_ms, s.ttft_ms, s.tokens_per_s, s.fail_status, s.fail_every) == (5, 7, 50, 503, 1)
     with pytest.raises(SystemExit):
         settings_from_args(_parser().parse_args(["--fail-status", "200"]))
+
+
+@pytest.mark.parametrize("properties", [5, "x", ["a"], None])
+async def test_a_tool_schema_whose_properties_are_not_an_object_is_no_crash(
+    sim: SimServer, properties: object
+) -> None:
+    """The gateway passes tool schemas through; the simulator answered 500
+    (and the gateway a 502) to one with non-object properties."""
+    tool = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object", "properties": properties}},
+    }
+    status, _, raw = await _post(sim, {**CHAT, "tools": [tool]})
+    assert status == 200, raw
+    assert json.loads(raw)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == "{}"

@@ -6,7 +6,9 @@ from importlib import resources
 
 import pytest
 
-from streams.config import ConfigError, load_snapshot, parse_config
+from streams.config_base import ConfigError
+from streams.config_snapshot import load_snapshot
+from streams.config_validation import parse_config
 from streams.keys import hash_key, is_well_formed, new_key
 
 DEMO_KEY = "nvk_ebb5cfb0b7432f688ccfefffa828d8f98b8d20dbabf18acfd8666afdf0b46f7b"
@@ -31,7 +33,7 @@ def test_demo_config_loads_and_its_key_matches() -> None:
 
 def test_snapshot_is_immutable_and_versioned() -> None:
     cfg = parse_config(BASE)
-    from streams.config import ConfigSnapshot
+    from streams.config_snapshot import ConfigSnapshot
 
     a = ConfigSnapshot(cfg, b"x" * 20)
     b = ConfigSnapshot(parse_config(BASE.replace("real-m1", "real-m2")), b"x" * 20)

@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from ingress.hooks.builtin.base import BaseHook, BuildContext
-from ingress.hooks.builtin.conn_hooks import IpFilterHook, RateLimitHook, RequestSizeHook
+from ingress.hooks.builtin.conn_hooks import DomainFilterHook, IpFilterHook, RateLimitHook, RequestSizeHook
 from ingress.hooks.builtin.text_hooks import ContentSafetyHook, KeywordHook, PiiHook, RulepackHook
 from ingress.hooks.builtin.webhook import WebhookError, WebhookHook
+from ingress.hooks.holdback import HoldPattern
 from ingress.hooks.types import HookInput, HookOutcome
 
 
 class NoopHook(BaseHook):
     def evaluate(self, data: HookInput) -> HookOutcome:
         return HookOutcome()
+
+    def hold_patterns(self) -> list[HoldPattern] | None:
+        return []
 
 
 HOOK_CLASSES: dict[str, type[BaseHook]] = {
@@ -24,6 +28,7 @@ HOOK_CLASSES: dict[str, type[BaseHook]] = {
     "rate-limiter": RateLimitHook,
     "request-size-validator": RequestSizeHook,
     "ip-access-filter": IpFilterHook,
+    "domain-filter": DomainFilterHook,
     "webhook-forward": WebhookHook,
     "noop": NoopHook,
 }

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingress.hooks.holdback import HoldPattern
 from ingress.hooks.pii.engine import RecognizerEngine
 from ingress.hooks.types import HookInput, HookOutcome, Span, Verdict
 from streams.config_hooks import HookSpec
@@ -36,6 +37,14 @@ class BaseHook:
 
     async def aevaluate(self, data: HookInput) -> HookOutcome:
         return self.evaluate(data)
+
+    def hold_patterns(self) -> list[HoldPattern] | None:
+        """Every expression this hook can find in a text, for a stream
+        guard that releases text as soon as no finding could still cover it
+        (``ingress.hooks.holdback``); [] for a hook that never reads text,
+        None when its findings cannot be predicted from patterns (the guard
+        then evaluates fixed windows)."""
+        return None
 
 
 def strictest(

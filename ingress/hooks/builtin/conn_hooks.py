@@ -1,16 +1,33 @@
-"""Hooks that need no text: request size, IP allow/deny lists, rate limits."""
+"""Hooks that need no text: request size, IP and domain allow/deny lists,
+rate limits.
+
+None of them finds anything in a stream's text, so a stream guard holds
+nothing back for them (``hold_patterns`` is empty)."""
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import uuid
 
 from ingress.hooks.builtin.base import BaseHook, BuildContext
+from ingress.hooks.holdback import HoldPattern
 from ingress.hooks.types import HookInput, HookOutcome, Verdict
-from streams.config_hooks import HookSpec, IpFilterSettings, RateLimitSettings, RequestSizeSettings
+from streams.config_hooks import (
+    DomainFilterSettings,
+    HookSpec,
+    IpFilterSettings,
+    RateLimitSettings,
+    RequestSizeSettings,
+)
 
 
-class RequestSizeHook(BaseHook):
+class _Textless(BaseHook):
+    def hold_patterns(self) -> list[HoldPattern] | None:
+        return []
+
+
+class RequestSizeHook(_Textless):
     settings: RequestSizeSettings
 
     def evaluate(self, data: HookInput) -> HookOutcome:
@@ -37,7 +54,7 @@ class RequestSizeHook(BaseHook):
         return HookOutcome()
 
 
-class IpFilterHook(BaseHook):
+class IpFilterHook(_Textless):
     settings: IpFilterSettings
 
     def __init__(self, spec: HookSpec, settings: IpFilterSettings, ctx: BuildContext) -> None:
@@ -69,6 +86,27 @@ class IpFilterHook(BaseHook):
         return HookOutcome()
 
 
+class DomainFilterHook(_Textless):
+    settings: DomainFilterSettings
+
+    def __init__(self, spec: HookSpec, settings: DomainFilterSettings, ctx: BuildContext) -> None:
+        super().__init__(spec, settings, ctx)
+        self._globs = [h.lower().rstrip(".") for h in settings.hosts]
+
+    def evaluate(self, data: HookInput) -> HookOutcome:
+        host = data.conn.target_host.lower().rstrip(".")
+        if not host:
+            return HookOutcome()  # no target (the gateway): nothing to judge
+        matched = next((g for g in self._globs if fnmatch.fnmatchcase(host, g)), None)
+        if self.settings.mode == "allow" and matched is None:
+            return HookOutcome(
+                Verdict.BLOCK, "domain_denied", "target host not on the allow list", "allowlist"
+            )
+        if self.settings.mode == "deny" and matched is not None:
+            return HookOutcome(Verdict.BLOCK, "domain_denied", "target host is on the deny list", matched)
+        return HookOutcome()
+
+
 # A sliding window log per identity in one sorted set, atomically: trim what
 # left the window, count, admit (or not), all with the server's clock so
 # every gateway node shares one notion of "now".
@@ -89,7 +127,7 @@ return {0, count, math.ceil((tonumber(oldest[2]) + window - now) / 1000)}
 """
 
 
-class RateLimitHook(BaseHook):
+class RateLimitHook(_Textless):
     is_async = True
     settings: RateLimitSettings
 

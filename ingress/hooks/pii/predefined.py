@@ -61,6 +61,11 @@ class PatternRecognizer(EntityRecognizer):
         self.patterns = list(patterns)
         self.global_regex_flags = global_regex_flags
 
+    # Whether ``validate_result`` can answer True (a checksum that lifts a
+    # weak pattern to 1.0) or only drops matches: a stream guard holds a weak
+    # pattern's possible matches only when its score can reach a threshold.
+    CONFIRMS = True
+
     def validate_result(self, pattern_text: str) -> bool | None:
         return None
 

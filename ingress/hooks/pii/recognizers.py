@@ -77,6 +77,8 @@ class AwsSecretKeyRecognizer(PatternRecognizer):
             context=["aws_secret_access_key", "secret_access_key", "aws", "secret"],
         )
 
+    CONFIRMS = False  # the check only drops matches (see PatternRecognizer)
+
     def validate_result(self, pattern_text: str) -> bool | None:
         return None if _classes(pattern_text) == 3 else False
 
@@ -151,6 +153,8 @@ class OpenAiKeyRecognizer(PatternRecognizer):
             ],
             context=["openai", "key", "api"],
         )
+
+    CONFIRMS = False  # the check only drops matches (see PatternRecognizer)
 
     def validate_result(self, pattern_text: str) -> bool | None:
         return None if _classes(pattern_text[3:]) >= 2 else False
@@ -234,6 +238,8 @@ class GenericSecretRecognizer(PatternRecognizer):
                 )
             ],
         )
+
+    CONFIRMS = False  # the check only drops matches (see PatternRecognizer)
 
     def validate_result(self, pattern_text: str) -> bool | None:
         low = pattern_text.lower()

@@ -15,9 +15,10 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from nexus.sim import core
+from nexus.sim import core, text
 from nexus.sim.behaviour import Behaviour
 from nexus.sim.formats import common
+from nexus.sim.state import SIM_STATE
 
 _encoder = msgspec.json.Encoder()
 
@@ -154,6 +155,21 @@ class Request(_Strict):
 
 
 _decode = msgspec.json.Decoder(Request).decode
+
+
+class CountRequest(_Strict):
+    """POST /v1/messages/count_tokens: the prompt part of a Request (no
+    max_tokens, sampling or stream: Anthropic refuses them there)."""
+
+    model: str
+    messages: list[MessageParam]
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+
+
+_decode_count = msgspec.json.Decoder(CountRequest).decode
 
 
 def _ask(req: Request) -> core.Ask:
@@ -383,5 +399,51 @@ async def _serve(request: web.Request, raw: bytes, b: Behaviour) -> web.StreamRe
     return out
 
 
+async def count_tokens(request: web.Request) -> web.Response:
+    """The input tokens the same prompt would bill on /v1/messages."""
+    admitted = await common.admit(request, error, common.header("x-api-key"))
+    if isinstance(admitted, web.Response):
+        return admitted
+    raw, _b = admitted
+    if not request.headers.get("anthropic-version"):
+        return error(400, "anthropic-version: header is required")
+    try:
+        req = _decode_count(raw)
+        fields = {f: getattr(req, f) for f in req.__struct_fields__}
+        ask = _ask(Request(max_tokens=1, **fields))
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return error(400, str(exc))
+    except common.Rejected as exc:
+        return error(exc.status, exc.message)
+    counted = {"input_tokens": text.count_prompt_tokens(ask.texts)}
+    return web.Response(body=_encoder.encode(counted), content_type="application/json")
+
+
+async def models(request: web.Request) -> web.Response:
+    """GET /v1/models: the models the sim plays, as Anthropic lists them."""
+    admitted = await common.admit(request, error, common.header("x-api-key"))
+    if isinstance(admitted, web.Response):
+        return admitted
+    if not request.headers.get("anthropic-version"):
+        return error(400, "anthropic-version: header is required")
+    names = list(request.app[SIM_STATE].settings.models)
+    data = [
+        {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in names
+    ]
+    body = {
+        "data": data,
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }
+    return web.Response(body=_encoder.encode(body), content_type="application/json")
+
+
 def register(app: web.Application) -> None:
+    app.router.add_get("/anthropic/v1/models", models)
     app.router.add_post("/anthropic/v1/messages", messages)
+    app.router.add_post("/anthropic/v1/messages/count_tokens", count_tokens)
+    # api.anthropic.com's own path: the proxy tests reach the sim as
+    # api.anthropic.com, with an unmodified SDK.
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)

@@ -543,6 +543,14 @@ async def embeddings(request: web.Request, flavour: Flavour = OPENAI) -> web.Str
 
 async def models(request: web.Request) -> web.Response:
     state = request.app[SIM_STATE]
+    # As OpenAI's: the listing needs a valid credential too (the Hub's
+    # credential probe relies on it); a hanging sim hangs here as well.
+    state.recorder.record(request.method, request.path, None, dict(request.headers.items()))
+    expected = state.settings.api_key
+    if expected is not None and request.headers.get("Authorization", "") != f"Bearer {expected}":
+        return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
+    if state.settings.hang:
+        await asyncio.sleep(3600)
     body = {
         "object": "list",
         "data": [

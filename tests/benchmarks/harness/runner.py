@@ -38,7 +38,26 @@ from tests.benchmarks.harness.report import (
     write_results,
 )
 
-ALL_SYSTEMS = ("direct", "nexus", "litellm", "portkey")
+# nexus: the defaults (the lean HTTP/1.1 front end, the lean upstream
+# client); nexus-aiohttp: the same on aiohttp both sides (NEXUS_GATEWAY_HTTP
+# and NEXUS_UPSTREAM_HTTP=aiohttp, the stack before issue 17);
+# nexus-aiohttp-client: the lean front end with the aiohttp upstream client;
+# passthrough: a feature-less aiohttp server + client (issue 17's baseline).
+ALL_SYSTEMS = (
+    "direct",
+    "passthrough",
+    "nexus",
+    "nexus-aiohttp",
+    "nexus-aiohttp-client",
+    "litellm",
+    "portkey",
+)
+# The process settings of each Nexus row.
+NEXUS_ROWS: dict[str, dict[str, str]] = {
+    "nexus": {},
+    "nexus-aiohttp": {"NEXUS_GATEWAY_HTTP": "aiohttp", "NEXUS_UPSTREAM_HTTP": "aiohttp"},
+    "nexus-aiohttp-client": {"NEXUS_UPSTREAM_HTTP": "aiohttp"},
+}
 
 
 def nexus_features(extra: dict[str, Any] | None) -> list[str]:
@@ -330,6 +349,7 @@ def _profile(s: Session, running: systems.Running, target: Target) -> None:
 
 STARTERS: dict[str, Callable[..., systems.Running]] = {
     "direct": systems.start_direct,
+    "passthrough": systems.start_passthrough,
     "litellm": systems.start_litellm,
     "portkey": systems.start_portkey,
 }
@@ -338,6 +358,10 @@ STARTERS: dict[str, Callable[..., systems.Running]] = {
 def _start(s: Session, name: str, upstreams: dict[str, str]) -> systems.Running:
     if name == "nexus":
         return systems.start_nexus(upstreams, s.cores, s.work, s.run_id, {}, s.plan.nexus_config_extra)
+    if name in NEXUS_ROWS:
+        env = NEXUS_ROWS[name]
+        extra = s.plan.nexus_config_extra
+        return systems.start_nexus(upstreams, s.cores, s.work, s.run_id, env, extra, name)
     return STARTERS[name](upstreams, s.cores, s.work, s.run_id)
 
 
@@ -363,8 +387,9 @@ def run(plan: Plan) -> tuple[Path, Path, list[Row]]:
             reason = systems.install_peer(peer, plan.install_peers)
             if reason:
                 unavailable[peer] = reason
-    if "nexus" in plan.systems and (reason := systems.nexus_available()):
-        unavailable["nexus"] = reason
+    for nexus in NEXUS_ROWS:
+        if nexus in plan.systems and (reason := systems.nexus_available()):
+            unavailable[nexus] = reason
 
     sims: list[Proc] = []
     upstreams: dict[str, str] = {}

@@ -161,6 +161,33 @@ def start_direct(upstreams: dict[str, str], cores: CorePlan, log_dir: Path, run_
     return running
 
 
+# --- the minimal aiohttp pass-through ------------------------------------------------
+
+
+def start_passthrough(upstreams: dict[str, str], cores: CorePlan, log_dir: Path, run_id: str) -> Running:
+    """A feature-less aiohttp server + pooled ClientSession in front of each
+    upstream (peers/aiohttp_passthrough.py): what the HTTP layer alone costs
+    a Python gateway on aiohttp (issue 17 prints Nexus beside it)."""
+    procs, targets = [], {}
+    script = PEERS_DIR / "aiohttp_passthrough.py"
+    for variant, url in upstreams.items():
+        port = free_port()
+        argv = [sys.executable, str(script), "--port", str(port), "--upstream", url]
+        proc = spawn(f"passthrough-{variant}", argv, log_dir=log_dir, cpus=cores.sut, cwd=REPO)
+        procs.append(proc)
+        targets[variant] = Target(f"http://127.0.0.1:{port}/v1/chat/completions", {}, SIM_MODEL)
+        wait_port(proc, port, 30)
+        check_loopback_only(proc, port)
+    running = Running("passthrough", targets, procs, "aiohttp pass-through")
+    try:
+        for t in targets.values():
+            _wait_probe(procs[0], t, 30)
+    except Exception:
+        running.stop()
+        raise
+    return running
+
+
 # --- Nexus -----------------------------------------------------------------
 
 
@@ -178,7 +205,7 @@ def nexus_config(
     defaults (the features a deployment gets out of the box); ``extra`` (from
     ``--nexus-config-extra FILE``) adds or overrides top-level sections, to
     benchmark with more features turned on."""
-    from streams.config import parse_config
+    from streams.config_validation import parse_config
 
     cfg: dict[str, Any] = {
         "version": 1,
@@ -279,6 +306,10 @@ def nexus_launch(
         "127.0.0.1",
         "--port",
         str(port),
+        # One process: the harness pins it to its core, and callgrind counts
+        # one process (the --workers case is measured on its own).
+        "--workers",
+        "1",
     ]
     return NexusLaunch(argv, env, port, key, prefix)
 
@@ -290,6 +321,7 @@ def start_nexus(
     run_id: str,
     env_extra: dict[str, str],
     config_extra: dict[str, Any] | None = None,
+    name: str = "nexus",
 ) -> Running:
     reason = nexus_available()
     if reason:
@@ -298,7 +330,7 @@ def start_nexus(
     env = {**launch.env, **env_extra}
     proc = spawn("nexus-gateway", launch.argv, log_dir=log_dir, cpus=cores.sut, env=env, cwd=REPO)
     running = Running(
-        "nexus",
+        name,
         {v: launch.target(v) for v in upstreams},
         [proc],
         _git_version(),

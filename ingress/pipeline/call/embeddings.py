@@ -1,0 +1,79 @@
+"""``POST /v1/embeddings``: an OpenAI provider gets the caller's JSON with
+the model rewritten; any other embeddings provider is reached through its
+codec and answered in OpenAI's shape.  Usage from the provider's answer
+(estimated when it sends none)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from adapters.base import CodecError
+from adapters.canonical import EmbeddingRequest, EmbeddingResponse
+from ingress.pipeline import errors, record
+from ingress.pipeline.call.unary import exchange, guard, unreadable
+from ingress.pipeline.call.usage import record_response
+from ingress.pipeline.exchange import Exchange, send_json
+from ingress.translate.openai_chat import embeddings_response
+from ingress.translate.shown_model import ShownModel
+from streams.events import Usage
+
+decode = msgspec.json.Decoder(EmbeddingRequest).decode
+_NO_USAGE = EmbeddingResponse(data=[], model="")  # no usage reported: estimated
+
+
+def check(req: EmbeddingRequest) -> None:
+    if req.input == "" or req.input == []:
+        raise errors.invalid_request("input must not be empty.", "input")
+    if isinstance(req.input, list) and not all(
+        isinstance(i, str | int) or (isinstance(i, list) and all(isinstance(t, int) for t in i))
+        for i in req.input
+    ):
+        raise errors.invalid_request("input must be a string, an array of strings or token arrays.", "input")
+
+
+def _estimate(req: EmbeddingRequest) -> int:
+    items = [req.input] if isinstance(req.input, str) else req.input
+    return sum(
+        (len(i) + 3) // 4 if isinstance(i, str) else (len(i) if isinstance(i, list) else 1) for i in items
+    )
+
+
+def _usage(req: EmbeddingRequest, resp: EmbeddingResponse) -> tuple[Usage, bool]:
+    if resp.usage is None or not (resp.usage.prompt_tokens or resp.usage.total_tokens):
+        n = _estimate(req)
+        return Usage(prompt_tokens=n, total_tokens=n), True
+    prompt = resp.usage.prompt_tokens or resp.usage.total_tokens
+    return Usage(prompt_tokens=prompt, total_tokens=resp.usage.total_tokens or prompt), False
+
+
+async def embeddings_call(ex: Exchange) -> None:
+    route, upstream, model = ex.route, ex.upstream, ex.model
+    assert route is not None and upstream is not None and model is not None
+    codec = ex.codec
+    parsed = ex.parsed
+    # A provider that serves OpenAI's embeddings natively gets the caller's
+    # JSON with the model rewritten (fields unknown here still reach it).
+    native = "embeddings" in codec.native
+    try:
+        if native:
+            wire = codec.encode_native("embeddings", ex.body, route.target)
+        else:
+            wire = codec.encode_embeddings(parsed, route.target)
+    except CodecError as exc:
+        raise errors.from_canonical(exc.error, stage="route") from None
+    guard(upstream, wire.url)
+    payload, upstream_ms = await exchange(
+        ex, upstream, wire, codec.normalise_error, lambda: _usage(parsed, _NO_USAGE)[0]
+    )
+    try:
+        resp = codec.decode_embeddings(payload, route.target)
+    except CodecError as exc:
+        raise unreadable(ex, upstream_ms, exc) from None
+    record.upstream_result(ex, status=200, upstream_ms=upstream_ms)
+    usage, estimated = _usage(parsed, resp)
+    record_response(ex, model, usage, estimated=estimated)
+    if native:
+        body = ShownModel(ex.requested_model).document(payload)
+    else:
+        body = embeddings_response(resp, ex.requested_model)
+    await send_json(ex, body)

@@ -1,0 +1,98 @@
+"""What each API endpoint is, for the stages that treat them differently:
+its caller grammar, how its body decodes, which model kind it calls,
+whether it is metered, cached and failed over, and the call that serves it.
+
+The front end picks the endpoint by path; the stages read it from
+``ex.spec``.  Adding an endpoint is one entry here and one route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ingress.pipeline.exchange import Exchange
+from ingress.translate.grammar import Grammar
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str  # in the events and metrics: chat, messages, responses, embeddings, count_tokens, models...
+    grammar: Grammar  # how the caller speaks (its errors included)
+    # What serves it, once every stage before ``call`` let it through.
+    call: Callable[[Exchange], Awaitable[None]]
+    # A model call: its body decoded (may raise msgspec.ValidationError or
+    # CodecError: a 400 either way), then checked.
+    decode: Callable[[bytes], Any] | None = None
+    check: Callable[[Any], None] | None = None
+    kind: str = "chat"  # the model kind it calls: chat | embedding
+    key_header: str | None = None  # the native SDK's own key header (x-api-key on /v1/messages)
+    streams: bool = True  # "stream": true is accepted (embeddings: a 400)
+    metered: bool = True  # reserves on quotas and bills usage (count_tokens does neither)
+    cached: bool = True  # the response caches and coalescing may serve it
+    routed: bool = True  # retries, failover and a smart rule's router apply
+    # Whether a request of this endpoint, on its route, may be served from
+    # the cache (a native Responses call, whose answer ids a later call
+    # names, is not), and failed over to other candidates.
+    cacheable: Callable[[Exchange], bool] | None = None
+
+    def may_cache(self, ex: Exchange) -> bool:
+        return self.cached and (self.cacheable is None or self.cacheable(ex))
+
+
+def _specs() -> dict[str, Endpoint]:
+    from ingress.pipeline.call import count, embeddings, responses
+    from ingress.pipeline.call.chat import chat_call
+    from ingress.pipeline.call.models import models_call
+    from ingress.pipeline.errors import invalid_request
+    from ingress.pipeline.stages.quota import usage_call
+    from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES, decode_count_tokens
+    from ingress.translate.openai_chat import OPENAI_CHAT
+    from ingress.translate.responses import RESPONSES
+
+    def some_messages(chat: Any) -> None:
+        if not chat.messages:
+            raise invalid_request("messages must not be empty.", "messages")
+
+    return {
+        "chat": Endpoint("chat", OPENAI_CHAT, chat_call, OPENAI_CHAT.decode, some_messages),
+        "messages": Endpoint(
+            "messages",
+            ANTHROPIC_MESSAGES,
+            chat_call,
+            ANTHROPIC_MESSAGES.decode,
+            some_messages,
+            key_header="x-api-key",
+        ),
+        "count_tokens": Endpoint(
+            "count_tokens",
+            ANTHROPIC_MESSAGES,
+            count.count_call,
+            decode_count_tokens,
+            count.check,
+            key_header="x-api-key",
+            metered=False,
+            cached=False,
+            routed=False,
+        ),
+        "responses": Endpoint(
+            "responses", RESPONSES, responses.responses_call, responses.decode, cacheable=responses.cacheable
+        ),
+        "embeddings": Endpoint(
+            "embeddings",
+            OPENAI_CHAT,
+            embeddings.embeddings_call,
+            embeddings.decode,
+            embeddings.check,
+            kind="embedding",
+            streams=False,
+            cached=False,
+        ),
+        "models": Endpoint("models", OPENAI_CHAT, models_call),
+        "models_anthropic": Endpoint("models", ANTHROPIC_MESSAGES, models_call, key_header="x-api-key"),
+        "usage": Endpoint("usage", OPENAI_CHAT, usage_call, key_header="x-api-key"),
+    }
+
+
+ENDPOINTS: dict[str, Endpoint] = _specs()
