@@ -24,6 +24,7 @@ from hub.commands import Command, DomainError, conflict
 from hub.decide import decide
 from hub.state import HubState, apply_raw, evolve, fold
 from hub.store import ConfigStore, WrongSequence
+from streams.tasks import stop_tasks
 
 log = logging.getLogger("nexus.hub")
 
@@ -67,8 +68,8 @@ class ControlPlane:
         if self._follower is not None:
             # The event ends the follower within a fetch timeout even if the
             # cancel is lost inside nats-py's fetch; the wait is bounded.
-            self._follower.cancel()
-            await asyncio.wait({self._follower}, timeout=2.0)
+            with contextlib.suppress(Exception):
+                await stop_tasks(self._follower, within_s=2.0)
             self._follower = None
 
     async def _follow(self) -> None:

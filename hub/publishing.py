@@ -13,6 +13,7 @@ shows in ``last_error`` (and /healthz).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ from streams.config import NexusConfig
 from streams.config_base import ConfigError
 from streams.config_validation import validate_config
 from streams.snapshots import SnapshotHead, SnapshotStore
+from streams.tasks import stop_tasks
 
 log = logging.getLogger("nexus.hub")
 
@@ -72,8 +74,8 @@ class SnapshotPublisher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=5)  # bounded: never hang a shutdown
+            with contextlib.suppress(Exception):  # bounded: never hang a shutdown
+                await stop_tasks(self._task, within_s=5)
             self._task = None
 
     async def wait_reflects(self, seq: int, *, timeout: float = 10.0) -> SnapshotHead:  # noqa: ASYNC109

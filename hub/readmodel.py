@@ -22,6 +22,7 @@ import msgspec
 
 from hub.state import HubState
 from hub.views import key_status, owning_org, view
+from streams.tasks import stop_tasks
 
 log = logging.getLogger("nexus.hub")
 
@@ -179,8 +180,8 @@ class ReadModelWriter:
         if self._task is not None:
             # Bounded: a cancel that lands inside asyncpg's connect can be
             # turned into an error the loop would retry; the flag ends it.
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=5)
+            with contextlib.suppress(Exception):
+                await stop_tasks(self._task, within_s=5)
             self._task = None
 
     async def wait_synced(self, seq: int, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109

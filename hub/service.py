@@ -12,6 +12,7 @@ admin API on port 3060, started and stopped together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -68,6 +69,7 @@ from streams.jetstream import ensure_streams
 from streams.probe import Prober
 from streams.publisher import Publisher
 from streams.snapshots import NodeReport, SnapshotStore, report_bucket, report_key
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 from streams.vault.keystore import KeyStore
 from streams.vault.master import load_master_keys
@@ -286,8 +288,8 @@ class HubServer:
             if jobs_part is not None:
                 await jobs_part.stop()
         if self._beat is not None:
-            self._beat.cancel()
-            await asyncio.wait({self._beat}, timeout=5)
+            with contextlib.suppress(Exception):
+                await stop_tasks(self._beat, within_s=5)
             self._beat = None
         if self.fleet is not None:
             await self.fleet.stop()

@@ -7,12 +7,13 @@ not exist (musl, macOS)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import functools
 import os
 import sys
 from collections.abc import Callable
+
+from streams.tasks import stop_tasks
 
 
 @functools.cache
@@ -87,9 +88,7 @@ class IdleTrimmer:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks(task)
 
     async def _run(self) -> None:
         while True:

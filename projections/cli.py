@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
@@ -25,6 +24,7 @@ from projections.store import StoreError
 from streams.config import NexusConfig
 from streams.config_base import ConfigError
 from streams.config_validation import parse_config
+from streams.tasks import stop_tasks
 
 log = logging.getLogger("nexus.projections")
 
@@ -125,9 +125,7 @@ async def _project(settings: ProjectorSettings, host: str, port: int) -> int:
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await starting
+        await stop_tasks(starting)
         await projector.stop()
         return 0
     stopping.cancel()

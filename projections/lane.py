@@ -28,7 +28,6 @@ as decoding and folding it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +42,7 @@ from projections.schema import MigrationError
 from projections.store import FoldedItems, Item, Store, StoreBusy
 from streams import deadletter, poison
 from streams.consumer import PULL_CHUNK, Consumer, ConsumerSpec, Msg, StoreProblem, isolate
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 # Who the lanes are in dead letters and re-drives.
@@ -187,9 +187,7 @@ class Lane:
                 if until is not None and self.position >= until:
                     return
         finally:
-            fetcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetcher
+            await stop_tasks(fetcher)
             await consumer.close()
 
     async def _fetch_loop(

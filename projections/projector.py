@@ -19,6 +19,7 @@ from projections.rebuild import replay_stores
 from projections.settings import STORES, ProjectorSettings
 from projections.store import Store, StoreError
 from streams.jetstream import connect, ensure_streams
+from streams.tasks import stop_tasks
 
 log = logging.getLogger("nexus.projections")
 
@@ -118,9 +119,7 @@ class Projector:
     async def _stop_lane(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks(task)
 
     async def stop(self) -> None:
         await self._stop_lane()

@@ -44,6 +44,7 @@ from streams.fleet_wire import (
     signal_decoder,
     value_digest,
 )
+from streams.tasks import stop_tasks
 
 log = logging.getLogger("nexus.fleet.client")
 
@@ -98,9 +99,8 @@ class ThingClient:
     async def stop(self) -> None:
         for task in (self._retry, self._task):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                with contextlib.suppress(Exception):
+                    await stop_tasks(task)
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()

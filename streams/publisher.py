@@ -71,6 +71,7 @@ from streams.jetstream import ensure_streams
 from streams.journal import DEFAULT_SIZE, Journal
 from streams.natswire import AckWriter, Refusal, WireClosed, WireUnsupported
 from streams.outbox import Outbox, Row
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.publisher")
@@ -271,9 +272,7 @@ class Publisher:
         self._wake.set()
         for task in (self._task, self._connector, self._syncer, self._beater):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_tasks(task)
         await self._move_buffer()
         if self._wire is not None:
             self._wire.close()

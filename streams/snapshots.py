@@ -67,6 +67,7 @@ from streams.fleet_node import KeyFollower, KeysApply, unsupported
 from streams.fleet_wire import KeyOutcome, value_digest
 from streams.jetstream import connect
 from streams.kv_scan import scan
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.snapshots")
@@ -477,11 +478,8 @@ class SnapshotFollower:
 
     async def stop(self) -> None:
         self._closing = True
-        tasks = {t for t in (self._task, self._beat, self._fleet) if t is not None}
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)  # bounded: a cancel lost in a NATS call must not hang a stop
+        with contextlib.suppress(Exception):  # bounded: a task that will not end must not hang a stop
+            await stop_tasks(self._task, self._beat, self._fleet, within_s=5)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()

@@ -53,6 +53,7 @@ from hub.state import THING, THING_TEMPLATE, HubState, Resource
 from streams.config_fleet import SNAPSHOT_TYPES, THING_TYPES, Override, ThingSpec
 from streams.fleet_wire import Desired, Pushed, Report, Signal, desired_key
 from streams.snapshots import NodeReport, SnapshotHead, report_bucket, report_decoder, report_key
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.hub.fleet")
@@ -148,10 +149,8 @@ class Registry:
         self._stopping.set()
         if self._pushing is not None:
             self._tasks.append(self._pushing)
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        with contextlib.suppress(Exception):
+            await stop_tasks(*self._tasks, within_s=5)
         self._tasks = []
         for subs in self._subs.values():
             for sub in subs:

@@ -27,6 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from streams.events_admin import JobRun
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.hub.jobs")
@@ -227,8 +228,8 @@ class HistoryWriter:
     async def stop(self) -> None:
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=5)
+            with contextlib.suppress(Exception):
+                await stop_tasks(self._task, within_s=5)
             self._task = None
 
     async def _run(self) -> None:

@@ -42,6 +42,7 @@ from hub.signin.kv import Bucket
 from hub.views import view
 from streams.events import Node, now_ms, uuid7
 from streams.events_admin import AdminAction, JobRun
+from streams.tasks import stop_tasks
 
 log = logging.getLogger("nexus.hub.jobs")
 
@@ -119,14 +120,11 @@ class Scheduler:
     async def stop(self) -> None:
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=5)
+            with contextlib.suppress(Exception):
+                await stop_tasks(self._task, within_s=5)
             self._task = None
-        runs = list(self.running.values())
-        for task in runs:
-            task.cancel()
-        if runs:
-            await asyncio.wait(runs, timeout=5)
+        with contextlib.suppress(Exception):
+            await stop_tasks(*self.running.values(), within_s=5)
         await self.lease.release()
 
     def leader(self) -> bool:

@@ -30,6 +30,7 @@ from hub.vault.decide import retire_refusal
 from hub.vault.rewrap import Progress, Rewrapper
 from streams.config_vault import CredentialSpec, KeyVersion
 from streams.events import now_ms
+from streams.tasks import stop_tasks
 from streams.vault.envelope import Binding, last4, open_secret, seal
 from streams.vault.keyring import Keyring, VaultError, new_version
 from streams.vault.keystore import KeyStore
@@ -217,8 +218,8 @@ class VaultService:
     async def stop(self) -> None:
         task = self._background
         if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=5)
+            with contextlib.suppress(Exception):
+                await stop_tasks(task, within_s=5)
 
     # --- opening (probes) ------------------------------------------------------------
 

@@ -16,6 +16,8 @@ import logging
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from streams.tasks import stop_tasks
+
 log = logging.getLogger("nexus.alerts")
 
 _RETRY_S = 2.0
@@ -37,9 +39,7 @@ class KvMirror:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks(self._task)
             self._task = None
 
     async def _run(self) -> None:

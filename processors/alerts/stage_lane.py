@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from streams import poison
 from streams.consumer import Consumer, ConsumerGone, ConsumerSpec
 from streams.events_compliance import StageDecision
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.alerts")
@@ -61,9 +62,7 @@ class StageLane:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks(self._task)
             self._task = None
         await self.consumer.close()
 

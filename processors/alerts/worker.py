@@ -70,6 +70,7 @@ from streams.events_compliance import StageDecision
 from streams.events_quota import QuotaAlert
 from streams.faststream_app import make_broker
 from streams.jetstream import connect, ensure_streams
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.alerts")
@@ -508,11 +509,8 @@ class AlertsWorker:
         self._tasks.append(asyncio.create_task(self._watch_nodes(), name="alerts-nodes"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(Exception):
+            await stop_tasks(*self._tasks)
         self._tasks.clear()
         for mirror in (self._heartbeats, self._fleet_sync):
             if mirror is not None:

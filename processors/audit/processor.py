@@ -40,6 +40,7 @@ from processors.audit.metrics import metrics_for
 from streams import deadletter, poison, retention
 from streams.config_siem import AuditConfig
 from streams.consumer import Consumer, ConsumerGone, ConsumerSpec, Msg, isolate
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.audit")
@@ -103,11 +104,7 @@ class AuditProcessor:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await stop_tasks(*self._tasks)
         self._tasks.clear()
         if self._lock_conn is not None:
             await self._lock_conn.close()
@@ -231,9 +228,7 @@ class AuditProcessor:
                     raise batch
                 await self._commit(consumer, stream, batch)
         finally:
-            fetcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetcher
+            await stop_tasks(fetcher)
 
     async def _fetch_into(
         self, consumer: Consumer, stream: str, out: asyncio.Queue[list[Msg] | BaseException]

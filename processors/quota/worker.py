@@ -37,6 +37,7 @@ from streams.consumer import Consumer, ConsumerGone, ConsumerSpec, Msg
 from streams.events_quota import QuotaAlert
 from streams.jetstream import connect, ensure_streams
 from streams.quota_counters import QuotaPolicy
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.processors.quota")
@@ -204,12 +205,10 @@ class QuotaProcessor:
     async def stop(self) -> None:
         self._stopping.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=2)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+            # (not wait_for on the task: on 3.11 its cancel-and-wait after
+            # the timeout can hang on a cancel lost in a NATS call)
+            await asyncio.wait({self._task}, timeout=2)
+            await stop_tasks(self._task)
             self._task = None
         if self._nc is not None:
             # Acks are plain publishes: flush them, then close.  (drain()

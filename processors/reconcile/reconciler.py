@@ -42,6 +42,7 @@ from streams import codec, heartbeat, poison
 from streams.consumer import Consumer, ConsumerGone, ConsumerSpec, Msg
 from streams.events import Node, RequestAborted, RequestReceived, now_ms
 from streams.kv_scan import scan
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.reconcile")
@@ -116,12 +117,8 @@ class Reconciler:
     async def stop(self) -> None:
         self._stopping.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 5)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            await asyncio.wait({self._task}, timeout=5)  # (see streams.tasks: not wait_for)
+            await stop_tasks(self._task)
             self._task = None
         await self.consumer.close()
 

@@ -44,6 +44,7 @@ from processors.siem.sinks import SendResult, SinkClient, SinkUnavailable, clien
 from streams import poison
 from streams.config_siem import SiemConfig, Sink, SyslogSink
 from streams.consumer import Consumer, ConsumerGone, ConsumerSpec, Msg
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 log = logging.getLogger("nexus.siem")
@@ -385,12 +386,8 @@ class SiemForwarder:
             w.stop()
         # Workers notice the stop within a read timeout; cancel stragglers.
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=3.0)
-            for t in pending:
-                t.cancel()
-            for t in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            await asyncio.wait(self._tasks, timeout=3.0)
+            await stop_tasks(*self._tasks)
         for w in self._workers:
             await w.release()
         for c in self._clients:

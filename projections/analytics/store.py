@@ -27,7 +27,6 @@ times the last refresh's duration, when that is longer).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from projections.analytics.schema import GRAINS, SchemaVersionError, drop_schema
 from projections.analytics.verdicts import fold_outcomes
 from projections.duck_store import DuckDBStore
 from projections.store import Item, fresh_items
+from streams.tasks import stop_tasks
 
 log = logging.getLogger("nexus.projections.analytics")
 
@@ -118,9 +118,7 @@ class AnalyticsDuckDBStore(DuckDBStore):
     async def close(self) -> None:
         ticker, self._ticker = self._ticker, None
         if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await stop_tasks(ticker)
         if self._conn is not None:
             try:
                 await self.refresh_now()

@@ -13,7 +13,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from streams.kv_scan import scan
-from streams.tasks import stop
+from streams.tasks import stop_tasks
 from streams.topology import Topology
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ async def test_a_key_written_just_before_is_always_there(nc: NATS, bucket: tuple
         # (not cancel-and-await: a cancel that lands with a put's ack is lost
         # on 3.11 and the churn went on for the test's whole timeout; see
         # streams.tasks)
-        await stop(noise)
+        await stop_tasks(noise)
 
 
 async def test_an_absent_bucket_has_no_entries(nc: NATS, topology: Topology) -> None:

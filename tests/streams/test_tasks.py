@@ -1,4 +1,4 @@
-"""streams.tasks.stop: a task that swallowed a cancellation still stops."""
+"""streams.tasks.stop_tasks: a task that swallowed a cancellation still stops."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streams.tasks import stop
+from streams.tasks import stop_tasks
 
 
 async def _looping_on_wait_for(rounds: list[int], cancel_with_reply: list[asyncio.Task[None]]) -> None:
@@ -36,7 +36,7 @@ async def test_a_cancellation_lost_in_wait_for_does_not_keep_the_task_alive() ->
     swallowed = not task.done()  # 3.11: wait_for returned the reply, the loop went on
     seen = len(rounds)
     async with asyncio.timeout(5):
-        await stop(task)
+        await stop_tasks(task)
     assert task.cancelled()
     if swallowed:  # (3.11, every time; 3.12+ the first cancel is enough)
         assert seen > 1
@@ -52,12 +52,12 @@ async def test_failures_are_raised_once_all_have_ended() -> None:
     failing, sleeping = asyncio.create_task(fails()), asyncio.create_task(sleeps())
     await asyncio.sleep(0)
     with pytest.raises(ValueError, match="broken"):
-        await stop(failing, None, sleeping)
+        await stop_tasks(failing, None, sleeping)
     assert sleeping.cancelled()
 
 
 async def test_done_and_absent_tasks_are_fine() -> None:
     done = asyncio.create_task(asyncio.sleep(0))
     await done
-    await stop(done, None)
-    await stop()
+    await stop_tasks(done, None)
+    await stop_tasks()
