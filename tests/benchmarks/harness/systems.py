@@ -291,6 +291,10 @@ def nexus_launch(
         # A stream prefix of its own: the benchmark's events never mix with
         # anyone else's, and are deleted afterwards.
         "NEXUS_STREAM_PREFIX": prefix,
+        # ...and Valkey keys of its own (quota reservations and counters,
+        # caches), deleted with the streams: nothing left under the default
+        # "nexus:" prefix of a real deployment on the same Valkey.
+        "NEXUS_VALKEY_PREFIX": valkey_prefix(prefix),
         "NEXUS_LOG_LEVEL": "WARNING",
         # the event outbox of this run lives (and dies) with its work dir
         "NEXUS_DATA_DIR": str(work_dir / "nexus-data"),
@@ -360,12 +364,29 @@ def _git_version() -> str:
     return f"nexus {rev.strip() or 'unknown'}"
 
 
+def valkey_prefix(prefix: str) -> str:
+    """The Valkey key prefix of the benchmark gateway whose stream prefix is
+    ``prefix``."""
+    return f"nexus-bench:{prefix}:"
+
+
 def delete_streams(nats_url: str, prefix: str) -> None:
-    """Delete the benchmark's own streams: those whose name carries its
-    unique prefix."""
+    """Delete the benchmark's own streams (those whose name carries its
+    unique prefix) and its Valkey keys."""
     import asyncio
 
     import nats
+    import valkey
+
+    client = valkey.Valkey.from_url(os.environ.get("NEXUS_VALKEY_URL", "redis://127.0.0.1:6379/0"))
+    try:
+        keys = list(client.scan_iter(match=valkey_prefix(prefix) + "*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    except valkey.exceptions.ConnectionError:
+        pass  # no Valkey, no keys
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
 
     async def run() -> None:
         nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=1)
