@@ -98,6 +98,8 @@ class Admission:
 
     __slots__ = (
         "_backlog",
+        "_backlog_said",
+        "_backlog_warned_at",
         "_clock",
         "_due",
         "_handle",
@@ -131,6 +133,8 @@ class Admission:
         self._backlog = backlog  # events waiting in the publisher's memory now
         self.max_backlog = max_backlog  # <= 0: the backlog gate is off
         self.backlogged = False  # over max_backlog at the last probe
+        self._backlog_warned_at = -math.inf  # when the backlog gate last said it sheds
+        self._backlog_said = False  # ...and has not yet said it stopped
         # The adaptive in-flight limit (AIMD on the lag): cut while the lag
         # stands over the threshold, grown back one request per on-time probe.
         self.limit = float(max_inflight)
@@ -241,5 +245,24 @@ class Admission:
     def _tick(self) -> None:
         now = self._clock()
         self.observe(max(0.0, now - self._due))
-        self.backlogged = 0 < self.max_backlog <= self._backlog()
+        backlog = self._backlog()
+        backlogged = 0 < self.max_backlog <= backlog
+        if backlogged != self.backlogged:
+            self._say_backlog(backlogged, backlog, now)
+        self.backlogged = backlogged
         self._schedule(now)
+
+    def _say_backlog(self, backlogged: bool, backlog: int, now: float) -> None:
+        # As for the lag gate: a start at most every 10 s, and its end.
+        if backlogged:
+            if now - self._backlog_warned_at >= _LOG_EVERY_S:
+                self._backlog_warned_at, self._backlog_said = now, True
+                log.warning(
+                    "%d events wait for NATS (bound %d): shedding new requests with 429 until "
+                    "the publisher catches up (is NATS slow or away?)",
+                    backlog,
+                    self.max_backlog,
+                )
+        elif self._backlog_said:
+            self._backlog_said = False
+            log.warning("event backlog down to %d: admitting again", backlog)

@@ -4,7 +4,10 @@ probe observations, then the probe on a real loop that the test blocks."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import pytest
 
 from ingress.pipeline.admission import BACKLOG_REASON, INFLIGHT, LOOP_LAG_REASON, Admission
 
@@ -119,9 +122,12 @@ def test_a_standing_lag_cuts_the_inflight_limit_and_on_time_probes_grow_it_back(
     assert a.check(200) is None
 
 
-async def test_an_event_backlog_over_the_bound_sheds_until_it_is_worked_off() -> None:
+async def test_an_event_backlog_over_the_bound_sheds_until_it_is_worked_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The probe samples the publisher's backlog (also with the lag gate
-    off); past the bound every new request is shed."""
+    off); past the bound every new request is shed, and the log says so
+    (once) and when it ends."""
     backlog = [0]
     a = Admission(
         max_inflight=100,
@@ -134,11 +140,19 @@ async def test_an_event_backlog_over_the_bound_sheds_until_it_is_worked_off() ->
     try:
         await asyncio.sleep(0.03)
         assert a.check(0) is None
-        backlog[0] = 1000
-        await asyncio.sleep(0.03)
-        assert a.check(0) == BACKLOG_REASON
-        backlog[0] = 999
-        await asyncio.sleep(0.03)
-        assert a.check(0) is None
+        with caplog.at_level(logging.WARNING, logger="nexus.gateway"):
+            backlog[0] = 1000
+            await asyncio.sleep(0.03)
+            assert a.check(0) == BACKLOG_REASON
+            backlog[0] = 999
+            await asyncio.sleep(0.03)
+            assert a.check(0) is None
+            backlog[0] = 1200  # back over within 10 s: shed, not said again
+            await asyncio.sleep(0.03)
+            assert a.check(0) == BACKLOG_REASON
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 2, said
+        assert said[0].startswith("1000 events wait for NATS (bound 1000): shedding")
+        assert said[1] == "event backlog down to 999: admitting again"
     finally:
         a.stop()
