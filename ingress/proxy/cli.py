@@ -1,6 +1,7 @@
 """``nexus proxy``: the compliance proxy alone, against configured services.
 
     nexus proxy --config FILE [--port 3128] [--admin-port 3129] [--hub]
+    nexus proxy --hub [--port 3128] [--admin-port 3129]   # the Hub's configuration alone
     nexus proxy ca --out DIR            # a new CA (key 0600) for proxy.tls.cas
     nexus proxy hash-password           # a scrypt hash for proxy.auth.users
 
@@ -37,7 +38,9 @@ log = logging.getLogger("nexus.proxy")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nexus proxy", description="Run the Nexus compliance proxy.")
-    p.add_argument("--config", required=True, help="the Nexus config file (YAML)")
+    p.add_argument(
+        "--config", default=None, help="the Nexus config file (YAML); without it, --hub is required"
+    )
     p.add_argument("--host", default=None, help="listen address (default: proxy.host)")
     p.add_argument("--port", type=int, default=None, help="listen port (default: proxy.port, 3128)")
     p.add_argument(
@@ -51,17 +54,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hub",
         action="store_true",
-        help="start on --config, then follow the Hub's snapshots (kill switch, interception, hooks)",
+        help=(
+            "follow the Hub's snapshots (kill switch, interception, hooks): from the start without "
+            "--config (waiting for the Hub's first, or this node's last one), after starting on it with"
+        ),
     )
     return p
 
 
-async def serve(snapshot: ConfigSnapshot, args: argparse.Namespace, node_id: str, settings: Settings) -> None:
-    from ingress.proxy.service import ensure_dev_ca, hub_agent_keys, open_spill, start_proxy
+async def serve(
+    snapshot: ConfigSnapshot | None, args: argparse.Namespace, node_id: str, settings: Settings
+) -> None:
+    """Run the proxy on ``snapshot`` (the config file's), or, with None, on
+    the Hub's snapshots from the first."""
+    from ingress.proxy.service import HubFeed, ensure_dev_ca, hub_agent_keys, open_spill, start_proxy
 
     data = settings.data_path
-    snapshot = ensure_dev_ca(snapshot, data / "proxy-ca")
     topology = Topology(prefix=settings.stream_prefix)
+    feed: HubFeed | None = None
+    if snapshot is None:
+        feed = HubFeed(settings.nats, topology, node_id=node_id, cache_path=data / f"snapshot-{node_id}.json")
+        snapshot = await feed.first()
+    snapshot = ensure_dev_ca(snapshot, data / "proxy-ca")
     publisher = Publisher(
         settings.nats,
         topology,
@@ -92,12 +106,16 @@ async def serve(snapshot: ConfigSnapshot, args: argparse.Namespace, node_id: str
             agent_keys=hub_agent_keys(spill_nc, topology) if args.hub else None,
         )
     except (RuntimeError, CaError) as exc:
+        if feed is not None:
+            await feed.follower.stop()
         await publisher.close()
         if spill_nc is not None:
             await spill_nc.close()
         raise SystemExit(f"nexus proxy: {exc}") from None
     proxy.dev_ca = data / "proxy-ca"
-    if args.hub:
+    if feed is not None:
+        await feed.serving(proxy)
+    elif args.hub:
         await proxy.follow(settings.nats, topology, cache_path=data / f"snapshot-{node_id}.json")
     print(
         f"nexus proxy listening on {proxy.proxy_url} (node {node_id}); "
@@ -153,14 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["hash-password"]:
         return hash_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.config is None and not args.hub:
+        print("nexus proxy: --config FILE, or --hub to run on the Hub's configuration", file=sys.stderr)
+        return 2
+    snapshot: ConfigSnapshot | None = None
     try:
         settings = load_settings({"data_dir": args.data_dir, "stream_prefix": args.stream_prefix})
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        snapshot = load_snapshot(args.config)
+        if args.config is not None:
+            snapshot = load_snapshot(args.config)
     except ConfigError as exc:
         print(f"nexus proxy: {exc}", file=sys.stderr)
         return 2
-    node_id = args.node_id or snapshot.config.proxy.node_id or f"proxy-{socket.gethostname()}"
+    configured = snapshot.config.proxy.node_id if snapshot is not None else ""
+    node_id = args.node_id or configured or f"proxy-{socket.gethostname()}"
     settings.data_path.mkdir(parents=True, exist_ok=True)
     import uvloop
 

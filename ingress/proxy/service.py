@@ -42,6 +42,49 @@ def ensure_dev_ca(snapshot: ConfigSnapshot, folder: Path) -> ConfigSnapshot:
     return ConfigSnapshot(msgspec.structs.replace(cfg, proxy=proxy), snapshot.hmac_secret)
 
 
+class HubFeed:
+    """The Hub's snapshots for a proxy started from the Hub alone (``nexus
+    proxy --hub`` with no config file): the first one (or, with the Hub
+    away, the one this node last ran, from ``cache_path``) starts the node,
+    and each later one is applied to it."""
+
+    def __init__(self, nats_url: str, topology: Topology, *, node_id: str, cache_path: Path | None) -> None:
+        self._queue: asyncio.Queue[ConfigSnapshot] = asyncio.Queue()
+        self._proxy: RunningProxy | None = None
+        self.follower = SnapshotFollower(
+            nats_url, topology, node_kind="proxy", node_id=node_id, apply=self._apply, cache_path=cache_path
+        )
+
+    async def _apply(self, snap: Snapshot) -> None:
+        # The follower validated it; the HMAC secret is this node's own.
+        snapshot = ConfigSnapshot(snap.config, resolve_secret(snap.config), revision=snap.revision)
+        if self._proxy is None:
+            self._queue.put_nowait(snapshot)  # not serving yet: the newest one queued starts it
+        else:
+            await self._proxy.apply(snapshot)
+
+    async def first(self) -> ConfigSnapshot:
+        await self.follower.start()
+        if self._queue.empty():
+            log.info("waiting for the Hub's first configuration snapshot")
+        snapshot = await self._queue.get()
+        while not self._queue.empty():
+            snapshot = self._queue.get_nowait()
+        return snapshot
+
+    async def serving(self, proxy: RunningProxy) -> None:
+        """``proxy`` runs: what arrived since ``first`` is applied (the
+        newest), then every later snapshot goes straight to it; its
+        ``close`` stops the follower."""
+        proxy.follower = self.follower
+        while not self._queue.empty():
+            latest = self._queue.get_nowait()
+            while not self._queue.empty():
+                latest = self._queue.get_nowait()
+            await proxy.apply(latest)
+        self._proxy = proxy  # (no await since the queue was last seen empty)
+
+
 class RunningProxy:
     def __init__(
         self,

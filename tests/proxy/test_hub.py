@@ -7,6 +7,11 @@ connection spliced, and back."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from tests.proxy.conftest import (
     SECRET,
     Events,
     client_context,
+    http_get,
     issuer_cn,
     proxy_config,
     tls_through,
@@ -109,3 +115,90 @@ async def test_the_fleet_kill_switch_from_the_hub_reaches_the_proxy_within_2s(
     assert on < 2.0 and off < 2.0
     statuses = [c.bump_status for c in events.of(ProxyConnection)]
     assert "kill_switch" in statuses and statuses[-1] == "bumped"
+
+
+class _Node:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+
+async def test_nexus_proxy_runs_on_the_hubs_configuration_alone(
+    hub: RunningHub,  # noqa: F811
+    admin: Client,  # noqa: F811
+    upstream: SimServer,
+    upstream_pki: Pki,
+    proxy_ca: tuple[Path, Path],
+    nats_url: str,
+    topology: Topology,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``nexus proxy --hub`` with no config file: it starts on the Hub's
+    first snapshot and follows the later ones (here: a host taken out of
+    interception is spliced from then on)."""
+    from ingress.proxy.cli import main
+
+    assert main([]) == 2  # neither --config nor --hub
+    assert "--hub" in capsys.readouterr().err
+
+    resolve = {f"{h}:443": f"127.0.0.1:{upstream.port}" for h in FAKE_HOSTS}
+    section = (await admin.get(f"{A}/settings/proxy")).json
+    wanted = {
+        **section,
+        "tls": {
+            **section["tls"],
+            "cas": [{"cert_file": str(proxy_ca[0]), "key_file": str(proxy_ca[1])}],
+            "upstream_ca_files": [str(upstream_pki.ca_path)],
+        },
+        "resolve": resolve,
+        "interception": [{"host": "api.openai.com", "adapter": "openai"}],
+    }
+    assert (await admin.put(f"{A}/settings/proxy", wanted)).status == 200
+    env = {
+        **os.environ,
+        "NEXUS_NATS_URL": nats_url,
+        "NEXUS_STREAM_PREFIX": topology.prefix,
+        "NEXUS_PROXY_ADMIN_TOKEN": "t" * 24,
+    }
+    env.pop("NEXUS_VALKEY_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nexus.cli",
+        "proxy",
+        "--hub",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--data-dir",
+        str(tmp_path / "data"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        m = re.search(r"listening on http://([\d.]+):(\d+) ", line)
+        assert m, line
+        node: Any = _Node(m.group(1), int(m.group(2)))
+        ctx = client_context(proxy_ca[0], upstream_pki.ca_path)
+        r, w = await tls_through(node, "api.openai.com", ctx)
+        assert "Nexus proxy test CA" in issuer_cn(w)  # bumped: the Hub lists the host
+        assert (await http_get(r, w, "api.openai.com", "/healthz")) == (200, b"ok")
+        assert (await admin.put(f"{A}/settings/proxy", {**wanted, "interception": []})).status == 200
+        start = time.monotonic()
+        while True:
+            _, w = await tls_through(node, "api.openai.com", ctx)
+            issuer = issuer_cn(w)
+            w.close()
+            if "Upstream test CA" in issuer:
+                break  # spliced: the node applied the Hub's next snapshot
+            assert time.monotonic() - start < 10, issuer
+            await asyncio.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert (tmp_path / "data" / f"snapshot-proxy-{socket.gethostname()}.json").exists()
