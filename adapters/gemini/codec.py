@@ -4,6 +4,7 @@ it and changes only the URL and the credential."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from adapters.base import Capability, CodecBase, StreamDecoder, Target, WireRequest
 from adapters.canonical import (
@@ -39,13 +40,21 @@ class GeminiCodec(CodecBase):
         }
     )
 
+    # countTokens with Google's own tokenizer: a Gemini-format caller's body
+    # goes to :countTokens as it is (the model is in the URL).
+    native = frozenset({"gemini_count_tokens"})
+
     # --- what Vertex overrides ---------------------------------------------------
 
     def url(self, target: Target, action: str) -> str:
         base = (target.base_url or DEFAULT_BASE_URL).rstrip("/")
+        named = None
         if base.endswith(("/v1beta", "/v1")):
-            base = base.rsplit("/", 1)[0]
-        version = target.options.get("api_version", "v1beta")
+            # A base URL with its version names it (the proxy aims a
+            # caller's call at the version it addressed), unless the
+            # provider's options say otherwise.
+            base, named = base.rsplit("/", 1)
+        version = target.options.get("api_version", named or "v1beta")
         return f"{base}/{version}/models/{target.provider_model}:{action}"
 
     def auth_headers(self, target: Target) -> dict[str, str]:
@@ -68,6 +77,13 @@ class GeminiCodec(CodecBase):
 
     def stream_decoder(self, target: Target) -> StreamDecoder:
         return GeminiStreamDecoder(target.provider_model, self.name)
+
+    def encode_native(
+        self, endpoint: str, body: dict[str, Any], target: Target, request: ChatRequest | None = None
+    ) -> WireRequest:
+        if endpoint != "gemini_count_tokens":
+            return super().encode_native(endpoint, body, target, request)
+        return self._wire(target, "countTokens", encode(body))
 
     # --- embeddings -------------------------------------------------------------------
 

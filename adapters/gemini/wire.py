@@ -51,6 +51,8 @@ class FunctionDeclaration(msgspec.Struct, rename="camel", omit_defaults=True):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    # JSON Schema as is (the SDKs send it for schemas OpenAPI's subset cannot say)
+    parameters_json_schema: dict[str, Any] | None = None
 
 
 class GeminiTool(msgspec.Struct, rename="camel", omit_defaults=True):

@@ -61,6 +61,9 @@ def _claude(target: Target) -> bool:
 
 class VertexCodec(GeminiCodec):
     name = "vertex"
+    # Counted here, not by Vertex: its countTokens differs per publisher
+    # (a Claude model's is Anthropic-shaped).
+    native: frozenset[str] = frozenset()
 
     # --- Claude on Vertex -------------------------------------------------------------
 

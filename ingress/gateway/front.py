@@ -22,16 +22,15 @@ from aiohttp.typedefs import Handler
 
 from ingress.gateway.connection import SERVER
 from ingress.pipeline import errors, record
-from ingress.pipeline.admission import ANTHROPIC_BODY, OPENAI_BODY, RETRY_AFTER_S
+from ingress.pipeline.admission import RETRY_AFTER_S, shed_body
 from ingress.pipeline.body import read_body
-from ingress.pipeline.endpoint import ENDPOINTS, Endpoint
+from ingress.pipeline.endpoint import API_PREFIXES, ENDPOINTS, Endpoint, gemini_endpoint
 from ingress.pipeline.errors import GatewayError, caller_grammar
 from ingress.pipeline.exchange import REQUEST_ID_HEADER, ClientGone, Exchange
 from ingress.pipeline.metrics import INFLIGHT, REQUESTS, SHED
 from ingress.pipeline.pipeline import READ, chain, run_model_call, run_read
 from ingress.pipeline.runtime import Node, Runtime
 from ingress.pipeline.stages.receipt import receipt
-from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES
 from ingress.translate.grammar import Grammar
 from streams.events import uuid7
 
@@ -43,12 +42,13 @@ EXCHANGE = web.RequestKey("nexus_exchange", Exchange)
 
 
 class Inbound:
-    __slots__ = ("client_ip", "headers", "method", "path", "request")
+    __slots__ = ("client_ip", "headers", "method", "path", "query", "request")
 
     def __init__(self, request: web.Request) -> None:
         self.request = request
         self.method = request.method
         self.path = request.path
+        self.query = request.query_string
         self.headers = request.headers
         self.client_ip = request.remote or ""
 
@@ -123,7 +123,7 @@ def _shed(rt: Runtime, request: web.Request, reason: str, started: float) -> web
     grammar = caller_grammar(request.path, "anthropic-version" in request.headers)
     return web.Response(
         status=429,
-        body=ANTHROPIC_BODY if grammar is ANTHROPIC_MESSAGES else OPENAI_BODY,
+        body=shed_body(grammar),
         content_type="application/json",
         headers={"Retry-After": str(RETRY_AFTER_S), "Server": SERVER, REQUEST_ID_HEADER: request_id},
     )
@@ -146,7 +146,7 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
     node = request.app[NODE]
     rt = request[RUNTIME] = node.current.acquire()
     try:
-        if not request.path.startswith("/v1/"):
+        if not request.path.startswith(API_PREFIXES):
             # Operations (health, metrics, the Hub's feedback): not metered,
             # not on record; errors still in the caller's format.
             resp: web.StreamResponse
@@ -229,6 +229,19 @@ def model_call(name: str) -> Handler:
     return handle
 
 
+async def gemini_call(request: web.Request) -> web.StreamResponse:
+    """The handler of a Gemini model URL: the method after the model's
+    colon names the endpoint (generateContent, streamGenerateContent,
+    countTokens)."""
+    spec = gemini_endpoint(request.path)
+    if spec is None:
+        raise web.HTTPNotFound()
+    ex = request[EXCHANGE]
+    _name(ex, spec)
+    await run_model_call(ex)
+    return _placeholder
+
+
 def read(name: str, anthropic: str | None = None) -> Handler:
     """The handler of a read of the caller's own view (models, usage); with
     ``anthropic``, the spec for a caller that sends anthropic-version."""
@@ -255,4 +268,4 @@ def _name(ex: Exchange, spec: Endpoint) -> None:
 # own response (what the stages wrote).
 _placeholder = web.Response(status=500)
 
-__all__ = ["EXCHANGE", "NODE", "READ", "RUNTIME", "front", "model_call", "read"]
+__all__ = ["EXCHANGE", "NODE", "READ", "RUNTIME", "front", "gemini_call", "model_call", "read"]

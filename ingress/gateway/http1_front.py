@@ -38,15 +38,14 @@ from ingress.gateway.ops import healthz, metrics, tenant_metrics
 from ingress.gateway.routing_api import explain
 from ingress.http1.protocol import DECODED, BodyError, Call, Limits, ServerConnection
 from ingress.pipeline import errors, record
-from ingress.pipeline.admission import ANTHROPIC_BODY, OPENAI_BODY, RETRY_AFTER_S
-from ingress.pipeline.endpoint import ENDPOINTS, Endpoint
+from ingress.pipeline.admission import RETRY_AFTER_S, shed_body
+from ingress.pipeline.endpoint import API_PREFIXES, ENDPOINTS, Endpoint, gemini_endpoint
 from ingress.pipeline.errors import GatewayError, caller_grammar
 from ingress.pipeline.exchange import REQUEST_ID_HEADER, ClientGone, Exchange
 from ingress.pipeline.metrics import INFLIGHT, REQUESTS, SHED
 from ingress.pipeline.pipeline import chain, run_model_call, run_read
 from ingress.pipeline.runtime import Node, Runtime
 from ingress.pipeline.stages.receipt import receipt
-from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES
 from ingress.translate.grammar import Failure
 from streams.events import uuid7
 
@@ -67,6 +66,10 @@ class GatewayCall(Call):
     @property
     def client_ip(self) -> str:
         return self.peer
+
+    @property
+    def query(self) -> str:
+        return self.target.partition("?")[2]
 
     async def body(self, limit: int) -> bytes:
         encoding = (self.headers.get("content-encoding") or "").strip().lower()
@@ -190,7 +193,7 @@ class Front:
         node = self.node
         rt = node.current.acquire()
         try:
-            if not call.path.startswith("/v1/"):
+            if not call.path.startswith(API_PREFIXES):
                 await self._ops(call, rt)
                 return
             # Before anything else (body, auth, hooks): shedding must be cheap.
@@ -212,6 +215,9 @@ class Front:
         anthropic_version = "anthropic-version" in call.headers
         ex = Exchange(uuid7(), rt, call, call, caller_grammar(call.path, anthropic_version))
         methods = self.routes.get(call.path)
+        if methods is None:
+            gemini = gemini_endpoint(call.path)  # the model is in the path: no fixed route
+            methods = {"POST": (gemini, None, True)} if gemini is not None else None
         route = methods.get(call.method) if methods is not None else None
         if route is None:
             # No route for it: through receipt all the same, so it is on
@@ -251,7 +257,7 @@ class Front:
         except Exception:  # a broken sink costs the event, never the answer
             log.exception("could not record a shed request")
         grammar = caller_grammar(call.path, "anthropic-version" in call.headers)
-        body = ANTHROPIC_BODY if grammar is ANTHROPIC_MESSAGES else OPENAI_BODY
+        body = shed_body(grammar)
         headers = {"Content-Type": _JSON, "Retry-After": str(RETRY_AFTER_S), REQUEST_ID_HEADER: request_id}
         await call.send(429, headers, body)
 

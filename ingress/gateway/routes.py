@@ -6,9 +6,11 @@ from aiohttp import web
 
 from ingress.gateway.breakglass import delete_break_glass, get_break_glass, put_break_glass
 from ingress.gateway.feedback import feedback
-from ingress.gateway.front import model_call, read
+from ingress.gateway.front import gemini_call, model_call, read
 from ingress.gateway.ops import healthz, metrics, tenant_metrics
 from ingress.gateway.routing_api import explain
+
+_GEMINI_METHODS = "(?:generateContent|streamGenerateContent|countTokens)"
 
 
 def add_routes(app: web.Application) -> None:
@@ -19,6 +21,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/embeddings", model_call("embeddings"))
     app.router.add_get("/v1/models", read("models", anthropic="models_anthropic"))
     app.router.add_get("/v1/usage", read("usage"))
+    # Gemini: /v1beta/models/{model}:generateContent (and :streamGenerateContent,
+    # :countTokens); the model is in the path.
+    for version in ("v1beta", "v1"):
+        app.router.add_post(f"/{version}/models/{{call:[^/]+:{_GEMINI_METHODS}}}", gemini_call)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/metrics/tenants", tenant_metrics)

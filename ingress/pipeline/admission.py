@@ -68,7 +68,8 @@ from collections.abc import Callable
 
 from ingress.pipeline.metrics import LOOP_LAG
 from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES
-from ingress.translate.grammar import Failure
+from ingress.translate.gemini_generate import GEMINI_GENERATE
+from ingress.translate.grammar import Failure, Grammar
 from ingress.translate.openai_chat import OPENAI_CHAT
 
 log = logging.getLogger("nexus.gateway")
@@ -89,6 +90,14 @@ FAILURE = Failure(429, "rate_limit_error", "overloaded", "The gateway is at capa
 # Built once: shedding must be the cheapest answer the gateway gives.
 OPENAI_BODY = OPENAI_CHAT.error_body(FAILURE)
 ANTHROPIC_BODY = ANTHROPIC_MESSAGES.error_body(FAILURE)
+GEMINI_BODY = GEMINI_GENERATE.error_body(FAILURE)
+
+
+def shed_body(grammar: Grammar) -> bytes:
+    """The prebuilt 429 of a shed request, in the caller's grammar."""
+    if grammar is ANTHROPIC_MESSAGES:
+        return ANTHROPIC_BODY
+    return GEMINI_BODY if grammar is GEMINI_GENERATE else OPENAI_BODY
 
 
 class Admission:

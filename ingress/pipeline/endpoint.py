@@ -28,6 +28,14 @@ class Endpoint:
     check: Callable[[Any], None] | None = None
     kind: str = "chat"  # the model kind it calls: chat | embedding
     key_header: str | None = None  # the native SDK's own key header (x-api-key on /v1/messages)
+    # The key may also come as ``?key=`` (Google's REST convention); the
+    # function reads it from the query string.
+    query_key: Callable[[str], str | None] | None = None
+    # Where the URL, not the body, names the model and whether it streams
+    # (Gemini's .../models/{model}:streamGenerateContent?alt=sse): (path,
+    # query) -> (model, stream); raises CodecError (a 400) for a URL it
+    # cannot serve.
+    addressed: Callable[[str, str], tuple[str, bool]] | None = None
     streams: bool = True  # "stream": true is accepted (embeddings: a 400)
     metered: bool = True  # reserves on quotas and bills usage (count_tokens does neither)
     cached: bool = True  # the response caches and coalescing may serve it
@@ -47,6 +55,7 @@ def _specs() -> dict[str, Endpoint]:
     from ingress.pipeline.call.models import models_call
     from ingress.pipeline.errors import invalid_request
     from ingress.pipeline.stages.quota import usage_call
+    from ingress.translate import gemini_generate as gemini
     from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES, decode_count_tokens
     from ingress.translate.openai_chat import OPENAI_CHAT
     from ingress.translate.responses import RESPONSES
@@ -55,7 +64,41 @@ def _specs() -> dict[str, Endpoint]:
         if not chat.messages:
             raise invalid_request("messages must not be empty.", "messages")
 
+    def some_contents(chat: Any) -> None:
+        if not chat.messages:
+            raise invalid_request("contents must not be empty.", "contents")
+
+    def generate(name: str) -> Endpoint:
+        # generateContent and streamGenerateContent: one grammar, two
+        # endpoints (the URL says which), so the caches never answer one
+        # with the other's bytes.
+        return Endpoint(
+            name,
+            gemini.GEMINI_GENERATE,
+            chat_call,
+            gemini.decode_request,
+            some_contents,
+            key_header="x-goog-api-key",
+            query_key=gemini.query_key,
+            addressed=gemini.address,
+        )
+
     return {
+        "generate_content": generate("generate_content"),
+        "stream_generate_content": generate("stream_generate_content"),
+        "gemini_count_tokens": Endpoint(
+            "gemini_count_tokens",
+            gemini.GEMINI_GENERATE,
+            count.count_call,
+            gemini.decode_count_tokens,
+            some_contents,
+            key_header="x-goog-api-key",
+            query_key=gemini.query_key,
+            addressed=gemini.address,
+            metered=False,
+            cached=False,
+            routed=False,
+        ),
         "chat": Endpoint("chat", OPENAI_CHAT, chat_call, OPENAI_CHAT.decode, some_messages),
         "messages": Endpoint(
             "messages",
@@ -96,3 +139,22 @@ def _specs() -> dict[str, Endpoint]:
 
 
 ENDPOINTS: dict[str, Endpoint] = _specs()
+
+# The paths of the model API (everything else is operations: health,
+# metrics, the admin endpoints): OpenAI's and Anthropic's /v1, Gemini's /v1beta.
+API_PREFIXES = ("/v1/", "/v1beta/")
+
+_GEMINI = {
+    "generateContent": "generate_content",
+    "streamGenerateContent": "stream_generate_content",
+    "countTokens": "gemini_count_tokens",
+}
+
+
+def gemini_endpoint(path: str) -> Endpoint | None:
+    """The endpoint of a Gemini model URL (``/v1beta/models/{model}:{method}``),
+    or None: its model is in the path, so no fixed route can name it."""
+    from ingress.translate.gemini_generate import parse_path
+
+    parsed = parse_path(path)
+    return ENDPOINTS[_GEMINI[parsed[1]]] if parsed is not None else None

@@ -13,6 +13,7 @@ import msgspec
 
 from adapters.canonical import CanonicalError
 from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES
+from ingress.translate.gemini_generate import GEMINI_GENERATE, parse_path
 from ingress.translate.grammar import Failure, Grammar
 from ingress.translate.openai_chat import OPENAI_CHAT
 
@@ -63,15 +64,18 @@ class GatewayError(Exception):
 def caller_grammar(path: str, anthropic_version: bool = False) -> Grammar:
     """The error format of a caller no handler has read yet (shed, refused
     by the router or the HTTP parser): Anthropic's under /v1/messages (and
-    on /v1/models asked with an anthropic-version header), OpenAI's
-    everywhere else.  Repeated slashes count as one (/v1//messages is still
-    an Anthropic client's mistake)."""
+    on /v1/models asked with an anthropic-version header), Google's under
+    /v1beta and on a Gemini model URL, OpenAI's everywhere else.  Repeated
+    slashes count as one (/v1//messages is still an Anthropic client's
+    mistake)."""
     if "//" in path:
         path = _SLASHES.sub("/", path)
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
         return ANTHROPIC_MESSAGES
     if anthropic_version and path == "/v1/models":
         return ANTHROPIC_MESSAGES
+    if path.startswith("/v1beta/") or parse_path(path) is not None:
+        return GEMINI_GENERATE
     return OPENAI_CHAT
 
 

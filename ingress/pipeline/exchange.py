@@ -60,6 +60,11 @@ class Inbound(Protocol):
     def path(self) -> str: ...
 
     @property
+    def query(self) -> str:
+        """The raw query string, without the "?" ("" when none)."""
+        ...
+
+    @property
     def headers(self) -> Headers: ...
 
     @property

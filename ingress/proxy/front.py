@@ -126,12 +126,13 @@ class _HeaderView:
 class Inbound:
     """A decrypted request, read whole already by the http1 layer."""
 
-    __slots__ = ("client_ip", "headers", "method", "path", "request")
+    __slots__ = ("client_ip", "headers", "method", "path", "query", "request")
 
     def __init__(self, request: Request, client_ip: str) -> None:
         self.request = request
         self.method = request.method
         self.path = request.path
+        self.query = request.target.partition("?")[2]
         self.headers = _HeaderView(request.headers)
         self.client_ip = client_ip
 

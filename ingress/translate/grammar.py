@@ -2,8 +2,8 @@
 stream chunks and errors are written, for each ingress format.  The gateway
 picks one per route and never branches on the format anywhere else.
 
-The grammars: ``openai_chat.OPENAI_CHAT``, ``anthropic_messages.ANTHROPIC_MESSAGES``
-and ``responses.RESPONSES``."""
+The grammars: ``openai_chat.OPENAI_CHAT``, ``anthropic_messages.ANTHROPIC_MESSAGES``,
+``responses.RESPONSES`` and ``gemini_generate.GEMINI_GENERATE``."""
 
 from __future__ import annotations
 

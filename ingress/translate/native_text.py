@@ -50,13 +50,23 @@ _NOT_TEXT = frozenset(
         "cache_control",
         "signature",
         "encrypted_content",
+        # Gemini (either spelling): media and the model's signatures
+        "inlineData",
+        "inline_data",
+        "fileData",
+        "mimeType",
+        "fileUri",
+        "file_uri",
+        "thoughtSignature",
+        "thought_signature",
     }
 )
 # Objects whose content is opaque: media and encrypted reasoning.
 _OPAQUE_TYPES = frozenset({"base64", "redacted_thinking", "image", "input_image", "image_generation_call"})
 # Keys whose whole value is the model's or a tool's own data (Anthropic's
-# tool_use ``input``): every string under them is read, whatever its key.
-_ALL_TEXT = frozenset({"input"})
+# tool_use ``input``, Gemini's functionCall ``args`` and functionResponse
+# ``response``): every string under them is read, whatever its key.
+_ALL_TEXT = frozenset({"input", "args", "response"})
 
 
 class NativeText:
@@ -144,6 +154,18 @@ def responses_output_text(body: dict[str, Any]) -> NativeText:
     return text
 
 
+def gemini_text(body: dict[str, Any]) -> NativeText:
+    """Gemini generateContent (and countTokens, whose prompt may sit in a
+    whole ``generateContentRequest``): the system instruction and every
+    part of every turn (function calls' args and function responses)."""
+    text = NativeText()
+    for req in (body, body.get("generateContentRequest"), body.get("generate_content_request")):
+        if isinstance(req, dict):
+            text._read(req, ("systemInstruction", "system_instruction", "contents"))
+            text.messages += _count(req.get("contents"))
+    return text
+
+
 def embeddings_text(body: dict[str, Any]) -> NativeText:
     """Embeddings: the input strings (token arrays carry no text)."""
     text = NativeText()
@@ -164,6 +186,9 @@ _BY_ENDPOINT = {
     "count_tokens": messages_text,
     "responses": responses_text,
     "embeddings": embeddings_text,
+    "generate_content": gemini_text,
+    "stream_generate_content": gemini_text,
+    "gemini_count_tokens": gemini_text,
 }
 
 

@@ -148,10 +148,18 @@ def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = No
                 "allow_private_network": True,
                 "api_key_env": "SIM_TEST_KEY",
             },
+            {
+                "name": "sim-gemini",
+                "kind": "gemini",
+                "base_url": f"http://127.0.0.1:{sim_port}/gemini",
+                "allow_private_network": True,
+                "api_key_env": "SIM_TEST_KEY",
+            },
         ],
         "models": [
             {"name": "sim-small", "provider": "sim", "provider_model": PROVIDER_MODEL},
             {"name": "claude-small", "provider": "sim-anthropic", "provider_model": "claude-sim-1"},
+            {"name": "gem-small", "provider": "sim-gemini", "provider_model": "gemini-2.5-flash"},
             {"name": "embedder", "provider": "sim", "provider_model": "sim-embed", "kind": "embedding"},
         ],
         "hooks": hooks,

@@ -141,12 +141,44 @@ def _carrying(text: str) -> dict[str, tuple[str, dict[str, Any]]]:
             },
         ),
         "embeddings": ("/embeddings", {"model": "embedder", "input": ["plain", text]}),
+        # Gemini: the model is in the URL; to a Gemini provider and translated.
+        "gemini-user-text": (f"{GEMINI}/gem-small:generateContent", {"contents": [_said("user", text)]}),
+        "gemini-translated-system-instruction": (
+            f"{GEMINI}/sim-small:generateContent",
+            {"systemInstruction": {"parts": [{"text": text}]}, "contents": [_said("user", "hello")]},
+        ),
+        "gemini-function-call-args-and-response": (
+            f"{GEMINI}/sim-small:generateContent",
+            {
+                "contents": [
+                    _said("user", "hello"),
+                    {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"q": text}}}]},
+                    {
+                        "role": "user",
+                        "parts": [{"functionResponse": {"name": "f", "response": {"out": text}}}],
+                    },
+                ]
+            },
+        ),
+        "gemini-stream-snake-case": (
+            f"{GEMINI}/gem-small:streamGenerateContent?alt=sse",
+            {"system_instruction": {"parts": [{"text": text}]}, "contents": [_said("user", "hello")]},
+        ),
+        "gemini-count-tokens": (f"{GEMINI}/gem-small:countTokens", {"contents": [_said("user", text)]}),
     }
+
+
+GEMINI = "/v1beta/models"
+
+
+def _said(role: str, text: str) -> dict[str, Any]:
+    return {"role": role, "parts": [{"text": text}]}
 
 
 async def _post(hx: HooksStack, key: str, path: str, body: Any) -> tuple[int, str, str]:
     headers = {"Authorization": f"Bearer {key}", "anthropic-version": "2023-06-01"}
-    async with aiohttp.ClientSession() as http, http.post(hx.url + path, json=body, headers=headers) as r:
+    url = hx.root + path if path.startswith(GEMINI) else hx.url + path
+    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as r:
         return r.status, await r.text(), r.headers.get("x-nexus-request-id", "")
 
 

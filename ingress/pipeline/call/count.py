@@ -1,8 +1,10 @@
-"""``POST /v1/messages/count_tokens`` (Anthropic clients): how many input
-tokens a Messages request would bill.
+"""``POST /v1/messages/count_tokens`` (Anthropic clients) and
+``:countTokens`` (Gemini clients): how many input tokens a request would
+bill, answered in the caller's shape (``input_tokens``, ``totalTokens``).
 
-A provider that counts natively (Anthropic) counts with its own tokenizer: the caller's body goes
-to its ``/v1/messages/count_tokens`` with only the model rewritten.  Any
+A provider that counts natively in the caller's own format (Anthropic for
+Anthropic callers, Gemini for Gemini callers) counts with its own tokenizer:
+the caller's body goes to its count endpoint (model rewritten, or in the URL).  Any
 other provider is counted here, with the rule the gateway's quota estimates
 use (``X-Nexus-Token-Count: estimated``; an upper-leaning estimate).
 
@@ -16,6 +18,8 @@ no quota reservation, no usage event; the request is recorded like any other
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -28,7 +32,18 @@ from ingress.pipeline.exchange import Exchange, send_json
 from ingress.quota.estimate import estimate_prompt_tokens
 
 _encoder = msgspec.json.Encoder()
-_counted = msgspec.json.Decoder(anthropic_wire.CountTokensResponse)
+
+
+class _GeminiCount(msgspec.Struct, rename="camel"):
+    total_tokens: int = 0
+
+
+# endpoint -> (the provider's answer, checked before it is relayed; the
+# gateway's own estimate in the caller's shape)
+_ANSWERS: dict[str, tuple[msgspec.json.Decoder[Any], Callable[[int], dict[str, int]]]] = {
+    "count_tokens": (msgspec.json.Decoder(anthropic_wire.CountTokensResponse), lambda n: {"input_tokens": n}),
+    "gemini_count_tokens": (msgspec.json.Decoder(_GeminiCount), lambda n: {"totalTokens": n}),
+}
 COUNT_HEADER = "X-Nexus-Token-Count"
 
 
@@ -40,7 +55,7 @@ def check(chat: ChatRequest) -> None:
 async def count_call(ex: Exchange) -> None:
     chat, route = ex.chat, ex.route
     assert chat is not None and route is not None
-    if "count_tokens" in ex.codec.native:
+    if ex.endpoint in ex.codec.native:
         await _provider_count(ex, chat)
         return
     ex.attempt = 0  # no upstream call
@@ -48,7 +63,7 @@ async def count_call(ex: Exchange) -> None:
     n = await asyncio.to_thread(estimate_prompt_tokens, chat, route.kind, ex.provider_model)
     record.completed(ex)
     ex.headers_out[COUNT_HEADER] = "estimated"
-    await send_json(ex, _encoder.encode({"input_tokens": n}))
+    await send_json(ex, _encoder.encode(_ANSWERS[ex.endpoint][1](n)))
 
 
 async def _provider_count(ex: Exchange, chat: ChatRequest) -> None:
@@ -57,13 +72,13 @@ async def _provider_count(ex: Exchange, chat: ChatRequest) -> None:
     codec = ex.codec
     try:
         # The caller's body as the request hooks left it, model rewritten.
-        wire = codec.encode_native("count_tokens", ex.body, route.target, chat)
+        wire = codec.encode_native(ex.endpoint, ex.body, route.target, chat)
     except CodecError as exc:
         raise errors.from_canonical(exc.error, stage="route") from None
     guard(upstream, wire.url)
     payload, upstream_ms = await exchange(ex, upstream, wire, codec.normalise_error)
     try:
-        _counted.decode(payload)
+        _ANSWERS[ex.endpoint][0].decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError):
         bad = CanonicalError(code="upstream_error", message="The provider's count is unreadable.", status=502)
         raise unreadable(ex, upstream_ms, CodecError(bad)) from None

@@ -22,10 +22,11 @@ _INACTIVE = {
 }
 
 
-def presented_key(headers: Headers, native: str | None = None) -> str | None:
+def presented_key(headers: Headers, native: str | None = None, query: str | None = None) -> str | None:
     """The virtual key from ``x-nexus-virtual-key`` or ``Authorization:
     Bearer``; a native route also accepts its SDK's own header (``native``,
-    e.g. ``x-api-key`` on /v1/messages).  ``?key=`` is never read."""
+    e.g. ``x-api-key`` on /v1/messages) and, on the Gemini routes only, the
+    ``?key=`` its REST callers use (``query``: the key the URL carried)."""
     key = headers.get("x-nexus-virtual-key")
     if key:
         return key.strip()
@@ -38,11 +39,13 @@ def presented_key(headers: Headers, native: str | None = None) -> str | None:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return None
+    return query.strip() if query else None
 
 
-def authenticate(headers: Headers, snapshot: ConfigSnapshot, native: str | None = None) -> VirtualKey:
-    key = presented_key(headers, native)
+def authenticate(
+    headers: Headers, snapshot: ConfigSnapshot, native: str | None = None, query: str | None = None
+) -> VirtualKey:
+    key = presented_key(headers, native, query)
     if key is None:
         raise errors.missing_key()
     if not is_well_formed(key):
@@ -70,7 +73,8 @@ def authenticate(headers: Headers, snapshot: ConfigSnapshot, native: str | None 
 async def authentication(ex: Exchange, next: Next) -> None:
     spec = ex.spec
     native = spec.key_header if spec is not None else None
-    ex.set_key(authenticate(ex.inbound.headers, ex.rt.snapshot, native))
+    query = spec.query_key(ex.inbound.query) if spec is not None and spec.query_key is not None else None
+    ex.set_key(authenticate(ex.inbound.headers, ex.rt.snapshot, native, query))
     await next(ex)
 
 

@@ -54,7 +54,7 @@ def redacted(ex: Exchange) -> None:
     spec = ex.spec
     assert spec is not None and spec.decode is not None
     ex.raw = _encoder.encode(ex.body)
-    ex.parsed = spec.decode(ex.raw)
+    ex.parsed = decode(ex, ex.raw)
     ex.chat = chat_of(ex.parsed)
 
 
@@ -94,10 +94,19 @@ async def read_request(ex: Exchange) -> None:
         invalid = exc
     else:
         invalid = None if isinstance(body, dict) else errors.not_an_object()
+    addressed: tuple[str, bool] | None = None
+    if spec.addressed is not None:
+        try:
+            addressed = spec.addressed(ex.inbound.path, ex.inbound.query)
+        except CodecError as exc:
+            invalid = invalid or errors.from_canonical(exc.error, stage="validate")
+        else:
+            ex.requested_model, ex.stream = addressed[0][:200], addressed[1]
     if isinstance(body, dict):
-        requested = body.get("model")
-        ex.requested_model = requested[:200] if isinstance(requested, str) else ""
-        ex.stream = body.get("stream") is True
+        if spec.addressed is None:
+            requested = body.get("model")
+            ex.requested_model = requested[:200] if isinstance(requested, str) else ""
+            ex.stream = body.get("stream") is True
         ex.body = body
     record.body_read(ex, raw)
     if invalid is not None:
@@ -107,7 +116,7 @@ async def read_request(ex: Exchange) -> None:
     if ex.stream and not spec.streams:
         raise errors.invalid_request(f"{spec.name} cannot be streamed.", "stream")
     try:
-        ex.parsed = spec.decode(raw)
+        ex.parsed = decode(ex, raw)
     except msgspec.ValidationError as exc:
         raise errors.invalid_request(_message(exc), _param(exc)) from None
     except CodecError as exc:
@@ -115,3 +124,15 @@ async def read_request(ex: Exchange) -> None:
     if spec.check is not None:
         spec.check(ex.parsed)
     ex.chat = chat_of(ex.parsed)
+
+
+def decode(ex: Exchange, raw: bytes) -> object:
+    """The endpoint's canonical decode of ``raw``; where the URL names the
+    model and the stream (Gemini), they are set from it."""
+    spec = ex.spec
+    assert spec is not None and spec.decode is not None
+    parsed = spec.decode(raw)
+    if spec.addressed is not None and isinstance(parsed, ChatRequest):
+        parsed.model = ex.requested_model
+        parsed.stream = ex.stream or None
+    return parsed

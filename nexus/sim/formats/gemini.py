@@ -140,6 +140,11 @@ class GenerateContentRequest(_Strict):
     labels: dict[str, str] | None = None
 
 
+class CountTokensRequest(_Strict):
+    contents: list[Content] | None = None
+    generate_content_request: GenerateContentRequest | None = None
+
+
 class EmbedContentRequest(_Strict):
     content: Content
     model: str | None = None
@@ -170,6 +175,7 @@ class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 _generate = msgspec.json.Decoder(GenerateContentRequest).decode
 _embed = msgspec.json.Decoder(EmbedContentRequest).decode
+_count = msgspec.json.Decoder(CountTokensRequest).decode
 _batch = msgspec.json.Decoder(BatchEmbedContentsRequest).decode
 _predict = msgspec.json.Decoder(PredictRequest).decode
 
@@ -403,6 +409,23 @@ async def _embed_handler(request: web.Request, model: str, batch: bool) -> web.S
     return web.Response(body=_encoder.encode(body), content_type="application/json")
 
 
+async def _count_handler(request: web.Request, model: str) -> web.StreamResponse:
+    admitted = await common.admit(request, error, common.header("x-goog-api-key"))
+    if isinstance(admitted, web.Response):
+        return admitted
+    raw, _b = admitted
+    try:
+        req = _count(raw)
+        inner = req.generate_content_request or GenerateContentRequest(contents=req.contents or [])
+        ask = _ask(inner, model, False)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return error(400, f"Invalid JSON payload received. {exc}")
+    except common.Rejected as exc:
+        return error(exc.status, exc.message)
+    body = {"totalTokens": text.count_prompt_tokens(ask.texts)}
+    return web.Response(body=_encoder.encode(body), content_type="application/json")
+
+
 def _split(action: str) -> tuple[str, str]:
     model, _, verb = action.partition(":")
     return model, verb
@@ -414,6 +437,8 @@ async def gemini_model_action(request: web.Request) -> web.StreamResponse:
         return await _generate_handler(request, model, False, False)
     if verb == "streamGenerateContent":
         return await _generate_handler(request, model, True, False)
+    if verb == "countTokens":
+        return await _count_handler(request, model)
     if verb == "embedContent":
         return await _embed_handler(request, model, False)
     if verb == "batchEmbedContents":
@@ -466,6 +491,10 @@ async def _predict_handler(request: web.Request, model: str) -> web.StreamRespon
 
 def register(app: web.Application) -> None:
     app.router.add_post("/gemini/v1beta/models/{action}", gemini_model_action)
+    # generativelanguage.googleapis.com's own path: the proxy tests reach the
+    # sim as that host, with an unmodified SDK.
+    app.router.add_post("/v1beta/models/{action}", gemini_model_action)
+    app.router.add_post("/v1/models/{action}", gemini_model_action)
     app.router.add_post(
         "/vertex/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{action}",
         vertex_model_action,
