@@ -21,7 +21,7 @@ from ingress.pipeline.stages.passthrough import PassThrough
 from ingress.proxy.blockpage import BlockNotice, block_html
 from ingress.proxy.domains import InterceptionTable
 from ingress.proxy.flow import Flow
-from ingress.proxy.front import LlmCall, forwarded_headers, recognise, serve
+from ingress.proxy.front import LlmCall, call_headers, recognise, serve
 from ingress.proxy.relay import splice
 from streams.config_proxy import InterceptDomain
 from streams.events import Interception
@@ -163,7 +163,7 @@ class BumpedHandler:
         target = PassThrough(
             call.kind,
             f"https://{origin.host}{port}{call.base_path}",
-            forwarded_headers(req.headers, dict(self.domain.add_headers)),
+            call_headers(call, req, dict(self.domain.add_headers)),
             node.llm_client,
         )
         interception = Interception(

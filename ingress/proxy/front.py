@@ -21,11 +21,12 @@ from ingress.http1 import Headers, Request, Responder
 from ingress.http1.message import HOP_BY_HOP
 from ingress.http1.server import BodyWriter
 from ingress.pipeline import errors
-from ingress.pipeline.endpoint import ENDPOINTS, Endpoint
+from ingress.pipeline.endpoint import ENDPOINTS, Endpoint, gemini_endpoint
 from ingress.pipeline.exchange import ClientGone, Exchange
 from ingress.pipeline.pipeline import run_pass_through
 from ingress.pipeline.runtime import Runtime
 from ingress.pipeline.stages.passthrough import PassThrough
+from ingress.translate.gemini_generate import query_key
 from streams.events import Interception, Tenant, uuid7
 
 
@@ -55,10 +56,9 @@ _CALLS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         # screen it (a prompt they block is not counted either).
         ("/v1/messages/count_tokens", "count_tokens", False),
     ),
-    # Gemini (generateContent, countTokens) stays relayed: the pipeline has
-    # no Gemini grammar to read such a request into and answer it in (the
-    # gateway serves no Gemini-format endpoint either); until it has one,
-    # the adapter records the model and stream flag of each call.
+    # Gemini names the model in the path (/v1beta/models/{model}:generateContent,
+    # :streamGenerateContent, :countTokens): recognised by ``gemini_endpoint``.
+    "gemini": (),
 }
 
 
@@ -70,6 +70,12 @@ def recognise(adapter: str, req: Request) -> LlmCall | None:
     if calls is None:
         return None
     path = req.path
+    if adapter == "gemini":
+        spec = gemini_endpoint(path)
+        if spec is None or "//" in path:
+            return None
+        # The base URL keeps the API version the caller addressed (/v1beta).
+        return LlmCall(spec, adapter, path.split("/models/", 1)[0])
     for suffix, name, keep in calls:
         if path.endswith(suffix):
             base = path[: -len(suffix)]
@@ -102,6 +108,18 @@ def forwarded_headers(headers: Headers, added: dict[str, str]) -> dict[str, str]
         out[lk] = f"{out[lk]}, {v}" if lk in out else v
     for k, v in added.items():
         out[k.lower()] = v
+    return out
+
+
+def call_headers(call: LlmCall, req: Request, added: dict[str, str]) -> dict[str, str]:
+    """What the provider must see of a recognised call: the forwarded
+    headers, and a Gemini key the caller put in the URL (``?key=``) as
+    ``x-goog-api-key`` (the codec builds the URL afresh, without the query)."""
+    out = forwarded_headers(req.headers, added)
+    if call.kind == "gemini" and "x-goog-api-key" not in out:
+        key = query_key(req.target.partition("?")[2])
+        if key:
+            out["x-goog-api-key"] = key
     return out
 
 

@@ -32,6 +32,7 @@ FAKE_HOSTS = [
     "plain.example.com",
     "expired.example.com",
     "chat.deepseek.com",
+    "generativelanguage.googleapis.com",
 ]
 
 

@@ -22,6 +22,15 @@ def _req(method: str, target: str, headers: list[tuple[str, str]] | None = None)
         ("openai", "POST", "/v1/embeddings", "embeddings", "/v1"),
         ("anthropic", "POST", "/v1/messages", "messages", ""),
         ("anthropic", "POST", "/v1/messages/count_tokens", "count_tokens", ""),
+        ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:generateContent", "generate_content", "/v1beta"),
+        (
+            "gemini",
+            "POST",
+            "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            "stream_generate_content",
+            "/v1beta",
+        ),
+        ("gemini", "POST", "/v1/models/gemini-2.5-pro:countTokens", "gemini_count_tokens", "/v1"),
     ],
 )
 def test_recognised_calls(adapter: str, method: str, target: str, endpoint: str, base: str) -> None:
@@ -37,7 +46,9 @@ def test_recognised_calls(adapter: str, method: str, target: str, endpoint: str,
         ("openai", "POST", "/v1//chat/completions"),  # odd paths are relayed, not guessed at
         ("anthropic", "POST", "/v1/messages/count_tokens/x"),
         ("anthropic", "POST", "/proxy/v1/messages"),  # the codec adds /v1/messages to the host itself
-        ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:generateContent"),  # no Gemini grammar yet
+        ("gemini", "GET", "/v1beta/models/gemini-2.5-pro"),  # a model's metadata: no prompt
+        ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:embedContent"),  # not served by the pipeline yet
+        ("gemini", "POST", "/v1beta/tunedModels/mine:generateContent"),
         ("", "POST", "/v1/chat/completions"),
     ],
 )

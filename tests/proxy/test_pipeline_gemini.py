@@ -1,0 +1,306 @@
+"""Decrypted Gemini API calls run the gateway's pipeline too: the official
+google-genai SDK, configured only with the proxy (HTTPS_PROXY) and the CA
+(SSL_CERT_FILE), reaches a fake generativelanguage.googleapis.com (the
+simulated provider, through the resolve override) with the caller's own
+key; a card number is redacted before Google sees it, a blocked prompt
+never reaches it, a leaking answer is withheld (451), all in Google's error
+format; usage, cost and the gateway's events are recorded as proxy
+traffic, and the projector's traffic_event rows carry the tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+
+from ingress.proxy.node import ProxyNode
+from ingress.proxy.service import build_engine
+from nexus.sim.recorder import credential_fingerprint
+from nexus.sim.server import SimServer
+from projections.projector import Projector
+from projections.settings import ProjectorSettings
+from streams.config import NexusConfig
+from streams.config_snapshot import snapshot_from_config
+from streams.events import RequestCompleted, RequestFailed, RequestReceived, UsageRecorded
+from streams.events_compliance import StageDecision
+from streams.events_proxy import ProxyRequest
+from streams.publisher import Publisher
+from streams.topology import Topology
+from tests.proxy.conftest import SECRET, Events, MakeProxy
+from tests.proxy.pki import Pki
+from tests.proxy.test_pipeline import CARD, FORBIDDEN, LEAK, _prompt, pipeline_config
+
+GEMINI_MODEL = "gemini-2.5-flash"
+HOST = "generativelanguage.googleapis.com"
+CALLER_KEY = "AIza-personal-key-0001"
+T = TypeVar("T")
+
+
+def gemini_config(proxy_ca: tuple[Path, Path], upstream_pki: Pki, port: int) -> NexusConfig:
+    raw: dict[str, Any] = msgspec.to_builtins(pipeline_config(proxy_ca, upstream_pki, port))
+    raw["proxy"]["interception"] = [*raw["proxy"]["interception"], {"host": HOST, "adapter": "gemini"}]
+    raw["providers"] = [
+        *raw["providers"],
+        {"name": "corp-gemini", "kind": "gemini", "base_url": f"https://{HOST}"},
+    ]
+    raw["models"] = [
+        *raw["models"],
+        {"name": GEMINI_MODEL, "provider": "corp-gemini", "price": {"input": 100.0, "output": 400.0}},
+    ]
+    return msgspec.convert(raw, NexusConfig)
+
+
+@contextlib.asynccontextmanager
+async def started(
+    make_proxy: MakeProxy,
+    upstream: SimServer,
+    proxy_ca: tuple[Path, Path],
+    upstream_pki: Pki,
+    monkeypatch: pytest.MonkeyPatch,
+    events: Any,
+) -> AsyncIterator[ProxyNode]:
+    cfg = gemini_config(proxy_ca, upstream_pki, upstream.port)
+    engine = await build_engine(snapshot_from_config(cfg, SECRET), None, "nexus:", "px-1")
+    node = await make_proxy(config=cfg, events=events, engine=engine)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{node.host}:{node.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy_ca[0]))
+    try:
+        yield node
+    finally:
+        await node.close()
+        await engine.aclose()
+
+
+@pytest.fixture
+async def gemini_proxy(
+    make_proxy: MakeProxy,
+    upstream: SimServer,
+    proxy_ca: tuple[Path, Path],
+    upstream_pki: Pki,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[ProxyNode, Events]]:
+    events = Events()
+    async with started(make_proxy, upstream, proxy_ca, upstream_pki, monkeypatch, events) as node:
+        yield node, events
+
+
+async def sdk(call: Callable[[genai.Client], T]) -> T:
+    """A call of the SDK's sync client (httpx: it follows HTTPS_PROXY and
+    SSL_CERT_FILE), off the loop the proxy runs on."""
+
+    def run() -> T:
+        client = genai.Client(api_key=CALLER_KEY)
+        try:
+            return call(client)
+        finally:
+            client.close()
+
+    return await asyncio.to_thread(run)
+
+
+def _received(upstream: SimServer) -> list[Any]:
+    return list(upstream.state.recorder.snapshot()["requests"])
+
+
+async def test_sdk_unary_call_is_screened_redacted_and_recorded(
+    gemini_proxy: tuple[ProxyNode, Events], upstream: SimServer
+) -> None:
+    _, events = gemini_proxy
+    redacted = _prompt(GEMINI_MODEL, leaks=False, template="charge my card [REDACTED_CREDIT_CARD], take {}")
+    prompt = redacted.replace("[REDACTED_CREDIT_CARD]", CARD)
+    resp = await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=prompt))
+    assert resp.text and resp.model_version == GEMINI_MODEL
+    assert resp.usage_metadata is not None and resp.usage_metadata.prompt_token_count
+    # Google got the redacted prompt, with the caller's own key, at its own path.
+    (seen,) = _received(upstream)
+    assert seen.path.endswith(f"/models/{GEMINI_MODEL}:generateContent")  # the version the SDK chose
+    assert seen.credential == credential_fingerprint(CALLER_KEY)
+    sent = msgspec.json.encode(seen.body).decode()
+    assert CARD not in sent and "[REDACTED_CREDIT_CARD]" in sent
+
+    (received,) = events.of(RequestReceived)
+    assert (received.ingress, received.endpoint, received.requested_model) == (
+        "proxy",
+        "generate_content",
+        GEMINI_MODEL,
+    )
+    i = received.interception
+    assert i is not None and i.bump_status == "bumped" and i.target_host == HOST
+    assert received.body is not None and received.body.redacted
+    assert received.body.inline is not None and CARD.encode() not in received.body.inline
+    (usage,) = events.of(UsageRecorded)
+    assert usage.usage.prompt_tokens == resp.usage_metadata.prompt_token_count and usage.priced
+    (done,) = events.of(RequestCompleted)
+    assert done.status == 200 and done.provider == "gemini"
+    stages = {e.stage: e.decision for e in events.of(StageDecision)}
+    assert stages == {"request": "redact", "response": "approve"}
+    assert events.of(ProxyRequest) == []  # run by the pipeline, not relayed
+    assert CALLER_KEY not in repr(events.items)
+
+
+async def test_a_blocked_prompt_is_googles_403_and_never_reaches_it(
+    gemini_proxy: tuple[ProxyNode, Events], upstream: SimServer
+) -> None:
+    _, events = gemini_proxy
+    with pytest.raises(genai_errors.ClientError) as info:
+        await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=f"status of {FORBIDDEN}?"))
+    assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
+    assert "codename" in (info.value.message or "")
+    assert _received(upstream) == []
+    (failed,) = events.of(RequestFailed)
+    assert (failed.status, failed.error_code, failed.stage) == (403, "content_blocked", "hooks_request")
+
+
+async def test_a_leaking_answer_is_withheld_451_and_a_stream_is_cut(
+    gemini_proxy: tuple[ProxyNode, Events], upstream: SimServer
+) -> None:
+    _, events = gemini_proxy
+    leaky = _prompt(GEMINI_MODEL, leaks=True)
+    with pytest.raises(genai_errors.APIError) as info:
+        await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=leaky))
+    assert info.value.code == 451 and "leaked-word" in (info.value.message or "")
+
+    def stream(c: genai.Client) -> tuple[str, BaseException | None]:
+        text = ""
+        try:
+            for chunk in c.models.generate_content_stream(model=GEMINI_MODEL, contents=leaky):
+                text += chunk.text or ""
+        except genai_errors.APIError as exc:
+            return text, exc
+        return text, None
+
+    text, err = await sdk(stream)
+    assert LEAK not in text.split()
+    assert err is not None and "leaked-word" in str(err)
+    clean = _prompt(GEMINI_MODEL, leaks=False)
+    pieces = await sdk(
+        lambda c: [
+            ch.text or "" for ch in c.models.generate_content_stream(model=GEMINI_MODEL, contents=clean)
+        ]
+    )
+    assert "".join(pieces).strip()
+    received = events.of(RequestReceived)
+    assert [(r.endpoint, r.stream) for r in received] == [
+        ("generate_content", False),
+        ("stream_generate_content", True),
+        ("stream_generate_content", True),
+    ]
+    assert all(u.usage.prompt_tokens > 0 and u.priced for u in events.of(UsageRecorded))
+
+
+async def test_count_tokens_and_a_key_in_the_url(
+    gemini_proxy: tuple[ProxyNode, Events], upstream: SimServer, proxy_ca: tuple[Path, Path]
+) -> None:
+    node, events = gemini_proxy
+    counted = await sdk(lambda c: c.models.count_tokens(model=GEMINI_MODEL, contents=f"card {CARD}"))
+    assert counted.total_tokens and counted.total_tokens > 0
+    (seen,) = _received(upstream)
+    assert seen.path.endswith(f"/models/{GEMINI_MODEL}:countTokens") and CARD not in str(seen.body)
+    assert "UsageRecorded" not in {type(e).__name__ for e in events.items}  # a count bills nothing
+
+    # REST callers put the key in the URL: it reaches Google as x-goog-api-key.
+    ctx = ssl.create_default_context(cafile=str(proxy_ca[0]))
+
+    def post() -> httpx.Response:
+        with httpx.Client(proxy=f"http://{node.host}:{node.port}", verify=ctx, trust_env=False) as h:
+            return h.post(
+                f"https://{HOST}/v1beta/models/{GEMINI_MODEL}:generateContent?key={CALLER_KEY}",
+                json={"contents": [{"parts": [{"text": "hello"}]}]},
+            )
+
+    r = await asyncio.to_thread(post)
+    assert r.status_code == 200, r.text
+    assert _received(upstream)[-1].credential == credential_fingerprint(CALLER_KEY)
+    # A stream Google would send as a JSON array: refused, not relayed unscreened.
+
+    def bare_stream() -> httpx.Response:
+        with httpx.Client(proxy=f"http://{node.host}:{node.port}", verify=ctx, trust_env=False) as h:
+            return h.post(
+                f"https://{HOST}/v1beta/models/{GEMINI_MODEL}:streamGenerateContent",
+                json={"contents": [{"parts": [{"text": "hello"}]}]},
+                headers={"x-goog-api-key": CALLER_KEY},
+            )
+
+    r = await asyncio.to_thread(bare_stream)
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert "alt=sse" in r.json()["error"]["message"] and len(_received(upstream)) == 2
+
+
+TRAFFIC = """
+SELECT endpoint, stream, status, target_host, prompt_tokens > 0, completion_tokens > 0, cost_usd > 0,
+       provider, requested_model, request_hook_decision
+FROM traffic_event WHERE ingress = 'proxy' AND endpoint <> 'connect'
+ORDER BY received_at
+"""
+
+
+@pytest.mark.integration
+async def test_traffic_event_rows_of_gemini_calls(
+    make_proxy: MakeProxy,
+    upstream: SimServer,
+    proxy_ca: tuple[Path, Path],
+    upstream_pki: Pki,
+    monkeypatch: pytest.MonkeyPatch,
+    publisher: Publisher,
+    nats_url: str,
+    pg_dsn: str,
+    topology: Topology,
+    tmp_path: Path,
+) -> None:
+    """The real path: the proxy's events on JetStream, the projector folding
+    them into Postgres."""
+    async with started(make_proxy, upstream, proxy_ca, upstream_pki, monkeypatch, publisher):
+        await sdk(
+            lambda c: c.models.generate_content(
+                model=GEMINI_MODEL, contents=_prompt(GEMINI_MODEL, leaks=False)
+            )
+        )
+        await sdk(
+            lambda c: list(
+                c.models.generate_content_stream(
+                    model=GEMINI_MODEL, contents=_prompt(GEMINI_MODEL, leaks=False)
+                )
+            )
+        )
+        with pytest.raises(genai_errors.ClientError):
+            await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=f"about {FORBIDDEN}"))
+    await publisher.flush()
+    settings = ProjectorSettings(
+        nats_url=nats_url,
+        postgres_dsn=pg_dsn,
+        duckdb_path=str(tmp_path / "analytics.duckdb"),
+        topology=topology,
+        batch_size=500,
+        fetch_timeout_s=0.05,
+    )
+    expected = [
+        ("generate_content", False, 200, HOST, True, True, True, "gemini", GEMINI_MODEL, "approve"),
+        ("stream_generate_content", True, 200, HOST, True, True, True, "gemini", GEMINI_MODEL, "approve"),
+        ("generate_content", False, 403, HOST, None, None, None, "gemini", GEMINI_MODEL, "block"),
+    ]
+    rows: list[tuple[Any, ...]] = []
+    async with Projector(settings):
+        for _ in range(150):
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                rows = [tuple(r) for r in await conn.fetch(TRAFFIC)]
+            except asyncpg.UndefinedTableError:
+                rows = []
+            finally:
+                await conn.close()
+            if rows == expected:
+                break
+            await asyncio.sleep(0.1)
+    assert rows == expected
