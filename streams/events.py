@@ -150,7 +150,9 @@ class RequestReceived(Event, tag="request.received"):
     tenant, endpoint, model and body."""
 
     ingress: str = "gateway"  # gateway | proxy | agent
-    endpoint: str = ""  # chat | messages | responses | embeddings
+    # chat | messages | count_tokens | responses | embeddings | generate_content
+    # | stream_generate_content | gemini_count_tokens
+    endpoint: str = ""
     ingress_format: str = "openai"  # the caller's wire grammar
     method: str = "POST"
     path: str = ""

@@ -83,7 +83,13 @@ class GeminiCodec(CodecBase):
     ) -> WireRequest:
         if endpoint != "gemini_count_tokens":
             return super().encode_native(endpoint, body, target, request)
-        return self._wire(target, "countTokens", encode(body))
+        out = dict(body)
+        for key in ("generateContentRequest", "generate_content_request"):
+            inner = out.get(key)
+            if isinstance(inner, dict):
+                # A whole request names its model too: the provider's, as in the URL.
+                out[key] = {**inner, "model": f"models/{target.provider_model}"}
+        return self._wire(target, "countTokens", encode(out))
 
     # --- embeddings -------------------------------------------------------------------
 

@@ -73,13 +73,19 @@ def _texts(content: Any) -> list[str]:
 
 def request_text(body: Mapping[str, Any]) -> str:
     """The caller's last turns as plain text, whatever its grammar (OpenAI
-    chat, Anthropic messages, Responses ``input``)."""
+    chat, Anthropic messages, Responses ``input``, Gemini ``contents``)."""
     parts: list[str] = []
     messages = body.get("messages")
     if isinstance(messages, list):
         for m in messages[-_TURNS:]:
             if isinstance(m, dict):
                 parts.extend(f"{m.get('role', 'user')}: {t}" for t in _texts(m.get("content")))
+    contents = body.get("contents")
+    if isinstance(contents, list):
+        for c in contents[-_TURNS:]:
+            if isinstance(c, dict):
+                role = "assistant" if c.get("role") == "model" else "user"
+                parts.extend(f"{role}: {t}" for t in _texts(c.get("parts")))
     raw_input = body.get("input")
     if isinstance(raw_input, str):
         parts.append(raw_input)

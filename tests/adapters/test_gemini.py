@@ -225,6 +225,36 @@ def test_stream_url() -> None:
     )
 
 
+def test_a_base_url_with_a_version_names_it() -> None:
+    def url(base: str, **options: Any) -> str:
+        wire = CODEC.encode_chat(
+            req(Message(role="user", content="x")), target("gemini", base, "g", **options)
+        )
+        return wire.url
+
+    assert url("https://h/v1") == "https://h/v1/models/g:generateContent"
+    assert url("https://h/v1beta/") == "https://h/v1beta/models/g:generateContent"
+    assert url("https://h") == "https://h/v1beta/models/g:generateContent"
+    assert url("https://h/v1", api_version="v1beta") == "https://h/v1beta/models/g:generateContent"
+
+
+def test_count_tokens_goes_out_as_sent_with_the_providers_model() -> None:
+    assert "gemini_count_tokens" in CODEC.native
+    contents = [{"parts": [{"text": "hi"}]}]
+    wire = CODEC.encode_native(
+        "gemini_count_tokens",
+        {"generateContentRequest": {"model": "models/alias", "contents": contents}},
+        target("gemini", "", "gemini-2.5-flash"),
+    )
+    assert wire.url.endswith("/v1beta/models/gemini-2.5-flash:countTokens")
+    assert wire.headers["x-goog-api-key"] == "sk-test"
+    assert body(wire.body) == {
+        "generateContentRequest": {"model": "models/gemini-2.5-flash", "contents": contents}
+    }
+    with pytest.raises(CodecError):
+        CODEC.encode_native("messages", {}, target("gemini", "", "g"))
+
+
 def test_tool_message_without_a_call_is_refused() -> None:
     with pytest.raises(CodecError) as exc:
         CODEC.encode_chat(

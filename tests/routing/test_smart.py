@@ -432,6 +432,13 @@ def test_request_text_reads_every_grammar() -> None:
     claude = {"messages": [{"role": "user", "content": [{"type": "text", "text": "bonjour"}]}]}
     assert request_text(claude) == "user: bonjour"
     assert request_text({"input": "responses api"}) == "responses api"
+    gemini = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "hallo"}]},
+            {"role": "model", "parts": [{"text": "hi"}]},
+        ]
+    }
+    assert request_text(gemini) == "user: hallo\nassistant: hi"
     assert len(request_text({"input": "x" * 10_000})) == 4000
 
 
