@@ -232,6 +232,7 @@ def build_embed(
             content=w.Content(parts=[w.Part(text=text)]),
             model=f"models/{model}" if with_model else None,
             task_type=task,
+            title=ext.get("title"),  # a Gemini caller's (ingress.translate.gemini_embed)
             output_dimensionality=req.dimensions,
         )
 

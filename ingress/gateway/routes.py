@@ -10,7 +10,7 @@ from ingress.gateway.front import gemini_call, model_call, read
 from ingress.gateway.ops import healthz, metrics, tenant_metrics
 from ingress.gateway.routing_api import explain
 
-_GEMINI_METHODS = "(?:generateContent|streamGenerateContent|countTokens)"
+_GEMINI_METHODS = "(?:generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents)"
 
 
 def add_routes(app: web.Application) -> None:
@@ -22,7 +22,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models", read("models", anthropic="models_anthropic"))
     app.router.add_get("/v1/usage", read("usage"))
     # Gemini: /v1beta/models/{model}:generateContent (and :streamGenerateContent,
-    # :countTokens); the model is in the path.
+    # :countTokens, :embedContent, :batchEmbedContents); the model is in the path.
     for version in ("v1beta", "v1"):
         app.router.add_post(f"/{version}/models/{{call:[^/]+:{_GEMINI_METHODS}}}", gemini_call)
     app.router.add_get("/healthz", healthz)

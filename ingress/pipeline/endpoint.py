@@ -55,6 +55,7 @@ def _specs() -> dict[str, Endpoint]:
     from ingress.pipeline.call.models import models_call
     from ingress.pipeline.errors import invalid_request
     from ingress.pipeline.stages.quota import usage_call
+    from ingress.translate import gemini_embed
     from ingress.translate import gemini_generate as gemini
     from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES, decode_count_tokens
     from ingress.translate.openai_chat import OPENAI_CHAT
@@ -83,7 +84,25 @@ def _specs() -> dict[str, Endpoint]:
             addressed=gemini.address,
         )
 
+    def embed(name: str, decode: Callable[[bytes], Any]) -> Endpoint:
+        # Gemini's embeddings: routed, metered and called as /v1/embeddings
+        # is (embeddings_call); Google's bodies and errors.
+        return Endpoint(
+            name,
+            gemini.GEMINI_GENERATE,
+            embeddings.embeddings_call,
+            decode,
+            kind="embedding",
+            key_header="x-goog-api-key",
+            query_key=gemini.query_key,
+            addressed=gemini.address,
+            streams=False,
+            cached=False,
+        )
+
     return {
+        "embed_content": embed("embed_content", gemini_embed.decode_embed),
+        "batch_embed_contents": embed("batch_embed_contents", gemini_embed.decode_batch),
         "generate_content": generate("generate_content"),
         "stream_generate_content": generate("stream_generate_content"),
         "gemini_count_tokens": Endpoint(
@@ -148,6 +167,8 @@ _GEMINI = {
     "generateContent": "generate_content",
     "streamGenerateContent": "stream_generate_content",
     "countTokens": "gemini_count_tokens",
+    "embedContent": "embed_content",
+    "batchEmbedContents": "batch_embed_contents",
 }
 
 

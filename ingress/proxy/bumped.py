@@ -82,7 +82,7 @@ class BumpedHandler:
         flow.requests += 1
         started = time.monotonic()
         decision = InterceptionTable.path_action(self.domain, req.path)
-        fp, cls = node.credentials.inspect(req.headers)
+        fp, cls = node.credentials.inspect(req.headers, self._key_query(req))
         if decision.action == "process" and self.domain.adapter:
             call = recognise(self.domain.adapter, req)
             if call is not None and await self._upstream_verified():
@@ -140,6 +140,15 @@ class BumpedHandler:
             event.latency_ms = round((time.monotonic() - started) * 1000, 3)
             node.metrics.requests.labels(event.action).inc()
             node.emit(event)
+
+    def _key_query(self, req: Request) -> str:
+        """The query string when its ``?key=`` is a credential: Google's
+        APIs (the gemini adapter's hosts, any *.googleapis.com) take the key
+        in the URL; elsewhere a ``key`` parameter is no credential."""
+        host = self.origin.host
+        if self.domain.adapter == "gemini" or host == "googleapis.com" or host.endswith(".googleapis.com"):
+            return req.target.partition("?")[2]
+        return ""
 
     async def _upstream_verified(self) -> bool:
         """Whether the upstream connection opened ahead came up: a certificate

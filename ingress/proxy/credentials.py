@@ -1,7 +1,8 @@
 """Provider keys seen in bumped traffic, recorded only as fingerprints.
 
 A key in ``Authorization: Bearer``, ``x-api-key``, ``api-key`` or
-``x-goog-api-key`` becomes HMAC-SHA256(secret, key) cut to 16 hex digits:
+``x-goog-api-key`` (or, on Google's hosts, the URL's ``?key=``) becomes
+HMAC-SHA256(secret, key) cut to 16 hex digits:
 stable (the same key gives the same fingerprint on every node with the same
 secret), useless for recovering the key.  It is classified ``corporate``
 when it is one of the organisation's own provider credentials (the config's
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from ingress.http1.message import Headers
+from ingress.translate.gemini_generate import query_key
 from streams.config import Provider
 from streams.config_vault import VaultCredential
 from streams.vault.keyring import fingerprint_key, fingerprint_with
@@ -84,8 +86,11 @@ class ConfigCredentials:
     def in_vault(self, key: str) -> bool:
         return any(fingerprint_with(k, key) in self._vault for k in self._vault_keys)
 
-    def inspect(self, headers: Headers) -> tuple[str, str]:
-        key = presented_key(headers)
+    def inspect(self, headers: Headers, query: str = "") -> tuple[str, str]:
+        """(fingerprint, class) of the key a request presents; ``query``: the
+        query string of a request whose ``?key=`` is a credential (Google's
+        REST convention), read when no header carries one."""
+        key = presented_key(headers) or (query_key(query) or "").strip()
         if not key:
             return "", ""
         fp = fingerprint(self.secret, key)

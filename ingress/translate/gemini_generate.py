@@ -54,7 +54,14 @@ from ingress.translate.grammar import Failure, StreamEncoder
 API = "generateContent"
 COUNT_API = "countTokens"
 # The methods a model URL may name, and whether each streams.
-METHODS = {"generateContent": False, "streamGenerateContent": True, "countTokens": False}
+METHODS = {
+    "generateContent": False,
+    "streamGenerateContent": True,
+    "countTokens": False,
+    # Embeddings (ingress.translate.gemini_embed): addressed the same way.
+    "embedContent": False,
+    "batchEmbedContents": False,
+}
 _PREFIXES = ("/v1beta/models/", "/v1/models/")
 
 T = TypeVar("T")
@@ -126,7 +133,8 @@ def _camel_keys(value: Any) -> Any:
     return value
 
 
-def _read(body: bytes, tp: type[T], api: str) -> T:
+def read_json(body: bytes, tp: type[T], api: str) -> T:
+    """A body as ``tp``, its keys in either spelling; not one -> CodecError (400)."""
     try:
         raw = msgspec.json.decode(body)
     except DECODE_ERRORS:
@@ -335,13 +343,13 @@ def _canonical(req: _Request) -> ChatRequest:
 def decode_request(body: bytes) -> ChatRequest:
     """A generateContent body as a canonical ChatRequest (no model: the URL
     names it); a body that is not one raises CodecError (400)."""
-    return _canonical(_read(body, _Request, API))
+    return _canonical(read_json(body, _Request, API))
 
 
 def decode_count_tokens(body: bytes) -> ChatRequest:
     """A countTokens body (``contents``, or a whole ``generateContentRequest``)
     as the canonical request whose prompt it counts."""
-    req = _read(body, _CountRequest, COUNT_API)
+    req = read_json(body, _CountRequest, COUNT_API)
     if req.generate_content_request is not None:
         return _canonical(req.generate_content_request)
     if req.contents is None:
@@ -519,4 +527,12 @@ class GeminiGenerate:
 
 GEMINI_GENERATE = GeminiGenerate()
 
-__all__ = ["GEMINI_GENERATE", "address", "decode_count_tokens", "parse_path", "query_key"]
+__all__ = [
+    "GEMINI_GENERATE",
+    "address",
+    "decode_count_tokens",
+    "error_body",
+    "parse_path",
+    "query_key",
+    "read_json",
+]

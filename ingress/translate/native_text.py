@@ -166,6 +166,22 @@ def gemini_text(body: dict[str, Any]) -> NativeText:
     return text
 
 
+def gemini_embed_text(body: dict[str, Any]) -> NativeText:
+    """Gemini embedContent and batchEmbedContents: every part of the content
+    and the title, of the body or of each of its ``requests`` (not their
+    model or taskType, which are no prose)."""
+    text = NativeText()
+    batch = body.get("requests")
+    reqs = [r for r in batch if isinstance(r, dict)] if isinstance(batch, list) else [body]
+    for req in reqs:
+        content = req.get("content")
+        if isinstance(content, dict):
+            text._read(content, ("parts",))
+        text._read(req, ("title",))
+    text.messages = len(reqs)
+    return text
+
+
 def embeddings_text(body: dict[str, Any]) -> NativeText:
     """Embeddings: the input strings (token arrays carry no text)."""
     text = NativeText()
@@ -189,6 +205,8 @@ _BY_ENDPOINT = {
     "generate_content": gemini_text,
     "stream_generate_content": gemini_text,
     "gemini_count_tokens": gemini_text,
+    "embed_content": gemini_embed_text,
+    "batch_embed_contents": gemini_embed_text,
 }
 
 

@@ -1,8 +1,9 @@
 """The official google-genai SDK, pointed at the gateway's Gemini endpoints
 (``/v1beta/models/{model}:generateContent``, ``:streamGenerateContent``,
-``:countTokens``), on both HTTP front ends: answers from an OpenAI-format
-and a Gemini-format provider, usage, count_tokens, the key as
-``x-goog-api-key`` or ``?key=``, and every refusal in Google's error format."""
+``:countTokens``, ``:embedContent``, ``:batchEmbedContents``), on both HTTP
+front ends: answers from an OpenAI-format and a Gemini-format provider,
+usage, count_tokens, embeddings, the key as ``x-goog-api-key`` or
+``?key=``, and every refusal in Google's error format."""
 
 from __future__ import annotations
 
@@ -47,6 +48,15 @@ async def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
             "provider": "sim-gemini",
             "provider_model": "gemini-2.5-flash",
             "price": {"input": 1.0, "output": 2.0},
+        }
+    )
+    config["models"].append(
+        {
+            "name": "gem-embed",
+            "provider": "sim-gemini",
+            "provider_model": "gemini-embedding-001",
+            "kind": "embedding",
+            "price": {"input": 0.5},
         }
     )
     snapshot = in_process_snapshot(parse_config(msgspec.yaml.encode(config)), SECRET)
@@ -254,7 +264,27 @@ async def test_sdk_errors_are_googles(stack: Stack) -> None:
             "parts[0]",
         ),
         ("/v1beta/models/sim-small:streamGenerateContent", HELLO, 400, "alt=sse"),
-        ("/v1beta/models/sim-small:embedContent", HELLO, 404, "Unknown request URL"),
+        ("/v1beta/models/sim-small:predict", HELLO, 404, "Unknown request URL"),
+        ("/v1beta/models/embedder:embedContent", {}, 400, "content"),
+        ("/v1beta/models/embedder:embedContent", {"content": {"parts": []}}, 400, "content.parts"),
+        (
+            "/v1beta/models/embedder:embedContent",
+            {"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "AA=="}}]}},
+            400,
+            "content.parts[0] must be text",
+        ),
+        ("/v1beta/models/embedder:batchEmbedContents", {"requests": []}, 400, "requests"),
+        (
+            "/v1beta/models/embedder:batchEmbedContents",
+            {
+                "requests": [
+                    {"content": {"parts": [{"text": "a"}]}, "taskType": "RETRIEVAL_QUERY"},
+                    {"content": {"parts": [{"text": "b"}]}, "taskType": "CLUSTERING"},
+                ]
+            },
+            400,
+            "requests[1].taskType",
+        ),
     ],
 )
 async def test_bad_requests_are_4xx_in_googles_format(
@@ -265,3 +295,53 @@ async def test_bad_requests_are_4xx_in_googles_format(
     err = answer["error"]
     assert err["code"] == status and err["status"] in ("INVALID_ARGUMENT", "NOT_FOUND")
     assert needle in err["message"]
+
+
+@pytest.mark.parametrize("model", ["embedder", "gem-embed"])
+async def test_sdk_embed_content(stack: Stack, model: str) -> None:
+    """embed_content, one text and several, from an OpenAI-format and a
+    Gemini-format provider; metered as /v1/embeddings is."""
+    c = client(stack)
+    one = await c.aio.models.embed_content(model=model, contents="hello Nexus")
+    assert one.embeddings and len(one.embeddings) == 1 and one.embeddings[0].values
+    texts: list[gtypes.ContentUnion] = ["first", "second", "third"]
+    many = await c.aio.models.embed_content(
+        model=model,
+        contents=texts,
+        config=gtypes.EmbedContentConfig(output_dimensionality=8, task_type="RETRIEVAL_DOCUMENT"),
+    )
+    assert many.embeddings and [len(e.values or []) for e in many.embeddings] == [8, 8, 8]
+    # Different texts, different vectors, in the callers' order.
+    assert len({tuple(e.values or []) for e in many.embeddings}) == 3
+    rid = _request_id(stack, model)
+    received, _, recorded, done = stack.events.of(rid)
+    assert isinstance(received, RequestReceived) and received.endpoint == "batch_embed_contents"
+    assert isinstance(recorded, UsageRecorded) and recorded.usage.prompt_tokens > 0 and recorded.cost_usd > 0
+    assert isinstance(done, RequestCompleted) and done.status == 200
+    seen = stack.sim.state.recorder.snapshot()["requests"][-1]
+    assert stack.keys.full not in str(seen.headers)
+    if model == "gem-embed":
+        # A Gemini provider is asked the method the caller used, with its
+        # own model and the caller's task type.
+        assert seen.path.endswith("/models/gemini-embedding-001:batchEmbedContents")
+        assert "RETRIEVAL_DOCUMENT" in str(seen.body)
+
+
+@pytest.mark.parametrize("model", ["embedder", "gem-embed"])
+async def test_rest_embed_content(stack: Stack, model: str) -> None:
+    """A REST caller's embedContent (the key as ?key=) is answered
+    {"embedding": {"values": [...]}}, batchEmbedContents {"embeddings": [...]}."""
+    body = {"content": {"parts": [{"text": "hello"}]}, "output_dimensionality": 4}
+    status, answer = await _post(stack, f"/v1beta/models/{model}:embedContent?key={stack.keys.full}", body)
+    assert status == 200, answer
+    assert set(answer) == {"embedding"} and len(answer["embedding"]["values"]) == 4
+    assert _request_id(stack, model)
+    received = stack.events.of(_request_id(stack, model))[0]
+    assert isinstance(received, RequestReceived) and received.endpoint == "embed_content"
+    batch = {"requests": [{"model": f"models/{model}", "content": {"parts": [{"text": t}]}} for t in "ab"]}
+    status, answer = await _post(
+        stack, f"/v1/models/{model}:batchEmbedContents", batch, {"x-goog-api-key": stack.keys.full}
+    )
+    assert status == 200, answer
+    assert set(answer) == {"embeddings"} and len(answer["embeddings"]) == 2
+    assert all(e["values"] for e in answer["embeddings"])

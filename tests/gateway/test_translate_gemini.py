@@ -227,7 +227,9 @@ def test_the_url_names_the_model_and_the_stream() -> None:
     assert gemini.address("/v1beta/models/m:countTokens", "") == ("m", False)
     with pytest.raises(CodecError, match="alt=sse"):
         gemini.address("/v1beta/models/m:streamGenerateContent", "")
-    assert gemini.parse_path("/v1beta/models/m:embedContent") is None
+    assert gemini.parse_path("/v1beta/models/m:embedContent") == ("m", "embedContent")
+    assert gemini.address("/v1/models/m:batchEmbedContents", "") == ("m", False)
+    assert gemini.parse_path("/v1beta/models/m:predict") is None
     assert gemini.parse_path("/v1beta/models/:generateContent") is None
     assert gemini.parse_path("/v1beta/tunedModels/m:generateContent") is None
     assert gemini.query_key("alt=sse&key=nvk%5Fabc") == "nvk_abc"

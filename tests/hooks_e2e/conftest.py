@@ -161,6 +161,12 @@ def hooks_config(sim_port: int, keys: Keys, *, extra: dict[str, Any] | None = No
             {"name": "claude-small", "provider": "sim-anthropic", "provider_model": "claude-sim-1"},
             {"name": "gem-small", "provider": "sim-gemini", "provider_model": "gemini-2.5-flash"},
             {"name": "embedder", "provider": "sim", "provider_model": "sim-embed", "kind": "embedding"},
+            {
+                "name": "gem-embed",
+                "provider": "sim-gemini",
+                "provider_model": "gemini-embedding-001",
+                "kind": "embedding",
+            },
         ],
         "hooks": hooks,
     }

@@ -165,6 +165,19 @@ def _carrying(text: str) -> dict[str, tuple[str, dict[str, Any]]]:
             {"system_instruction": {"parts": [{"text": text}]}, "contents": [_said("user", "hello")]},
         ),
         "gemini-count-tokens": (f"{GEMINI}/gem-small:countTokens", {"contents": [_said("user", text)]}),
+        # Gemini embeddings: to a Gemini provider and translated to OpenAI's.
+        "gemini-embed-content": (
+            f"{GEMINI}/gem-embed:embedContent",
+            {"content": {"parts": [{"text": text}]}},
+        ),
+        "gemini-embed-title": (
+            f"{GEMINI}/gem-embed:embedContent",
+            {"content": {"parts": [{"text": "plain"}]}, "taskType": "RETRIEVAL_DOCUMENT", "title": text},
+        ),
+        "gemini-translated-batch-embed": (
+            f"{GEMINI}/embedder:batchEmbedContents",
+            {"requests": [{"content": {"parts": [{"text": "plain"}]}}, {"content": _said("user", text)}]},
+        ),
     }
 
 

@@ -141,3 +141,14 @@ def test_a_rotated_master_key_still_recognises_what_the_old_one_sealed() -> None
         SECRET, [], {}, vault=[cred], masters=parse_master_keys(new_master_key(), "x")
     )
     assert elsewhere.inspect(Headers([("x-api-key", VAULT_KEY)]))[1] == "unknown"
+
+
+def test_a_key_in_the_query_string_counts_when_no_header_carries_one() -> None:
+    keys = ConfigCredentials(SECRET, [], {})
+    fp, cls = keys.inspect(Headers(), "alt=sse&key=AIza%2Dmine")
+    assert (fp, cls) == (keys.inspect(Headers([("x-goog-api-key", "AIza-mine")]))[0], "unknown") and fp
+    # A header key wins; a query without one is no credential.
+    assert keys.inspect(Headers([("x-api-key", "sk-other")]), "key=AIza-mine") == keys.inspect(
+        Headers([("x-api-key", "sk-other")])
+    )
+    assert keys.inspect(Headers(), "alt=sse&keys=x") == ("", "")

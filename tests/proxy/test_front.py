@@ -31,6 +31,8 @@ def _req(method: str, target: str, headers: list[tuple[str, str]] | None = None)
             "/v1beta",
         ),
         ("gemini", "POST", "/v1/models/gemini-2.5-pro:countTokens", "gemini_count_tokens", "/v1"),
+        ("gemini", "POST", "/v1beta/models/gemini-embedding-001:embedContent", "embed_content", "/v1beta"),
+        ("gemini", "POST", "/v1/models/text-embedding-004:batchEmbedContents", "batch_embed_contents", "/v1"),
     ],
 )
 def test_recognised_calls(adapter: str, method: str, target: str, endpoint: str, base: str) -> None:
@@ -47,7 +49,7 @@ def test_recognised_calls(adapter: str, method: str, target: str, endpoint: str,
         ("anthropic", "POST", "/v1/messages/count_tokens/x"),
         ("anthropic", "POST", "/proxy/v1/messages"),  # the codec adds /v1/messages to the host itself
         ("gemini", "GET", "/v1beta/models/gemini-2.5-pro"),  # a model's metadata: no prompt
-        ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:embedContent"),  # not served by the pipeline yet
+        ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:predictLongRunning"),  # not served by the pipeline
         ("gemini", "POST", "/v1beta/tunedModels/mine:generateContent"),
         ("", "POST", "/v1/chat/completions"),
     ],

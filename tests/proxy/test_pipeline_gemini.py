@@ -5,7 +5,9 @@ simulated provider, through the resolve override) with the caller's own
 key; a card number is redacted before Google sees it, a blocked prompt
 never reaches it, a leaking answer is withheld (451), all in Google's error
 format; usage, cost and the gateway's events are recorded as proxy
-traffic, and the projector's traffic_event rows carry the tokens."""
+traffic, and the projector's traffic_event rows carry the tokens.
+Embeddings (embedContent, batchEmbedContents) are screened the same way,
+and a key in the URL (``?key=``) is fingerprinted like a header key."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import msgspec
 import pytest
 from google import genai
 from google.genai import errors as genai_errors
+from google.genai import types as gtypes
 
 from ingress.proxy.node import ProxyNode
 from ingress.proxy.service import build_engine
@@ -41,6 +44,7 @@ from tests.proxy.pki import Pki
 from tests.proxy.test_pipeline import CARD, FORBIDDEN, LEAK, _prompt, pipeline_config
 
 GEMINI_MODEL = "gemini-2.5-flash"
+EMBED_MODEL = "gemini-embedding-001"
 HOST = "generativelanguage.googleapis.com"
 CALLER_KEY = "AIza-personal-key-0001"
 T = TypeVar("T")
@@ -56,6 +60,7 @@ def gemini_config(proxy_ca: tuple[Path, Path], upstream_pki: Pki, port: int) -> 
     raw["models"] = [
         *raw["models"],
         {"name": GEMINI_MODEL, "provider": "corp-gemini", "price": {"input": 100.0, "output": 400.0}},
+        {"name": EMBED_MODEL, "provider": "corp-gemini", "kind": "embedding", "price": {"input": 100.0}},
     ]
     return msgspec.convert(raw, NexusConfig)
 
@@ -238,6 +243,100 @@ async def test_count_tokens_and_a_key_in_the_url(
     assert "alt=sse" in r.json()["error"]["message"] and len(_received(upstream)) == 2
 
 
+def _texts(*texts: str) -> list[gtypes.ContentUnion]:
+    return list(texts)
+
+
+def _rest(node: ProxyNode, proxy_ca: tuple[Path, Path], path: str, body: Any) -> httpx.Response:
+    """A REST caller's POST to Google through the proxy, the key in the URL."""
+    ctx = ssl.create_default_context(cafile=str(proxy_ca[0]))
+    with httpx.Client(proxy=f"http://{node.host}:{node.port}", verify=ctx, trust_env=False) as h:
+        return h.post(f"https://{HOST}{path}?key={CALLER_KEY}", json=body)
+
+
+async def test_embeddings_are_screened_redacted_and_recorded(
+    gemini_proxy: tuple[ProxyNode, Events], upstream: SimServer, proxy_ca: tuple[Path, Path]
+) -> None:
+    node, events = gemini_proxy
+    resp = await sdk(
+        lambda c: c.models.embed_content(
+            model=EMBED_MODEL, contents=_texts("hello", f"charge my card {CARD}")
+        )
+    )
+    assert resp.embeddings and len(resp.embeddings) == 2 and all(e.values for e in resp.embeddings)
+    # Google got the redacted texts, with the caller's own key, at the
+    # method the SDK called.
+    (seen,) = _received(upstream)
+    assert seen.path.endswith(f"/models/{EMBED_MODEL}:batchEmbedContents")
+    assert seen.credential == credential_fingerprint(CALLER_KEY)
+    sent = msgspec.json.encode(seen.body).decode()
+    assert CARD not in sent and "[REDACTED_CREDIT_CARD]" in sent and "hello" in sent
+    (received,) = events.of(RequestReceived)
+    assert (received.ingress, received.endpoint, received.requested_model) == (
+        "proxy",
+        "batch_embed_contents",
+        EMBED_MODEL,
+    )
+    i = received.interception
+    assert i is not None and i.target_host == HOST and i.credential_class == "unknown"
+    header_fp = i.credential_fingerprint
+    assert header_fp and received.body is not None and received.body.redacted
+    (usage,) = events.of(UsageRecorded)
+    assert usage.usage.prompt_tokens > 0 and usage.priced and usage.cost_usd > 0
+    (done,) = events.of(RequestCompleted)
+    assert done.status == 200 and done.provider == "gemini"
+    assert {e.stage: e.decision for e in events.of(StageDecision)}["request"] == "redact"
+    assert events.of(ProxyRequest) == []  # run by the pipeline, not relayed
+
+    # A blocked word: Google's 403, and Google never sees it.
+    with pytest.raises(genai_errors.ClientError) as info:
+        await sdk(lambda c: c.models.embed_content(model=EMBED_MODEL, contents=f"status of {FORBIDDEN}?"))
+    assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
+    assert len(_received(upstream)) == 1
+    (failed,) = events.of(RequestFailed)
+    assert (failed.status, failed.error_code, failed.stage) == (403, "content_blocked", "hooks_request")
+
+    # A REST embedContent with ?key=: screened, answered in its own shape,
+    # and its key fingerprinted as the same credential as the header's.
+    r = await asyncio.to_thread(
+        _rest,
+        node,
+        proxy_ca,
+        f"/v1beta/models/{EMBED_MODEL}:embedContent",
+        {"content": {"parts": [{"text": f"card {CARD}"}]}, "taskType": "RETRIEVAL_QUERY"},
+    )
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"embedding"} and r.json()["embedding"]["values"]
+    seen = _received(upstream)[-1]
+    assert seen.path.endswith(f"/models/{EMBED_MODEL}:embedContent") and CARD not in str(seen.body)
+    assert seen.credential == credential_fingerprint(CALLER_KEY)
+    last = events.of(RequestReceived)[-1]
+    assert last.endpoint == "embed_content" and last.interception is not None
+    assert (last.interception.credential_fingerprint, last.interception.credential_class) == (
+        header_fp,
+        "unknown",
+    )
+    assert CALLER_KEY not in repr(events.items)
+
+
+async def test_a_key_in_the_url_of_a_relayed_call_is_fingerprinted(
+    gemini_proxy: tuple[ProxyNode, Events], upstream: SimServer, proxy_ca: tuple[Path, Path]
+) -> None:
+    """What the proxy still relays (here: a model listing) carries the
+    credential of a ?key= in its ProxyRequest, as a header key would."""
+    node, events = gemini_proxy
+
+    def get() -> httpx.Response:
+        ctx = ssl.create_default_context(cafile=str(proxy_ca[0]))
+        with httpx.Client(proxy=f"http://{node.host}:{node.port}", verify=ctx, trust_env=False) as h:
+            return h.get(f"https://{HOST}/v1beta/models?key={CALLER_KEY}")
+
+    await asyncio.to_thread(get)
+    (relayed,) = events.of(ProxyRequest)
+    assert relayed.credential_fingerprint and relayed.credential_class == "unknown"
+    assert CALLER_KEY not in repr(events.items)
+
+
 TRAFFIC = """
 SELECT endpoint, stream, status, target_host, prompt_tokens > 0, completion_tokens > 0, cost_usd > 0,
        provider, requested_model, request_hook_decision
@@ -276,6 +375,7 @@ async def test_traffic_event_rows_of_gemini_calls(
         )
         with pytest.raises(genai_errors.ClientError):
             await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=f"about {FORBIDDEN}"))
+        await sdk(lambda c: c.models.embed_content(model=EMBED_MODEL, contents=_texts("one", "two")))
     await publisher.flush()
     settings = ProjectorSettings(
         nats_url=nats_url,
@@ -289,6 +389,7 @@ async def test_traffic_event_rows_of_gemini_calls(
         ("generate_content", False, 200, HOST, True, True, True, "gemini", GEMINI_MODEL, "approve"),
         ("stream_generate_content", True, 200, HOST, True, True, True, "gemini", GEMINI_MODEL, "approve"),
         ("generate_content", False, 403, HOST, None, None, None, "gemini", GEMINI_MODEL, "block"),
+        ("batch_embed_contents", False, 200, HOST, True, False, True, "gemini", EMBED_MODEL, "approve"),
     ]
     rows: list[tuple[Any, ...]] = []
     async with Projector(settings):

@@ -1,7 +1,9 @@
 """``POST /v1/embeddings``: an OpenAI provider gets the caller's JSON with
 the model rewritten; any other embeddings provider is reached through its
-codec and answered in OpenAI's shape.  Usage from the provider's answer
-(estimated when it sends none)."""
+codec and answered in OpenAI's shape.  Gemini's ``:embedContent`` and
+``:batchEmbedContents`` are served here too, always through the codec (their
+body is Google's), and answered in Google's shape.  Usage from the
+provider's answer (estimated when it sends none)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ from ingress.pipeline import errors, record
 from ingress.pipeline.call.unary import exchange, guard, unreadable
 from ingress.pipeline.call.usage import record_response
 from ingress.pipeline.exchange import Exchange, send_json
+from ingress.translate import gemini_embed
 from ingress.translate.openai_chat import embeddings_response
 from ingress.translate.shown_model import ShownModel
 from streams.events import Usage
 
 decode = msgspec.json.Decoder(EmbeddingRequest).decode
 _NO_USAGE = EmbeddingResponse(data=[], model="")  # no usage reported: estimated
+# How each endpoint's answer is written (OpenAI's shape otherwise).
+_RENDER = {"embed_content": gemini_embed.embed_response, "batch_embed_contents": gemini_embed.batch_response}
 
 
 def check(req: EmbeddingRequest) -> None:
@@ -51,12 +56,15 @@ async def embeddings_call(ex: Exchange) -> None:
     assert route is not None and upstream is not None and model is not None
     codec = ex.codec
     parsed = ex.parsed
-    # A provider that serves OpenAI's embeddings natively gets the caller's
-    # JSON with the model rewritten (fields unknown here still reach it).
-    native = "embeddings" in codec.native
+    # A provider that serves the caller's endpoint natively (OpenAI's
+    # embeddings) gets its JSON with the model rewritten (fields unknown
+    # here still reach it).
+    spec = ex.spec
+    assert spec is not None
+    native = spec.name in codec.native
     try:
         if native:
-            wire = codec.encode_native("embeddings", ex.body, route.target)
+            wire = codec.encode_native(spec.name, ex.body, route.target)
         else:
             wire = codec.encode_embeddings(parsed, route.target)
     except CodecError as exc:
@@ -67,13 +75,13 @@ async def embeddings_call(ex: Exchange) -> None:
     )
     try:
         resp = codec.decode_embeddings(payload, route.target)
+        if native:
+            body = ShownModel(ex.requested_model).document(payload)
+        else:
+            body = _RENDER.get(spec.name, embeddings_response)(resp, ex.requested_model)
     except CodecError as exc:
         raise unreadable(ex, upstream_ms, exc) from None
     record.upstream_result(ex, status=200, upstream_ms=upstream_ms)
     usage, estimated = _usage(parsed, resp)
     record_response(ex, model, usage, estimated=estimated)
-    if native:
-        body = ShownModel(ex.requested_model).document(payload)
-    else:
-        body = embeddings_response(resp, ex.requested_model)
     await send_json(ex, body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from adapters.base import CodecError
-from adapters.canonical import ChatRequest
+from adapters.canonical import ChatRequest, EmbeddingRequest
 from adapters.wirekit.jsonio import shape_error
 from ingress.pipeline import errors, record
 from ingress.pipeline.body import parse_json
@@ -132,7 +132,10 @@ def decode(ex: Exchange, raw: bytes) -> object:
     spec = ex.spec
     assert spec is not None and spec.decode is not None
     parsed = spec.decode(raw)
-    if spec.addressed is not None and isinstance(parsed, ChatRequest):
-        parsed.model = ex.requested_model
-        parsed.stream = ex.stream or None
+    if spec.addressed is not None:
+        if isinstance(parsed, ChatRequest):
+            parsed.model = ex.requested_model
+            parsed.stream = ex.stream or None
+        elif isinstance(parsed, EmbeddingRequest):
+            parsed.model = ex.requested_model
     return parsed
