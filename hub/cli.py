@@ -171,10 +171,17 @@ async def _serve(args: argparse.Namespace, prober: Prober | None = None) -> int:
         return 2
     try:
         assert server.control is not None
-        if args.import_text is not None and server.control.state.seq == 0:
+        if args.import_text is not None:
             cfg = parse_config(args.import_text, source=args.import_file)
-            n = await server.import_config(cfg)
-            print(f"nexus hub: imported {args.import_file} ({n} changes)", flush=True)
+            # A first start only: a sequence check raced with the Hub's own
+            # first event (its self-enrolment) and skipped the import.
+            n = await server.import_on_first_start(cfg)
+            if n is not None:
+                print(f"nexus hub: imported {args.import_file} ({n} changes)", flush=True)
+            else:
+                print(
+                    f"nexus hub: holds a configuration already; {args.import_file} not imported", flush=True
+                )
         password = await server.bootstrap_admin(args.admin_email)
         print(
             f"nexus hub: admin API on {server.url} (CONFIG sequence {server.control.state.seq})", flush=True

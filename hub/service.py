@@ -367,6 +367,19 @@ class HubServer:
         assert self.control is not None
         return await apply_plan(self.control, plan(self.control.state, cfg), actor=actor)
 
+    async def import_on_first_start(self, cfg: NexusConfig) -> int | None:
+        """``import_config`` when the state holds no configuration yet (a
+        first start; ``nexus up`` and ``nexus hub run --import``); None, and
+        nothing changed, when it holds some.  Not "is the CONFIG stream
+        empty": the Hub writes events of its own as it starts
+        (``hub.importer.holds_config`` says why that raced)."""
+        from hub.importer import holds_config
+
+        assert self.control is not None
+        if holds_config(self.control.state):
+            return None
+        return await self.import_config(cfg)
+
     async def bootstrap_admin(self, email: str) -> str | None:
         """On a Hub with no user yet: a super admin with a random one-time
         password, which is returned (to be shown once) and stored only as

@@ -322,7 +322,6 @@ async def start_hub(
     """The Hub on its port (3060): imports ``config`` on a first start (a
     state that holds no configuration yet), and creates the first admin with a one-time
     password when it has no user."""
-    from hub.importer import holds_config
     from hub.service import HubServer, HubSettings
     from ingress.probe import probe
 
@@ -339,9 +338,7 @@ async def start_hub(
     await server.start()
     try:
         assert server.control is not None
-        imported = not holds_config(server.control.state)
-        if imported:
-            await server.import_config(config)
+        imported = await server.import_on_first_start(config) is not None
         password = await server.bootstrap_admin(admin_email)
     except BaseException:
         await server.stop()
