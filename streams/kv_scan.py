@@ -47,7 +47,9 @@ async def scan(
     name = f"scan-{secrets.token_hex(8)}"
     config = api.ConsumerConfig(
         name=name,
-        filter_subject=head + ">",
+        # A prefix that ends at a token boundary is filtered by the server
+        # (a user's sessions, not every session); any other, here.
+        filter_subject=head + (prefix if prefix.endswith(".") else "") + ">",
         deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
         ack_policy=api.AckPolicy.NONE,
         max_ack_pending=-1,

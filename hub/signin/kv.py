@@ -16,7 +16,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
-from streams.kv_scan import scan
+from streams.kv_scan import KvItem, scan
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -69,13 +69,18 @@ class Bucket:
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None, entry.revision or 0
 
+    async def items(self, *, prefix: str = "") -> list[KvItem]:
+        """Every live entry (under ``prefix``), as stored: exact (see
+        streams.kv_scan)."""
+        await self.kv()  # created on first use, as for every other call
+        return await scan(self._js, self.name, prefix=prefix)
+
     async def scan(self, typ: type[T], *, prefix: str = "") -> list[tuple[str, T]]:
         """Every live entry (under ``prefix``), decoded; one that does not
         decode as ``typ`` counts as none, as in ``read``.  Exact, unlike
         nats-py's ``keys()`` (see streams.kv_scan)."""
-        await self.kv()  # created on first use, as for every other call
         out: list[tuple[str, T]] = []
-        for item in await scan(self._js, self.name, prefix=prefix):
+        for item in await self.items(prefix=prefix):
             if not item.value:
                 continue
             with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):

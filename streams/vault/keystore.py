@@ -21,7 +21,6 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 
 import msgspec
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
@@ -33,6 +32,7 @@ from nats.js.errors import (
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
+from streams.kv_scan import scan as kv_scan
 from streams.topology import Topology
 from streams.vault.envelope import WrappedKey
 
@@ -125,29 +125,16 @@ class KeyStore:
         await kv.purge(dek)
 
     async def scan(self) -> AsyncIterator[Stored]:
-        """Every entry as it is now (an ordered consumer over the last
-        value of each key); unreadable values are logged and skipped."""
-        try:
-            kv = await self.kv(create=False)
-        except (BucketNotFoundError, NotFoundError):
-            return
-        watcher = await kv.watch(">", ignore_deletes=True)
-        try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=30.0)  # type: ignore[no-untyped-call]
-                except nats.errors.TimeoutError:
-                    raise TimeoutError("the vault bucket did not finish listing within 30 s") from None
-                if entry is None:
-                    return  # the end of what existed when the scan began
-                if not entry.value:
-                    continue
-                try:
-                    key = decode_wrapped(entry.value)
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    log.warning("vault: entry %s is not a wrapped key; skipped", entry.key)
-                    continue
-                yield Stored(entry.key, key, int(entry.revision or 0))
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        """Every entry as it is now; unreadable values are logged and
+        skipped.  Exact (streams.kv_scan): nats-py's watch could end its
+        initial values before entries already pushed, and a rewrap that
+        missed a data key would leave it wrapped under a retired master."""
+        for item in await kv_scan(self._js, self.bucket, timeout_s=30.0):
+            if not item.value:
+                continue
+            try:
+                key = decode_wrapped(item.value)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                log.warning("vault: entry %s is not a wrapped key; skipped", item.key)
+                continue
+            yield Stored(item.key, key, item.revision)
