@@ -15,117 +15,34 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import asyncpg
 import msgspec
 import openai
 import pytest
 
 from ingress.proxy.node import ProxyNode
-from ingress.proxy.service import build_engine
 from nexus.sim.recorder import credential_fingerprint
 from nexus.sim.server import SimServer
 from nexus.sim.text import completion_words
-from projections.projector import Projector
-from projections.settings import ProjectorSettings
-from streams.config import NexusConfig
-from streams.config_snapshot import snapshot_from_config
 from streams.events import RequestCompleted, RequestFailed, RequestReceived, UpstreamResult, UsageRecorded
 from streams.events_compliance import StageDecision
 from streams.events_proxy import ProxyConnection, ProxyRequest
 from streams.publisher import Publisher
 from streams.topology import Topology
-from tests.proxy.conftest import FAKE_HOSTS, SECRET, Events, MakeProxy, client_context, tls_through
+from tests.proxy.conftest import Events, MakeProxy, client_context, tls_through
+from tests.proxy.llm import (
+    CARD,
+    CLAUDE_MODEL,
+    FORBIDDEN,
+    LEAK,
+    OPENAI_MODEL,
+    answer_prompt,
+    monitored,
+    pipeline_config,
+    projected,
+    started,
+    upstream_requests,
+)
 from tests.proxy.pki import Pki
-
-CARD = "4111 1111 1111 1111"  # a Visa test number: passes Luhn
-FORBIDDEN = "project-nightingale"
-LEAK = "secret"
-OPENAI_MODEL = "gpt-4o-mini"
-CLAUDE_MODEL = "claude-sonnet-4-5"
-
-
-def _prompt(model: str, *, leaks: bool, template: str = "tell me about the proxy, take {}") -> str:
-    """A prompt whose simulated answer says LEAK (or never does)."""
-    for i in range(5000):
-        prompt = template.format(i)
-        words = " ".join(completion_words(model, prompt))
-        if (f" {LEAK} " in f" {words} ") == leaks and (leaks or LEAK not in words):
-            return prompt
-    raise AssertionError("no prompt found")  # pragma: no cover
-
-
-def pipeline_config(proxy_ca: tuple[Path, Path], upstream_pki: Pki, port: int) -> NexusConfig:
-    raw: dict[str, Any] = {
-        "proxy": {
-            "tls": {
-                "cas": [{"cert_file": str(proxy_ca[0]), "key_file": str(proxy_ca[1])}],
-                "upstream_ca_files": [str(upstream_pki.ca_path)],
-            },
-            "resolve": {f"{h}:443": f"127.0.0.1:{port}" for h in FAKE_HOSTS},
-            "interception": [
-                {"host": "api.openai.com", "adapter": "openai"},
-                {"host": "api.anthropic.com", "adapter": "anthropic"},
-            ],
-        },
-        # Configured models price the calls made to them with the callers' own keys.
-        "providers": [
-            {"name": "corp-openai", "kind": "openai", "base_url": "https://api.openai.com/v1"},
-            {"name": "corp-anthropic", "kind": "anthropic", "base_url": "https://api.anthropic.com"},
-        ],
-        "models": [
-            {"name": OPENAI_MODEL, "provider": "corp-openai", "price": {"input": 150.0, "output": 600.0}},
-            {"name": CLAUDE_MODEL, "provider": "corp-anthropic", "price": {"input": 300.0, "output": 1500.0}},
-        ],
-        "hooks": {
-            "streaming": {"mode": "chunked", "window_chars": 24, "holdback_chars": 12},
-            "pipeline": [
-                {
-                    "id": "pii",
-                    "type": "pii-detector",
-                    "stage": "request",
-                    "settings": {"entities": ["CREDIT_CARD"], "action": "redact"},
-                },
-                {
-                    "id": "codenames",
-                    "type": "keyword-filter",
-                    "stage": "request",
-                    "settings": {"patterns": [FORBIDDEN], "rule": "codename", "action": "block"},
-                },
-                {
-                    "id": "no-secrets-out",
-                    "type": "keyword-filter",
-                    "stage": "response",
-                    "settings": {"patterns": [rf"\b{LEAK}\b"], "rule": "leaked-word", "action": "block"},
-                },
-            ],
-        },
-    }
-    return msgspec.convert(raw, NexusConfig)
-
-
-@contextlib.asynccontextmanager
-async def started(
-    make_proxy: MakeProxy,
-    upstream: SimServer,
-    proxy_ca: tuple[Path, Path],
-    upstream_pki: Pki,
-    monkeypatch: pytest.MonkeyPatch,
-    events: Any,
-) -> AsyncIterator[ProxyNode]:
-    """A proxy with the hooks above; the SDKs of this process use it (and
-    trust its CA) through the environment only."""
-    cfg = pipeline_config(proxy_ca, upstream_pki, upstream.port)
-    engine = await build_engine(snapshot_from_config(cfg, SECRET), None, "nexus:", "px-1")
-    node = await make_proxy(config=cfg, events=events, engine=engine)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://{node.host}:{node.port}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.setenv("SSL_CERT_FILE", str(proxy_ca[0]))
-    try:
-        yield node
-    finally:
-        await node.close()
-        await engine.aclose()
 
 
 @pytest.fixture
@@ -137,12 +54,9 @@ async def llm_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[tuple[ProxyNode, Events]]:
     events = Events()
-    async with started(make_proxy, upstream, proxy_ca, upstream_pki, monkeypatch, events) as node:
+    cfg = pipeline_config(proxy_ca, upstream_pki, upstream.port)
+    async with started(make_proxy, cfg, proxy_ca, monkeypatch, events) as node:
         yield node, events
-
-
-def _received(upstream: SimServer) -> list[Any]:
-    return list(upstream.state.recorder.snapshot()["requests"])
 
 
 def _user_text(body: Any) -> str:
@@ -166,7 +80,7 @@ async def test_openai_sdk_unary_runs_the_pipeline_with_usage_and_cost(
     try:
         raw = await client.chat.completions.with_raw_response.create(
             model=OPENAI_MODEL,
-            messages=[{"role": "user", "content": _prompt(OPENAI_MODEL, leaks=False)}],
+            messages=[{"role": "user", "content": answer_prompt(OPENAI_MODEL, leaks=False)}],
         )
     finally:
         await client.close()
@@ -174,7 +88,7 @@ async def test_openai_sdk_unary_runs_the_pipeline_with_usage_and_cost(
     assert chat.choices[0].message.content and chat.usage is not None and chat.usage.prompt_tokens > 0
     rid = raw.headers["x-nexus-request-id"]
     # The provider got the caller's own key, at the path the SDK used.
-    (seen,) = _received(upstream)
+    (seen,) = upstream_requests(upstream)
     assert seen.path == "/v1/chat/completions" and seen.credential
     assert seen.body["model"] == OPENAI_MODEL
 
@@ -208,7 +122,9 @@ async def test_a_card_number_reaches_the_provider_redacted(
 ) -> None:
     _, events = llm_proxy
     # The answer is to the redacted prompt: one that does not trip the response block.
-    redacted = _prompt(OPENAI_MODEL, leaks=False, template="charge my card [REDACTED_CREDIT_CARD], take {}")
+    redacted = answer_prompt(
+        OPENAI_MODEL, leaks=False, template="charge my card [REDACTED_CREDIT_CARD], take {}"
+    )
     prompt = redacted.replace("[REDACTED_CREDIT_CARD]", CARD)
     client = openai.AsyncOpenAI(api_key="sk-personal-key-1234", max_retries=0)
     try:
@@ -218,7 +134,7 @@ async def test_a_card_number_reaches_the_provider_redacted(
     finally:
         await client.close()
     assert raw.status_code == 200
-    (seen,) = _received(upstream)
+    (seen,) = upstream_requests(upstream)
     text = _user_text(seen.body)
     assert CARD not in text and "[REDACTED_CREDIT_CARD]" in text
     (received,) = events.of(RequestReceived)
@@ -241,7 +157,7 @@ async def test_a_request_block_is_the_providers_403_and_never_reaches_it(
     assert info.value.status_code == 403
     body = info.value.body
     assert isinstance(body, dict) and body["code"] == "content_blocked" and "codename" in body["message"]
-    assert _received(upstream) == []
+    assert upstream_requests(upstream) == []
     (failed,) = events.of(RequestFailed)
     assert (failed.status, failed.error_code, failed.stage) == (403, "content_blocked", "hooks_request")
 
@@ -256,7 +172,7 @@ async def test_a_response_block_is_451_in_anthropics_format(
             await client.messages.create(
                 model=CLAUDE_MODEL,
                 max_tokens=256,
-                messages=[{"role": "user", "content": _prompt(CLAUDE_MODEL, leaks=True)}],
+                messages=[{"role": "user", "content": answer_prompt(CLAUDE_MODEL, leaks=True)}],
             )
     finally:
         await client.close()
@@ -264,7 +180,7 @@ async def test_a_response_block_is_451_in_anthropics_format(
     body = info.value.body
     assert isinstance(body, dict) and body["type"] == "error"
     assert "leaked-word" in body["error"]["message"]
-    assert len(_received(upstream)) == 1  # the provider answered; the caller never saw it
+    assert len(upstream_requests(upstream)) == 1  # the provider answered; the caller never saw it
     (failed,) = events.of(RequestFailed)
     assert (failed.status, failed.stage) == (451, "hooks_response")
     (usage,) = events.of(UsageRecorded)  # billed by the provider all the same
@@ -280,13 +196,13 @@ async def test_streams_through_the_guard_in_both_sdks(
     oai = openai.AsyncOpenAI(api_key="sk-personal-key-1234", max_retries=0)
     ant = anthropic.AsyncAnthropic(api_key="sk-ant-personal", max_retries=0)
     try:
-        prompt = _prompt(OPENAI_MODEL, leaks=False)
+        prompt = answer_prompt(OPENAI_MODEL, leaks=False)
         stream = await oai.chat.completions.create(
             model=OPENAI_MODEL, messages=[{"role": "user", "content": prompt}], stream=True
         )
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         assert text == " ".join(completion_words(OPENAI_MODEL, prompt))
-        prompt = _prompt(CLAUDE_MODEL, leaks=False)
+        prompt = answer_prompt(CLAUDE_MODEL, leaks=False)
         async with ant.messages.stream(
             model=CLAUDE_MODEL, max_tokens=256, messages=[{"role": "user", "content": prompt}]
         ) as s:
@@ -295,7 +211,7 @@ async def test_streams_through_the_guard_in_both_sdks(
         # A leak mid-stream: the guard cuts it with an error in OpenAI's stream format.
         stream = await oai.chat.completions.create(
             model=OPENAI_MODEL,
-            messages=[{"role": "user", "content": _prompt(OPENAI_MODEL, leaks=True)}],
+            messages=[{"role": "user", "content": answer_prompt(OPENAI_MODEL, leaks=True)}],
             stream=True,
         )
         seen = ""
@@ -341,16 +257,19 @@ async def test_traffic_event_rows_are_proxy_traffic_with_tokens_and_cost(
 ) -> None:
     """The real path: the proxy's events on JetStream, the projector folding
     them into Postgres."""
-    async with started(make_proxy, upstream, proxy_ca, upstream_pki, monkeypatch, publisher):
+    async with started(
+        make_proxy, pipeline_config(proxy_ca, upstream_pki, upstream.port), proxy_ca, monkeypatch, publisher
+    ):
         oai = openai.AsyncOpenAI(api_key="sk-personal-key-1234", max_retries=0)
         ant = anthropic.AsyncAnthropic(api_key="sk-ant-personal", max_retries=0)
         try:
             await oai.chat.completions.create(
-                model=OPENAI_MODEL, messages=[{"role": "user", "content": _prompt(OPENAI_MODEL, leaks=False)}]
+                model=OPENAI_MODEL,
+                messages=[{"role": "user", "content": answer_prompt(OPENAI_MODEL, leaks=False)}],
             )
             stream = await oai.chat.completions.create(
                 model=OPENAI_MODEL,
-                messages=[{"role": "user", "content": _prompt(OPENAI_MODEL, leaks=False)}],
+                messages=[{"role": "user", "content": answer_prompt(OPENAI_MODEL, leaks=False)}],
                 stream=True,
             )
             async for _ in stream:
@@ -358,7 +277,7 @@ async def test_traffic_event_rows_are_proxy_traffic_with_tokens_and_cost(
             await ant.messages.create(
                 model=CLAUDE_MODEL,
                 max_tokens=256,
-                messages=[{"role": "user", "content": _prompt(CLAUDE_MODEL, leaks=False)}],
+                messages=[{"role": "user", "content": answer_prompt(CLAUDE_MODEL, leaks=False)}],
             )
             with pytest.raises(openai.PermissionDeniedError):
                 await oai.chat.completions.create(
@@ -368,14 +287,6 @@ async def test_traffic_event_rows_are_proxy_traffic_with_tokens_and_cost(
             await oai.close()
             await ant.close()
     await publisher.flush()
-    settings = ProjectorSettings(
-        nats_url=nats_url,
-        postgres_dsn=pg_dsn,
-        duckdb_path=str(tmp_path / "analytics.duckdb"),
-        topology=topology,
-        batch_size=500,
-        fetch_timeout_s=0.05,
-    )
     common = ("bumped", "api.openai.com", "openai", "unknown", 16, True)
     expected = [
         ("chat", False, 200, *common, True, True, True, "openai", OPENAI_MODEL, "approve", "approve"),
@@ -400,19 +311,14 @@ async def test_traffic_event_rows_are_proxy_traffic_with_tokens_and_cost(
         ),
         ("chat", False, 403, *common, None, None, None, "openai", OPENAI_MODEL, "block", None),
     ]
-    rows: list[tuple[Any, ...]] = []
-    async with Projector(settings):
-        for _ in range(150):
-            conn = await asyncpg.connect(pg_dsn)
-            try:
-                rows = [tuple(r) for r in await conn.fetch(TRAFFIC)]
-            except asyncpg.UndefinedTableError:
-                rows = []
-            finally:
-                await conn.close()
-            if rows == expected:
-                break
-            await asyncio.sleep(0.1)
+    rows = await projected(
+        nats_url=nats_url,
+        pg_dsn=pg_dsn,
+        topology=topology,
+        tmp_path=tmp_path,
+        query=TRAFFIC,
+        expected=expected,
+    )
     assert rows == expected
 
 
@@ -426,19 +332,10 @@ async def test_monitor_mode_changes_nothing_and_is_recorded(
     """Every hook in monitor mode: the card reaches the provider as sent, the
     codename is not blocked, the leaking answer is the provider's own; each
     verdict is recorded as what would have happened."""
-    cfg = pipeline_config(proxy_ca, upstream_pki, upstream.port)
-    raw = msgspec.to_builtins(cfg)
-    for hook in raw["hooks"]["pipeline"]:
-        hook["mode"] = "monitor"
-    cfg = msgspec.convert(raw, NexusConfig)
-    engine = await build_engine(snapshot_from_config(cfg, SECRET), None, "nexus:", "px-1")
+    cfg = monitored(pipeline_config(proxy_ca, upstream_pki, upstream.port))
     events = Events()
-    try:
-        node = await make_proxy(config=cfg, events=events, engine=engine)
-        monkeypatch.setenv("HTTPS_PROXY", f"http://{node.host}:{node.port}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.setenv("SSL_CERT_FILE", str(proxy_ca[0]))
-        leaky = _prompt(OPENAI_MODEL, leaks=True)
+    async with started(make_proxy, cfg, proxy_ca, monkeypatch, events):
+        leaky = answer_prompt(OPENAI_MODEL, leaks=True)
         prompts = [f"charge my card {CARD} for {FORBIDDEN}", leaky]
         client = openai.AsyncOpenAI(api_key="sk-personal-key-1234", max_retries=0)
         try:
@@ -454,9 +351,7 @@ async def test_monitor_mode_changes_nothing_and_is_recorded(
             streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         finally:
             await client.close()
-    finally:
-        await engine.aclose()
-    sent = [_user_text(r.body) for r in _received(upstream)]
+    sent = [_user_text(r.body) for r in upstream_requests(upstream)]
     assert sent == [*prompts, leaky]  # as the caller wrote them
     assert answers[1].choices[0].message.content == " ".join(completion_words(OPENAI_MODEL, leaky))
     assert streamed == answers[1].choices[0].message.content
@@ -488,7 +383,7 @@ async def test_an_invalid_upstream_certificate_is_a_502_naming_the_reason_to_the
     finally:
         await client.close()
     assert info.value.status_code == 502 and "certificate has expired" in info.value.message
-    assert _received(expired_upstream) == []  # never a silent downgrade
+    assert upstream_requests(expired_upstream) == []  # never a silent downgrade
     await node.close()
     (conn,) = await _settled(events, ProxyConnection, 1)
     assert conn.bump_status == "upstream_cert_error" and "expired" in conn.reason
@@ -503,16 +398,22 @@ async def test_responses_and_embeddings_through_the_pipeline(
     _, events = llm_proxy
     client = openai.AsyncOpenAI(api_key="sk-personal-key-1234", max_retries=0)
     try:
-        resp = await client.responses.create(model=OPENAI_MODEL, input=_prompt(OPENAI_MODEL, leaks=False))
+        resp = await client.responses.create(
+            model=OPENAI_MODEL, input=answer_prompt(OPENAI_MODEL, leaks=False)
+        )
         assert resp.output_text
         with pytest.raises(openai.APIStatusError) as info:
-            await client.responses.create(model=OPENAI_MODEL, input=_prompt(OPENAI_MODEL, leaks=True))
+            await client.responses.create(model=OPENAI_MODEL, input=answer_prompt(OPENAI_MODEL, leaks=True))
         assert info.value.status_code == 451
         emb = await client.embeddings.create(model="text-embedding-3-small", input="hello")
         assert len(emb.data[0].embedding) > 0
     finally:
         await client.close()
-    assert [s.path for s in _received(upstream)] == ["/v1/responses", "/v1/responses", "/v1/embeddings"]
+    assert [s.path for s in upstream_requests(upstream)] == [
+        "/v1/responses",
+        "/v1/responses",
+        "/v1/embeddings",
+    ]
     received = events.of(RequestReceived)
     assert [(r.endpoint, r.ingress) for r in received] == [
         ("responses", "proxy"),
@@ -544,7 +445,7 @@ async def test_anthropic_count_tokens_passes_the_request_hooks(
         await client.close()
     body = info.value.body
     assert isinstance(body, dict) and body["type"] == "error" and "codename" in body["error"]["message"]
-    (seen,) = _received(upstream)  # the blocked one never reached the provider
+    (seen,) = upstream_requests(upstream)  # the blocked one never reached the provider
     assert seen.path == "/v1/messages/count_tokens"
     assert seen.credential == credential_fingerprint("sk-ant-personal")  # the caller's own key
     received = events.of(RequestReceived)

@@ -12,13 +12,11 @@ and a key in the URL (``?key=``) is fingerprinted like a header key."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -27,21 +25,26 @@ from google.genai import errors as genai_errors
 from google.genai import types as gtypes
 
 from ingress.proxy.node import ProxyNode
-from ingress.proxy.service import build_engine
 from nexus.sim.recorder import credential_fingerprint
 from nexus.sim.server import SimServer
-from projections.projector import Projector
-from projections.settings import ProjectorSettings
 from streams.config import NexusConfig
-from streams.config_snapshot import snapshot_from_config
 from streams.events import RequestCompleted, RequestFailed, RequestReceived, UsageRecorded
 from streams.events_compliance import StageDecision
 from streams.events_proxy import ProxyRequest
 from streams.publisher import Publisher
 from streams.topology import Topology
-from tests.proxy.conftest import SECRET, Events, MakeProxy
+from tests.proxy.conftest import Events, MakeProxy
+from tests.proxy.llm import (
+    CARD,
+    FORBIDDEN,
+    LEAK,
+    answer_prompt,
+    pipeline_config,
+    projected,
+    started,
+    upstream_requests,
+)
 from tests.proxy.pki import Pki
-from tests.proxy.test_pipeline import CARD, FORBIDDEN, LEAK, _prompt, pipeline_config
 
 GEMINI_MODEL = "gemini-2.5-flash"
 EMBED_MODEL = "gemini-embedding-001"
@@ -65,29 +68,6 @@ def gemini_config(proxy_ca: tuple[Path, Path], upstream_pki: Pki, port: int) -> 
     return msgspec.convert(raw, NexusConfig)
 
 
-@contextlib.asynccontextmanager
-async def started(
-    make_proxy: MakeProxy,
-    upstream: SimServer,
-    proxy_ca: tuple[Path, Path],
-    upstream_pki: Pki,
-    monkeypatch: pytest.MonkeyPatch,
-    events: Any,
-) -> AsyncIterator[ProxyNode]:
-    cfg = gemini_config(proxy_ca, upstream_pki, upstream.port)
-    engine = await build_engine(snapshot_from_config(cfg, SECRET), None, "nexus:", "px-1")
-    node = await make_proxy(config=cfg, events=events, engine=engine)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://{node.host}:{node.port}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.setenv("SSL_CERT_FILE", str(proxy_ca[0]))
-    try:
-        yield node
-    finally:
-        await node.close()
-        await engine.aclose()
-
-
 @pytest.fixture
 async def gemini_proxy(
     make_proxy: MakeProxy,
@@ -97,7 +77,8 @@ async def gemini_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[tuple[ProxyNode, Events]]:
     events = Events()
-    async with started(make_proxy, upstream, proxy_ca, upstream_pki, monkeypatch, events) as node:
+    cfg = gemini_config(proxy_ca, upstream_pki, upstream.port)
+    async with started(make_proxy, cfg, proxy_ca, monkeypatch, events) as node:
         yield node, events
 
 
@@ -115,21 +96,19 @@ async def sdk(call: Callable[[genai.Client], T]) -> T:
     return await asyncio.to_thread(run)
 
 
-def _received(upstream: SimServer) -> list[Any]:
-    return list(upstream.state.recorder.snapshot()["requests"])
-
-
 async def test_sdk_unary_call_is_screened_redacted_and_recorded(
     gemini_proxy: tuple[ProxyNode, Events], upstream: SimServer
 ) -> None:
     _, events = gemini_proxy
-    redacted = _prompt(GEMINI_MODEL, leaks=False, template="charge my card [REDACTED_CREDIT_CARD], take {}")
+    redacted = answer_prompt(
+        GEMINI_MODEL, leaks=False, template="charge my card [REDACTED_CREDIT_CARD], take {}"
+    )
     prompt = redacted.replace("[REDACTED_CREDIT_CARD]", CARD)
     resp = await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=prompt))
     assert resp.text and resp.model_version == GEMINI_MODEL
     assert resp.usage_metadata is not None and resp.usage_metadata.prompt_token_count
     # Google got the redacted prompt, with the caller's own key, at its own path.
-    (seen,) = _received(upstream)
+    (seen,) = upstream_requests(upstream)
     assert seen.path.endswith(f"/models/{GEMINI_MODEL}:generateContent")  # the version the SDK chose
     assert seen.credential == credential_fingerprint(CALLER_KEY)
     sent = msgspec.json.encode(seen.body).decode()
@@ -163,7 +142,7 @@ async def test_a_blocked_prompt_is_googles_403_and_never_reaches_it(
         await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=f"status of {FORBIDDEN}?"))
     assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
     assert "codename" in (info.value.message or "")
-    assert _received(upstream) == []
+    assert upstream_requests(upstream) == []
     (failed,) = events.of(RequestFailed)
     assert (failed.status, failed.error_code, failed.stage) == (403, "content_blocked", "hooks_request")
 
@@ -172,7 +151,7 @@ async def test_a_leaking_answer_is_withheld_451_and_a_stream_is_cut(
     gemini_proxy: tuple[ProxyNode, Events], upstream: SimServer
 ) -> None:
     _, events = gemini_proxy
-    leaky = _prompt(GEMINI_MODEL, leaks=True)
+    leaky = answer_prompt(GEMINI_MODEL, leaks=True)
     with pytest.raises(genai_errors.APIError) as info:
         await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=leaky))
     assert info.value.code == 451 and "leaked-word" in (info.value.message or "")
@@ -189,7 +168,7 @@ async def test_a_leaking_answer_is_withheld_451_and_a_stream_is_cut(
     text, err = await sdk(stream)
     assert LEAK not in text.split()
     assert err is not None and "leaked-word" in str(err)
-    clean = _prompt(GEMINI_MODEL, leaks=False)
+    clean = answer_prompt(GEMINI_MODEL, leaks=False)
     pieces = await sdk(
         lambda c: [
             ch.text or "" for ch in c.models.generate_content_stream(model=GEMINI_MODEL, contents=clean)
@@ -211,7 +190,7 @@ async def test_count_tokens_and_a_key_in_the_url(
     node, events = gemini_proxy
     counted = await sdk(lambda c: c.models.count_tokens(model=GEMINI_MODEL, contents=f"card {CARD}"))
     assert counted.total_tokens and counted.total_tokens > 0
-    (seen,) = _received(upstream)
+    (seen,) = upstream_requests(upstream)
     assert seen.path.endswith(f"/models/{GEMINI_MODEL}:countTokens") and CARD not in str(seen.body)
     assert "UsageRecorded" not in {type(e).__name__ for e in events.items}  # a count bills nothing
 
@@ -227,7 +206,7 @@ async def test_count_tokens_and_a_key_in_the_url(
 
     r = await asyncio.to_thread(post)
     assert r.status_code == 200, r.text
-    assert _received(upstream)[-1].credential == credential_fingerprint(CALLER_KEY)
+    assert upstream_requests(upstream)[-1].credential == credential_fingerprint(CALLER_KEY)
     # A stream Google would send as a JSON array: refused, not relayed unscreened.
 
     def bare_stream() -> httpx.Response:
@@ -240,7 +219,7 @@ async def test_count_tokens_and_a_key_in_the_url(
 
     r = await asyncio.to_thread(bare_stream)
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
-    assert "alt=sse" in r.json()["error"]["message"] and len(_received(upstream)) == 2
+    assert "alt=sse" in r.json()["error"]["message"] and len(upstream_requests(upstream)) == 2
 
 
 def _texts(*texts: str) -> list[gtypes.ContentUnion]:
@@ -266,7 +245,7 @@ async def test_embeddings_are_screened_redacted_and_recorded(
     assert resp.embeddings and len(resp.embeddings) == 2 and all(e.values for e in resp.embeddings)
     # Google got the redacted texts, with the caller's own key, at the
     # method the SDK called.
-    (seen,) = _received(upstream)
+    (seen,) = upstream_requests(upstream)
     assert seen.path.endswith(f"/models/{EMBED_MODEL}:batchEmbedContents")
     assert seen.credential == credential_fingerprint(CALLER_KEY)
     sent = msgspec.json.encode(seen.body).decode()
@@ -292,7 +271,7 @@ async def test_embeddings_are_screened_redacted_and_recorded(
     with pytest.raises(genai_errors.ClientError) as info:
         await sdk(lambda c: c.models.embed_content(model=EMBED_MODEL, contents=f"status of {FORBIDDEN}?"))
     assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
-    assert len(_received(upstream)) == 1
+    assert len(upstream_requests(upstream)) == 1
     (failed,) = events.of(RequestFailed)
     assert (failed.status, failed.error_code, failed.stage) == (403, "content_blocked", "hooks_request")
 
@@ -307,7 +286,7 @@ async def test_embeddings_are_screened_redacted_and_recorded(
     )
     assert r.status_code == 200, r.text
     assert set(r.json()) == {"embedding"} and r.json()["embedding"]["values"]
-    seen = _received(upstream)[-1]
+    seen = upstream_requests(upstream)[-1]
     assert seen.path.endswith(f"/models/{EMBED_MODEL}:embedContent") and CARD not in str(seen.body)
     assert seen.credential == credential_fingerprint(CALLER_KEY)
     last = events.of(RequestReceived)[-1]
@@ -360,16 +339,17 @@ async def test_traffic_event_rows_of_gemini_calls(
 ) -> None:
     """The real path: the proxy's events on JetStream, the projector folding
     them into Postgres."""
-    async with started(make_proxy, upstream, proxy_ca, upstream_pki, monkeypatch, publisher):
+    cfg = gemini_config(proxy_ca, upstream_pki, upstream.port)
+    async with started(make_proxy, cfg, proxy_ca, monkeypatch, publisher):
         await sdk(
             lambda c: c.models.generate_content(
-                model=GEMINI_MODEL, contents=_prompt(GEMINI_MODEL, leaks=False)
+                model=GEMINI_MODEL, contents=answer_prompt(GEMINI_MODEL, leaks=False)
             )
         )
         await sdk(
             lambda c: list(
                 c.models.generate_content_stream(
-                    model=GEMINI_MODEL, contents=_prompt(GEMINI_MODEL, leaks=False)
+                    model=GEMINI_MODEL, contents=answer_prompt(GEMINI_MODEL, leaks=False)
                 )
             )
         )
@@ -377,31 +357,18 @@ async def test_traffic_event_rows_of_gemini_calls(
             await sdk(lambda c: c.models.generate_content(model=GEMINI_MODEL, contents=f"about {FORBIDDEN}"))
         await sdk(lambda c: c.models.embed_content(model=EMBED_MODEL, contents=_texts("one", "two")))
     await publisher.flush()
-    settings = ProjectorSettings(
-        nats_url=nats_url,
-        postgres_dsn=pg_dsn,
-        duckdb_path=str(tmp_path / "analytics.duckdb"),
-        topology=topology,
-        batch_size=500,
-        fetch_timeout_s=0.05,
-    )
     expected = [
         ("generate_content", False, 200, HOST, True, True, True, "gemini", GEMINI_MODEL, "approve"),
         ("stream_generate_content", True, 200, HOST, True, True, True, "gemini", GEMINI_MODEL, "approve"),
         ("generate_content", False, 403, HOST, None, None, None, "gemini", GEMINI_MODEL, "block"),
         ("batch_embed_contents", False, 200, HOST, True, False, True, "gemini", EMBED_MODEL, "approve"),
     ]
-    rows: list[tuple[Any, ...]] = []
-    async with Projector(settings):
-        for _ in range(150):
-            conn = await asyncpg.connect(pg_dsn)
-            try:
-                rows = [tuple(r) for r in await conn.fetch(TRAFFIC)]
-            except asyncpg.UndefinedTableError:
-                rows = []
-            finally:
-                await conn.close()
-            if rows == expected:
-                break
-            await asyncio.sleep(0.1)
+    rows = await projected(
+        nats_url=nats_url,
+        pg_dsn=pg_dsn,
+        topology=topology,
+        tmp_path=tmp_path,
+        query=TRAFFIC,
+        expected=expected,
+    )
     assert rows == expected
