@@ -152,7 +152,7 @@ class RequestReceived(Event, tag="request.received"):
     ingress: str = "gateway"  # gateway | proxy | agent
     # chat | messages | count_tokens | responses | embeddings | generate_content
     # | stream_generate_content | gemini_count_tokens | embed_content
-    # | batch_embed_contents
+    # | batch_embed_contents | cached_contents (a Gemini prompt stored through the proxy)
     endpoint: str = ""
     ingress_format: str = "openai"  # the caller's wire grammar
     method: str = "POST"

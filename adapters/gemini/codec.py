@@ -25,6 +25,12 @@ from adapters.wirekit.jsonio import decode_upstream, encode
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
 
+def resource(model: str) -> str:
+    """The resource name of a model id: ``models/{id}``, or a tuned model's
+    own (``tunedModels/{id}``, the id the proxy records for a call to one)."""
+    return model if model.startswith("tunedModels/") else f"models/{model}"
+
+
 class GeminiCodec(CodecBase):
     name = "gemini"
     capabilities = frozenset(
@@ -55,7 +61,7 @@ class GeminiCodec(CodecBase):
             # provider's options say otherwise.
             base, named = base.rsplit("/", 1)
         version = target.options.get("api_version", named or "v1beta")
-        return f"{base}/{version}/models/{target.provider_model}:{action}"
+        return f"{base}/{version}/{resource(target.provider_model)}:{action}"
 
     def auth_headers(self, target: Target) -> dict[str, str]:
         return {"x-goog-api-key": target.api_key} if target.api_key else {}
@@ -88,7 +94,7 @@ class GeminiCodec(CodecBase):
             inner = out.get(key)
             if isinstance(inner, dict):
                 # A whole request names its model too: the provider's, as in the URL.
-                out[key] = {**inner, "model": f"models/{target.provider_model}"}
+                out[key] = {**inner, "model": resource(target.provider_model)}
         return self._wire(target, "countTokens", encode(out))
 
     # --- embeddings -------------------------------------------------------------------

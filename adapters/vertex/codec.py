@@ -97,20 +97,22 @@ class VertexCodec(GeminiCodec):
     def url(self, target: Target, action: str) -> str:
         opts = target.options
         project = opts.get("project")
-        if not project:
+        # Express mode: an API key and no project (/v1/publishers/...), as a
+        # caller the proxy intercepts may address it.
+        express = bool(opts.get("express"))
+        if not project and not express:
             raise unsupported(self.name, "the provider config needs options.project")
         location = str(opts.get("location", "us-central1"))
         publisher = str(opts.get("publisher", "google"))
+        version = str(opts.get("api_version", "v1"))  # v1beta1: what the google-genai SDK calls
         if target.base_url:
             base = target.base_url.rstrip("/")
-        elif location == "global":
+        elif location == "global" or not project:
             base = "https://aiplatform.googleapis.com"
         else:
             base = f"https://{location}-aiplatform.googleapis.com"
-        return (
-            f"{base}/v1/projects/{project}/locations/{location}/publishers/{publisher}"
-            f"/models/{target.provider_model}:{action}"
-        )
+        scope = f"projects/{project}/locations/{location}/" if project else ""
+        return f"{base}/{version}/{scope}publishers/{publisher}/models/{target.provider_model}:{action}"
 
     def auth_headers(self, target: Target) -> dict[str, str]:
         return {"authorization": f"Bearer {target.api_key}"} if target.api_key else {}

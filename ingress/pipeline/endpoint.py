@@ -36,6 +36,9 @@ class Endpoint:
     # query) -> (model, stream); raises CodecError (a 400) for a URL it
     # cannot serve.
     addressed: Callable[[str, str], tuple[str, bool]] | None = None
+    # Whether the request must name a model (an update of a Gemini cached
+    # content names none: it is no model call, though it carries a prompt).
+    needs_model: bool = True
     streams: bool = True  # "stream": true is accepted (embeddings: a 400)
     metered: bool = True  # reserves on quotas and bills usage (count_tokens does neither)
     cached: bool = True  # the response caches and coalescing may serve it
@@ -50,12 +53,12 @@ class Endpoint:
 
 
 def _specs() -> dict[str, Endpoint]:
-    from ingress.pipeline.call import count, embeddings, responses
+    from ingress.pipeline.call import cached, count, embeddings, responses
     from ingress.pipeline.call.chat import chat_call
     from ingress.pipeline.call.models import models_call
     from ingress.pipeline.errors import invalid_request
     from ingress.pipeline.stages.quota import usage_call
-    from ingress.translate import gemini_embed
+    from ingress.translate import gemini_cache, gemini_embed
     from ingress.translate import gemini_generate as gemini
     from ingress.translate.anthropic_messages import ANTHROPIC_MESSAGES, decode_count_tokens
     from ingress.translate.openai_chat import OPENAI_CHAT
@@ -114,6 +117,21 @@ def _specs() -> dict[str, Endpoint]:
             key_header="x-goog-api-key",
             query_key=gemini.query_key,
             addressed=gemini.address,
+            metered=False,
+            cached=False,
+            routed=False,
+        ),
+        # A Gemini cached content stored through the proxy: its prompt passes
+        # the request hooks, then goes to Google as sent (call/cached.py).
+        "cached_contents": Endpoint(
+            "cached_contents",
+            gemini.GEMINI_GENERATE,
+            cached.cached_contents_call,
+            gemini_cache.decode,
+            key_header="x-goog-api-key",
+            query_key=gemini.query_key,
+            needs_model=False,
+            streams=False,
             metered=False,
             cached=False,
             routed=False,

@@ -18,6 +18,7 @@ import msgspec
 from ingress.http1 import ClientPool, ConnectError, Headers, Origin, Request, Responder
 from ingress.http1.client import ResponseError
 from ingress.pipeline.stages.passthrough import PassThrough
+from ingress.proxy import google
 from ingress.proxy.blockpage import BlockNotice, block_html
 from ingress.proxy.domains import InterceptionTable
 from ingress.proxy.flow import Flow
@@ -46,8 +47,9 @@ class AdapterError(ValueError):
 
 def read_flow(adapter: str, req: Request) -> tuple[str, bool]:
     """The model and stream flag the adapter reads from a request."""
-    if adapter == "gemini":
+    if adapter in ("gemini", *google.VERTEX):
         # /v1beta/models/<model>:generateContent | :streamGenerateContent
+        # (Vertex: .../publishers/<p>/models/<model>:...)
         tail = req.path.rsplit("/models/", 1)
         if len(tail) == 2 and ":" in tail[1]:
             model, _, verb = tail[1].partition(":")
@@ -146,7 +148,8 @@ class BumpedHandler:
         APIs (the gemini adapter's hosts, any *.googleapis.com) take the key
         in the URL; elsewhere a ``key`` parameter is no credential."""
         host = self.origin.host
-        if self.domain.adapter == "gemini" or host == "googleapis.com" or host.endswith(".googleapis.com"):
+        google_adapter = self.domain.adapter == "gemini" or self.domain.adapter in google.VERTEX
+        if google_adapter or host == "googleapis.com" or host.endswith(".googleapis.com"):
             return req.target.partition("?")[2]
         return ""
 
@@ -174,6 +177,7 @@ class BumpedHandler:
             f"https://{origin.host}{port}{call.base_path}",
             call_headers(call, req, dict(self.domain.add_headers)),
             node.llm_client,
+            call.options,
         )
         interception = Interception(
             bump_status=flow.bump_status or "bumped",

@@ -21,22 +21,28 @@ def shipped() -> dict[str, str]:
 
 
 class AiCatalogue:
-    """Exact hosts, and ``.domain`` entries matching the domain and every
-    subdomain (the longest suffix wins)."""
+    """Exact hosts, ``.domain`` entries matching the domain and every
+    subdomain (the longest suffix wins), and ``*-name.domain`` entries
+    matching a first label ending in ``-name`` directly under the domain
+    (Vertex AI's regional hosts: ``us-central1-aiplatform.googleapis.com``)."""
 
     def __init__(self, extra: Mapping[str, str] | None = None) -> None:
         entries = {**shipped(), **(extra or {})}
         self._exact: dict[str, str] = {}
         self._suffix: dict[str, str] = {}
+        self._dashed: dict[tuple[str, str], str] = {}  # (-name, domain) -> service
         for host, service in entries.items():
             h = host.lower().rstrip(".")
             if h.startswith("."):
                 self._suffix[h[1:]] = service
+            elif h.startswith("*-") and "." in h:
+                label, _, domain = h[1:].partition(".")
+                self._dashed[(label, domain)] = service
             else:
                 self._exact[h] = service
 
     def __len__(self) -> int:
-        return len(self._exact) + len(self._suffix)
+        return len(self._exact) + len(self._suffix) + len(self._dashed)
 
     def service(self, host: str) -> str:
         """The service ``host`` belongs to, or "" when it is not an AI host."""
@@ -45,6 +51,10 @@ class AiCatalogue:
         if found is not None:
             return found
         labels = h.split(".")
+        if self._dashed and "-" in labels[0]:
+            dashed = self._dashed.get(("-" + labels[0].rpartition("-")[2], ".".join(labels[1:])))
+            if dashed is not None:
+                return dashed
         for i in range(len(labels)):
             found = self._suffix.get(".".join(labels[i:]))
             if found is not None:

@@ -13,19 +13,22 @@ relayed by ``ingress.proxy.bumped`` as before.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ingress.http1 import Headers, Request, Responder
 from ingress.http1.message import HOP_BY_HOP
 from ingress.http1.server import BodyWriter
 from ingress.pipeline import errors
-from ingress.pipeline.endpoint import ENDPOINTS, Endpoint, gemini_endpoint
+from ingress.pipeline.endpoint import ENDPOINTS, Endpoint
 from ingress.pipeline.exchange import ClientGone, Exchange
 from ingress.pipeline.pipeline import run_pass_through
 from ingress.pipeline.runtime import Runtime
 from ingress.pipeline.stages.passthrough import PassThrough
+from ingress.proxy import google
 from ingress.translate.gemini_generate import query_key
 from streams.events import Interception, Tenant, uuid7
 
@@ -39,6 +42,9 @@ class LlmCall:
     endpoint: Endpoint
     kind: str  # the provider kind: its codec
     base_path: str  # what precedes the endpoint's own path ("/v1" for OpenAI)
+    # What else the codec needs to address the call as the caller did
+    # (Vertex: project, location, API version).
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # adapter -> (path suffix, endpoint, whether the base path is kept in the
@@ -56,26 +62,52 @@ _CALLS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         # screen it (a prompt they block is not counted either).
         ("/v1/messages/count_tokens", "count_tokens", False),
     ),
-    # Gemini names the model in the path (/v1beta/models/{model}:generateContent,
-    # :streamGenerateContent, :countTokens): recognised by ``gemini_endpoint``.
-    "gemini": (),
 }
+
+# Google's APIs name the model in the path (/v1beta/models/{model}:generateContent,
+# Vertex's .../publishers/google/models/{model}:generateContent):
+# recognised by ``ingress.proxy.google``; their endpoints read the model from
+# every one of those addresses.
+_GOOGLE_METHODS = {
+    "generateContent": "generate_content",
+    "streamGenerateContent": "stream_generate_content",
+    "countTokens": "gemini_count_tokens",
+    "embedContent": "embed_content",
+    "batchEmbedContents": "batch_embed_contents",
+}
+_GOOGLE = {
+    name: dataclasses.replace(ENDPOINTS[name], addressed=google.address) for name in _GOOGLE_METHODS.values()
+}
+_GOOGLE_KINDS = {"gemini": "gemini", **dict.fromkeys(google.VERTEX, "vertex")}
+
+
+def _google(adapter: str, req: Request) -> LlmCall | None:
+    kind = _GOOGLE_KINDS[adapter]
+    path = req.path
+    if "//" in path:
+        return None
+    if google.cache_call(adapter, req.method, path):
+        # The cache is stored where the caller addressed it: the call
+        # builds the URL from the host and the path as sent.
+        return LlmCall(ENDPOINTS["cached_contents"], kind, "")
+    if req.method != "POST":
+        return None
+    call = google.model_call(adapter, path)
+    if call is None:
+        return None
+    return LlmCall(_GOOGLE[_GOOGLE_METHODS[call.method]], kind, call.base_path, call.options)
 
 
 def recognise(adapter: str, req: Request) -> LlmCall | None:
     """The pipeline call a request is, or None (relayed as it is)."""
-    if req.method != "POST" or req.upgrade:
+    if req.upgrade:
         return None
+    if adapter in _GOOGLE_KINDS:
+        return _google(adapter, req)
     calls = _CALLS.get(adapter)
-    if calls is None:
+    if calls is None or req.method != "POST":
         return None
     path = req.path
-    if adapter == "gemini":
-        spec = gemini_endpoint(path)
-        if spec is None or "//" in path:
-            return None
-        # The base URL keeps the API version the caller addressed (/v1beta).
-        return LlmCall(spec, adapter, path.split("/models/", 1)[0])
     for suffix, name, keep in calls:
         if path.endswith(suffix):
             base = path[: -len(suffix)]
@@ -116,7 +148,7 @@ def call_headers(call: LlmCall, req: Request, added: dict[str, str]) -> dict[str
     headers, and a Gemini key the caller put in the URL (``?key=``) as
     ``x-goog-api-key`` (the codec builds the URL afresh, without the query)."""
     out = forwarded_headers(req.headers, added)
-    if call.kind == "gemini" and "x-goog-api-key" not in out:
+    if call.kind in ("gemini", "vertex") and "x-goog-api-key" not in out:
         key = query_key(req.target.partition("?")[2])
         if key:
             out["x-goog-api-key"] = key

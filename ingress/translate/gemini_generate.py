@@ -82,14 +82,19 @@ def parse_path(path: str) -> tuple[str, str] | None:
 
 
 def address(path: str, query: str) -> tuple[str, bool]:
-    """The model and stream flag a Gemini URL names.  A stream is served as
-    server-sent events only (``?alt=sse``, what the SDKs ask for): the bare
-    form streams one JSON array, which the hooks' stream guard cannot read
-    event by event, so it is refused rather than relayed unscreened."""
+    """The model and stream flag a Gemini URL names."""
     parsed = parse_path(path)
     if parsed is None:
         raise unsupported(API, "the URL must be /v1beta/models/{model}:{method}")
-    model, method = parsed
+    return addressed(parsed[0], parsed[1], query)
+
+
+def addressed(model: str, method: str, query: str) -> tuple[str, bool]:
+    """The model and stream flag of a call of ``method`` on ``model``.  A
+    stream is served as server-sent events only (``?alt=sse``, what the SDKs
+    ask for): the bare form streams one JSON array, which the hooks' stream
+    guard cannot read event by event, so it is refused rather than relayed
+    unscreened."""
     stream = METHODS[method]
     if stream and "alt=sse" not in query.split("&"):
         raise unsupported(API, "streamGenerateContent is served as server-sent events only: add ?alt=sse")
@@ -182,7 +187,7 @@ def _lower_types(schema: Any) -> Any:
     return out
 
 
-def _media(part: w.Part, where: str) -> ContentPart:
+def _media(part: w.Part, where: str, api: str) -> ContentPart:
     if part.inline_data is not None:
         mime, data = part.inline_data.mime_type, part.inline_data.data
         if mime.startswith("image/"):
@@ -194,7 +199,7 @@ def _media(part: w.Part, where: str) -> ContentPart:
     assert fd is not None  # the caller checked
     if fd.mime_type is None or fd.mime_type.startswith("image/"):
         return ImagePart(image_url=ImageURL(url=fd.file_uri))
-    raise unsupported(API, f"{where}.fileData of type {fd.mime_type!r} cannot be served; send inlineData")
+    raise unsupported(api, f"{where}.fileData of type {fd.mime_type!r} cannot be served; send inlineData")
 
 
 def _unknown(part: w.Part) -> bool:
@@ -210,12 +215,14 @@ def _unknown(part: w.Part) -> bool:
     )
 
 
-def _messages(req: _Request) -> list[Message]:
+def _messages(req: _Request, api: str = API) -> list[Message]:
+    """The turns of a request, its parts checked: a part this grammar does
+    not read is refused (naming ``api``), never dropped."""
     out: list[Message] = []
     if req.system_instruction is not None:
         for i, p in enumerate(req.system_instruction.parts):
             if p.text is None:
-                raise unsupported(API, f"systemInstruction.parts[{i}] must be text")
+                raise unsupported(api, f"systemInstruction.parts[{i}] must be text")
         text = "\n".join(p.text or "" for p in req.system_instruction.parts)
         if text:
             out.append(Message(role="system", content=text))
@@ -225,7 +232,7 @@ def _messages(req: _Request) -> list[Message]:
     for turn, content in enumerate(req.contents):
         for i, p in enumerate(content.parts):
             if _unknown(p):
-                raise unsupported(API, f"contents[{turn}].parts[{i}] has no part kind this gateway serves")
+                raise unsupported(api, f"contents[{turn}].parts[{i}] has no part kind this gateway serves")
         if content.role == "model":
             texts: list[str] = []
             thoughts: list[str] = []
@@ -249,7 +256,7 @@ def _messages(req: _Request) -> list[Message]:
             )
             continue
         if content.role not in (None, "user", "function"):
-            raise unsupported(API, f"contents[{turn}].role must be user or model")
+            raise unsupported(api, f"contents[{turn}].role must be user or model")
         parts: list[ContentPart] = []
         for i, p in enumerate(content.parts):
             if p.function_response is not None:
@@ -260,13 +267,20 @@ def _messages(req: _Request) -> list[Message]:
             elif p.text is not None and not p.thought:
                 parts.append(TextPart(text=p.text))
             elif p.inline_data is not None or p.file_data is not None:
-                parts.append(_media(p, f"contents[{turn}].parts[{i}]"))
+                parts.append(_media(p, f"contents[{turn}].parts[{i}]", api))
         first = parts[0] if len(parts) == 1 else None
         if isinstance(first, TextPart):
             out.append(Message(role="user", content=first.text))
         elif parts:
             out.append(Message(role="user", content=parts))
     return out
+
+
+def check_parts(contents: list[w.Content], system: w.Content | None, api: str) -> None:
+    """Raises CodecError (a 400 naming ``api``) unless every part of these
+    turns is one generateContent serves: what another Gemini call carries
+    (a cached content) is held to the same rule."""
+    _messages(_Request(contents=contents, system_instruction=system), api)
 
 
 def _tools(raw: list[dict[str, Any]] | None) -> list[Tool] | None:
@@ -530,6 +544,8 @@ GEMINI_GENERATE = GeminiGenerate()
 __all__ = [
     "GEMINI_GENERATE",
     "address",
+    "addressed",
+    "check_parts",
     "decode_count_tokens",
     "error_body",
     "parse_path",

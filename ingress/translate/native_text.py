@@ -166,6 +166,16 @@ def gemini_text(body: dict[str, Any]) -> NativeText:
     return text
 
 
+def gemini_cache_text(body: dict[str, Any]) -> NativeText:
+    """A Gemini cached content: what a later generateContent sends by name
+    -- the system instruction, every part of every turn, and the tools (a
+    function's description is prompt text too; names and schema types are
+    not read)."""
+    text = NativeText()._read(body, ("systemInstruction", "system_instruction", "contents", "tools"))
+    text.messages = _count(body.get("contents"))
+    return text
+
+
 def gemini_embed_text(body: dict[str, Any]) -> NativeText:
     """Gemini embedContent and batchEmbedContents: every part of the content
     and the title, of the body or of each of its ``requests`` (not their
@@ -207,6 +217,7 @@ _BY_ENDPOINT = {
     "gemini_count_tokens": gemini_text,
     "embed_content": gemini_embed_text,
     "batch_embed_contents": gemini_embed_text,
+    "cached_contents": gemini_cache_text,
 }
 
 

@@ -33,6 +33,8 @@ FAKE_HOSTS = [
     "expired.example.com",
     "chat.deepseek.com",
     "generativelanguage.googleapis.com",
+    "us-central1-aiplatform.googleapis.com",
+    "aiplatform.googleapis.com",
 ]
 
 

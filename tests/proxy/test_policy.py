@@ -149,4 +149,10 @@ def test_the_shipped_catalogue_knows_the_big_services() -> None:
     assert cat.service("api.deepseek.com") == "deepseek"
     assert cat.service("myres.openai.azure.com") == "azure-openai"
     assert cat.service("llm.internal.example") == "in-house"
+    # Vertex AI's regional hosts are not subdomains of aiplatform.googleapis.com.
+    assert cat.service("us-central1-aiplatform.googleapis.com") == "vertex-ai"
+    assert cat.service("aiplatform.googleapis.com") == cat.service("aiplatform.eu.rep.googleapis.com")
+    assert (
+        cat.service("storage.googleapis.com") == cat.service("x.us-central1-aiplatform.googleapis.com") == ""
+    )
     assert cat.service("example.com") == "" and cat.service("notchatgpt.com") == ""

@@ -111,7 +111,7 @@ async def read_request(ex: Exchange) -> None:
     record.body_read(ex, raw)
     if invalid is not None:
         raise invalid
-    if not ex.requested_model:
+    if not ex.requested_model and spec.needs_model:
         raise errors.missing_model()
     if ex.stream and not spec.streams:
         raise errors.invalid_request(f"{spec.name} cannot be streamed.", "stream")

@@ -26,6 +26,7 @@ The front end describes the target with a ``PassThrough`` on the exchange.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from adapters.base import Target
 from adapters.registry import CODECS
@@ -47,13 +48,23 @@ class PassThrough:
     the client that reaches that host (the front end's: its resolver and
     guard, its upstream TLS verification)."""
 
-    __slots__ = ("base_url", "headers", "http", "kind", "listed")
+    __slots__ = ("base_url", "headers", "http", "kind", "listed", "options")
 
-    def __init__(self, kind: str, base_url: str, headers: Mapping[str, str], http: Transport) -> None:
+    def __init__(
+        self,
+        kind: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        http: Transport,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.kind = kind
         self.base_url = base_url
         self.headers = headers
         self.http = http
+        # What the codec needs besides the base URL to address the call as
+        # the caller did (Vertex: project, location, API version).
+        self.options: Mapping[str, Any] = options or {}
         self.listed = False  # the model asked for is one the config lists (a metrics label then)
 
 
@@ -88,6 +99,7 @@ async def passthrough(ex: Exchange, next: Next) -> None:
         kind=pt.kind,
         base_url=pt.base_url,
         headers=pt.headers,
+        options=pt.options,
         # The front end's client resolves and guards the addresses itself
         # (the proxy checked the target when the client connected).
         allow_private_network=True,
@@ -100,7 +112,13 @@ async def passthrough(ex: Exchange, next: Next) -> None:
         kind="embedding" if spec.kind == "embedding" else "chat",
     )
     # The caller's credential travels in its own headers, as it sent them.
-    target = Target(provider=pt.kind, base_url=pt.base_url, provider_model=requested, headers=pt.headers)
+    target = Target(
+        provider=pt.kind,
+        base_url=pt.base_url,
+        provider_model=requested,
+        headers=pt.headers,
+        options=pt.options,
+    )
     ex.model = model
     ex.provider = provider.name
     ex.provider_model = requested

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from typing import Any, Literal
 
 import msgspec
@@ -489,6 +490,64 @@ async def _predict_handler(request: web.Request, model: str) -> web.StreamRespon
     return web.Response(body=_encoder.encode({"predictions": predictions}), content_type="application/json")
 
 
+class CachedContent(_Strict):
+    """A cached content as Google takes it on create (and on an update:
+    Google changes only the expiry)."""
+
+    model: str | None = None
+    contents: list[Content] | None = None
+    system_instruction: Content | None = None
+    tools: list[Tool] | None = None
+    tool_config: ToolConfig | None = None
+    display_name: str | None = None
+    ttl: str | None = None
+    expire_time: str | None = None
+    name: str | None = None
+
+
+_cached = msgspec.json.Decoder(CachedContent).decode
+
+
+async def cached_contents(request: web.Request) -> web.StreamResponse:
+    """POST .../cachedContents (create) and PATCH .../cachedContents/{id}
+    (update), on the Gemini API (key) and on Vertex AI (bearer token)."""
+    vertex = "project" in request.match_info
+    credential = common.bearer if vertex else common.header("x-goog-api-key")
+    admitted = await common.admit(request, error, credential)
+    if isinstance(admitted, web.Response):
+        return admitted
+    raw, _b = admitted
+    try:
+        cache = _cached(raw)
+        texts = []
+        if cache.system_instruction is not None:
+            texts.append("".join(p.text or "" for p in cache.system_instruction.parts))
+        for c in cache.contents or ():
+            for p in c.parts:
+                _check_part(p, c.role)
+            texts.append("".join(p.text or "" for p in c.parts))
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return error(400, f"Invalid JSON payload received. {exc}")
+    except common.Rejected as exc:
+        return error(exc.status, exc.message)
+    cache_id = request.match_info.get("cache") or hashlib.sha256(raw).hexdigest()[:12]
+    scope = (
+        f"projects/{request.match_info['project']}/locations/{request.match_info['location']}/"
+        if vertex
+        else ""
+    )
+    body = {
+        "name": f"{scope}cachedContents/{cache_id}",
+        "model": cache.model or "",
+        "displayName": cache.display_name or "",
+        "createTime": "2026-01-01T00:00:00Z",
+        "updateTime": "2026-01-01T00:00:00Z",
+        "expireTime": cache.expire_time or "2026-01-01T01:00:00Z",
+        "usageMetadata": {"totalTokenCount": text.count_prompt_tokens(texts)},
+    }
+    return web.Response(body=_encoder.encode(body), content_type="application/json")
+
+
 def register(app: web.Application) -> None:
     app.router.add_post("/gemini/v1beta/models/{action}", gemini_model_action)
     # generativelanguage.googleapis.com's own path: the proxy tests reach the
@@ -499,3 +558,14 @@ def register(app: web.Application) -> None:
         "/vertex/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{action}",
         vertex_model_action,
     )
+    # Tuned models, cached contents, and Vertex AI at its own paths (the
+    # proxy tests reach the sim as {location}-aiplatform.googleapis.com).
+    for version in ("v1", "v1beta"):
+        app.router.add_post(f"/{version}/tunedModels/{{action}}", gemini_model_action)
+        app.router.add_post(f"/{version}/cachedContents", cached_contents)
+        app.router.add_patch(f"/{version}/cachedContents/{{cache}}", cached_contents)
+    for version in ("v1", "v1beta1"):
+        scope = f"/{version}/projects/{{project}}/locations/{{location}}"
+        app.router.add_post(f"{scope}/publishers/{{publisher}}/models/{{action}}", vertex_model_action)
+        app.router.add_post(f"{scope}/cachedContents", cached_contents)
+        app.router.add_patch(f"{scope}/cachedContents/{{cache}}", cached_contents)
