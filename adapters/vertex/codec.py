@@ -119,11 +119,14 @@ class VertexCodec(GeminiCodec):
 
     def encode_embeddings(self, request_: EmbeddingRequest, target: Target) -> WireRequest:
         ext = (request_.nexus_ext or {}).get("vertex", {})
-        instances = [
-            {"content": t, **({"task_type": ext["task_type"]} if "task_type" in ext else {})}
-            for t in _embed_inputs(request_)
-        ]
-        params = {"outputDimensionality": request_.dimensions} if request_.dimensions else None
+        # task_type and title apply to every text (a title only with
+        # RETRIEVAL_DOCUMENT, as Vertex says); autoTruncate false makes an
+        # over-long text an error rather than cut.
+        shared = {k: ext[k] for k in ("task_type", "title") if k in ext}
+        instances = [{"content": t, **shared} for t in _embed_inputs(request_)]
+        params: dict[str, Any] = {"outputDimensionality": request_.dimensions} if request_.dimensions else {}
+        if "auto_truncate" in ext:
+            params["autoTruncate"] = bool(ext["auto_truncate"])
         body = {"instances": instances, **({"parameters": params} if params else {})}
         return self._wire(target, "predict", encode(body))
 

@@ -29,6 +29,7 @@ from ingress.pipeline.pipeline import run_pass_through
 from ingress.pipeline.runtime import Runtime
 from ingress.pipeline.stages.passthrough import PassThrough
 from ingress.proxy import google
+from ingress.translate import vertex_predict
 from ingress.translate.gemini_generate import query_key
 from streams.events import Interception, Tenant, uuid7
 
@@ -78,6 +79,13 @@ _GOOGLE_METHODS = {
 _GOOGLE = {
     name: dataclasses.replace(ENDPOINTS[name], addressed=google.address) for name in _GOOGLE_METHODS.values()
 }
+# Vertex AI's text embeddings: served as Gemini's embeddings are, in
+# Vertex's :predict shape (ingress.translate.vertex_predict).  The proxy's
+# alone: no gateway URL is a Vertex one.
+_GOOGLE_METHODS["predict"] = "vertex_predict"
+_GOOGLE["vertex_predict"] = dataclasses.replace(
+    ENDPOINTS["embed_content"], name="vertex_predict", decode=vertex_predict.decode, addressed=google.address
+)
 _GOOGLE_KINDS = {"gemini": "gemini", **dict.fromkeys(google.VERTEX, "vertex")}
 
 

@@ -9,7 +9,8 @@ One body grammar (Gemini's), several addresses:
 - Vertex AI (the ``vertex`` adapter: ``{location}-aiplatform.googleapis.com``,
   ``aiplatform.googleapis.com``):
   ``/{v1,v1beta1}/projects/{p}/locations/{l}/publishers/google/models/{m}:{method}``,
-  and express mode (an API key, no project): ``/{v}/publishers/google/models/{m}:{method}``;
+  and express mode (an API key, no project): ``/{v}/publishers/google/models/{m}:{method}``
+  (generate, stream, count; and ``:predict`` of a text embedding model);
 - the cached contents of either: ``POST /{v}/cachedContents`` (Vertex:
   ``/{v}/projects/{p}/locations/{l}/cachedContents``) and ``PATCH`` of one
   (``.../cachedContents/{id}``): a stored prompt, screened like a call's.
@@ -67,8 +68,10 @@ def model_call(adapter: str, path: str) -> ModelCall | None:
         if m is None:
             return None
         version, project, location, model, method = m.groups()
-        # Vertex embeds with :predict, another body: not this grammar's.
-        if method not in ("generateContent", "streamGenerateContent", "countTokens"):
+        # :predict serves many models; a text embedding model's body is one
+        # the proxy reads (ingress.translate.vertex_predict).
+        embeds = method == "predict" and "embedding" in model
+        if method not in ("generateContent", "streamGenerateContent", "countTokens") and not embeds:
             return None
         options: dict[str, Any] = {"api_version": version, "publisher": "google"}
         if project:
@@ -97,7 +100,9 @@ def address(path: str, query: str) -> tuple[str, bool]:
     for adapter in ("gemini", "vertex"):
         call = model_call(adapter, path)
         if call is not None:
-            return addressed(call.model, call.method, query)
+            return (
+                (call.model, False) if call.method == "predict" else addressed(call.model, call.method, query)
+            )
     return gemini_address(path, query)  # raises the 400 naming the URL it expects
 
 

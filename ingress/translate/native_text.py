@@ -192,6 +192,18 @@ def gemini_embed_text(body: dict[str, Any]) -> NativeText:
     return text
 
 
+def vertex_predict_text(body: dict[str, Any]) -> NativeText:
+    """Vertex AI's text embeddings (``:predict``): each instance's content
+    and title."""
+    text = NativeText()
+    instances = body.get("instances")
+    for inst in instances if isinstance(instances, list) else ():
+        if isinstance(inst, dict):
+            text._read(inst, ("content", "title"))
+    text.messages = _count(instances)
+    return text
+
+
 def embeddings_text(body: dict[str, Any]) -> NativeText:
     """Embeddings: the input strings (token arrays carry no text)."""
     text = NativeText()
@@ -218,6 +230,7 @@ _BY_ENDPOINT = {
     "embed_content": gemini_embed_text,
     "batch_embed_contents": gemini_embed_text,
     "cached_contents": gemini_cache_text,
+    "vertex_predict": vertex_predict_text,
 }
 
 

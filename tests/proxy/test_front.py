@@ -93,6 +93,15 @@ _VERTEX = "/v1beta1/projects/p-1/locations/us-central1"
             "gemini-2.5-flash",
             {"api_version": "v1", "publisher": "google", "express": True},
         ),
+        (
+            "vertex",
+            "POST",
+            f"{_VERTEX}/publishers/google/models/text-embedding-005:predict",
+            "vertex_predict",
+            "vertex",
+            "text-embedding-005",
+            {"api_version": "v1beta1", "publisher": "google", "project": "p-1", "location": "us-central1"},
+        ),
         ("gemini", "POST", "/v1beta/cachedContents", "cached_contents", "gemini", "", {}),
         ("gemini", "PATCH", "/v1beta/cachedContents/abc?updateMask=ttl", "cached_contents", "gemini", "", {}),
         ("vertex", "POST", f"{_VERTEX}/cachedContents", "cached_contents", "vertex", "", {}),
@@ -138,7 +147,7 @@ def test_google_calls(
         ),  # Vertex's
         ("vertex", "POST", "/v1beta/models/gemini-2.5-pro:generateContent"),  # the Gemini API's
         ("vertex", "POST", f"{_VERTEX}/publishers/anthropic/models/claude:rawPredict"),  # another grammar
-        ("vertex", "POST", f"{_VERTEX}/publishers/google/models/text-embedding-005:predict"),
+        ("vertex", "POST", f"{_VERTEX}/publishers/google/models/imagen-4.0-generate-001:predict"),  # not text
         ("vertex", "POST", f"{_VERTEX}/endpoints/123:generateContent"),  # a deployed endpoint
         ("", "POST", "/v1/chat/completions"),
     ],

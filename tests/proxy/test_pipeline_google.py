@@ -53,6 +53,7 @@ LOCATION = "us-central1"
 VERTEX_HOST = f"{LOCATION}-aiplatform.googleapis.com"
 CALLER_TOKEN = "ya29.caller-own-access-token"
 TUNED = "tunedModels/mine-7"
+EMBED_MODEL = "text-embedding-005"
 PDF = gtypes.Part.from_uri(file_uri="gs://bucket/contract.pdf", mime_type="application/pdf")
 T = TypeVar("T")
 
@@ -201,6 +202,57 @@ async def test_vertex_sdk_calls_are_screened_redacted_and_recorded(
         "generate_content",
         "gemini_count_tokens",
     ]
+    assert CALLER_TOKEN not in repr(events.items)
+
+
+async def test_vertex_text_embeddings_are_screened(
+    google_proxy: tuple[ProxyNode, Events], upstream: SimServer, proxy_ca: tuple[Path, Path]
+) -> None:
+    """``:predict`` of a text embedding model (what the SDK calls for one on
+    Vertex): each instance's text through the hooks, answered in Vertex's shape."""
+    node, events = google_proxy
+    resp = await sdk(
+        _vertex,
+        lambda c: c.models.embed_content(
+            model=EMBED_MODEL,
+            contents=["hello", f"charge my card {CARD}"],
+            config=gtypes.EmbedContentConfig(task_type="RETRIEVAL_DOCUMENT", output_dimensionality=8),
+        ),
+    )
+    assert resp.embeddings and [len(e.values or []) for e in resp.embeddings] == [8, 8]
+    (seen,) = upstream_requests(upstream)
+    assert seen.path.endswith(f"/publishers/google/models/{EMBED_MODEL}:predict")
+    assert seen.credential == credential_fingerprint(CALLER_TOKEN)
+    assert [i["content"] for i in seen.body["instances"]] == [
+        "hello",
+        "charge my card [REDACTED_CREDIT_CARD]",
+    ]
+    assert {i["task_type"] for i in seen.body["instances"]} == {"RETRIEVAL_DOCUMENT"}
+    assert seen.body["parameters"]["outputDimensionality"] == 8
+    (received,) = events.of(RequestReceived)
+    assert (received.endpoint, received.requested_model) == ("vertex_predict", EMBED_MODEL)
+    (usage,) = events.of(UsageRecorded)
+    assert usage.usage.prompt_tokens > 0 and not usage.estimated  # Vertex's own token counts
+
+    with pytest.raises(genai_errors.ClientError) as info:
+        await sdk(_vertex, lambda c: c.models.embed_content(model=EMBED_MODEL, contents=f"on {FORBIDDEN}"))
+    assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
+
+    # An instance the hooks cannot read (an image: a multimodal model's): 400, never sent.
+    def image() -> httpx.Response:
+        ctx = ssl.create_default_context(cafile=str(proxy_ca[0]))
+        scope = f"v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models"
+        with httpx.Client(proxy=f"http://{node.host}:{node.port}", verify=ctx, trust_env=False) as h:
+            return h.post(
+                f"https://{VERTEX_HOST}/{scope}/multimodalembedding@001:predict",
+                json={"instances": [{"content": "a cat", "image": {"bytesBase64Encoded": "AAAA"}}]},
+                headers={"Authorization": f"Bearer {CALLER_TOKEN}"},
+            )
+
+    r = await asyncio.to_thread(image)
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert "text content only" in r.json()["error"]["message"]
+    assert len(upstream_requests(upstream)) == 1
     assert CALLER_TOKEN not in repr(events.items)
 
 

@@ -2,7 +2,8 @@
 the model rewritten; any other embeddings provider is reached through its
 codec and answered in OpenAI's shape.  Gemini's ``:embedContent`` and
 ``:batchEmbedContents`` are served here too, always through the codec (their
-body is Google's), and answered in Google's shape.  Usage from the
+body is Google's), and answered in Google's shape; so is Vertex AI's
+``:predict`` of a text embedding model, for the proxy.  Usage from the
 provider's answer (estimated when it sends none)."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ingress.pipeline import errors, record
 from ingress.pipeline.call.unary import exchange, guard, unreadable
 from ingress.pipeline.call.usage import record_response
 from ingress.pipeline.exchange import Exchange, send_json
-from ingress.translate import gemini_embed
+from ingress.translate import gemini_embed, vertex_predict
 from ingress.translate.openai_chat import embeddings_response
 from ingress.translate.shown_model import ShownModel
 from streams.events import Usage
@@ -23,7 +24,11 @@ from streams.events import Usage
 decode = msgspec.json.Decoder(EmbeddingRequest).decode
 _NO_USAGE = EmbeddingResponse(data=[], model="")  # no usage reported: estimated
 # How each endpoint's answer is written (OpenAI's shape otherwise).
-_RENDER = {"embed_content": gemini_embed.embed_response, "batch_embed_contents": gemini_embed.batch_response}
+_RENDER = {
+    "embed_content": gemini_embed.embed_response,
+    "batch_embed_contents": gemini_embed.batch_response,
+    "vertex_predict": vertex_predict.predict_response,
+}
 
 
 def check(req: EmbeddingRequest) -> None:
