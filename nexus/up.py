@@ -446,10 +446,11 @@ def _banner(ep: Endpoints, snapshot: ConfigSnapshot, config_path: Path, hub: Hub
         lines.append(f"  simulated provider  {ep['sim_url']}")
     if "proxy_url" in ep:
         admin = ep["proxy_admin_url"]
+        # The Hub's, not the node's: they list every online proxy node.
         lines += [
             f"  proxy        {ep['proxy_url']}   (CONNECT + TLS bump; metrics: {admin}/metrics)",
-            f"  proxy CA     {ep['proxy_ca']}   (also {admin}/ca.pem; PAC: {admin}/proxy.pac;",
-            f"               onboarding per client: {admin}/onboarding)",
+            f"  proxy CA     {ep['proxy_ca']}   (also {hub.url}/proxy/ca.pem; PAC: {hub.url}/proxy.pac;",
+            f"               onboarding per client: {hub.url}/proxy/onboarding)",
         ]
     if demo:
         lines += [

@@ -140,8 +140,16 @@ class ProxyConfig(Strict, frozen=True):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 3128
-    # /healthz, /metrics, the PAC file, the CA certificate and the node's
-    # break-glass endpoint (until the Hub serves the first three).
+    # The address clients are told to use (``host`` or ``host:port``; no
+    # port: the one bound), in the node's report to the Hub and so in the
+    # Hub's PAC file.  Empty: ``host`` unless it is a wildcard (0.0.0.0,
+    # ::), then the machine's hostname.  Set it when clients reach the node
+    # by another name (a load balancer, NAT); ``nexus proxy --advertise``
+    # sets it per node.
+    advertise: str = ""
+    # /healthz, /metrics and the node's break-glass endpoint; also the PAC
+    # file, CA and onboarding text of this node alone (for a proxy run
+    # without a Hub: the Hub serves them for the whole fleet).
     admin_host: str = "127.0.0.1"
     admin_port: int = 3129
     node_id: str = ""
@@ -206,10 +214,59 @@ def split_address(value: str) -> tuple[str, int | None] | None:
     return text, port
 
 
+# A host clients can be told to use: DNS labels (underscores tolerated:
+# some hostnames have them), or an IPv6 address in brackets.  Nothing else:
+# the address is written into a PAC file's JavaScript string.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_ADDRESS_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def parse_proxy_address(value: str, *, where: str = "proxy.advertise") -> tuple[str, int | None]:
+    """``proxy.example.com``, ``proxy.example.com:3128``, ``10.0.0.5``,
+    ``[fd00::5]:3128`` -> (host, port or None); IPv6 without brackets is
+    taken as an address with no port.  A ConfigError naming ``where``
+    otherwise."""
+    text = value.strip()
+    port: int | None = None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ConfigError(f"{where}: {value!r} is not host[:port]")
+            port = int(rest[1:])
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"{where}: {host!r} is not an IPv6 address") from None
+    elif text.count(":") > 1:
+        try:
+            host = str(ipaddress.IPv6Address(text))
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not host[:port]") from None
+    else:
+        host, sep, p = text.partition(":")
+        if sep:
+            if not p.isdigit():
+                raise ConfigError(f"{where}: {value!r}: the port is not a number")
+            port = int(p)
+        if len(host) > 253 or not _ADDRESS_HOST.fullmatch(host):
+            raise ConfigError(f"{where}: {host!r} is not a host name or IP address")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{where}: port {port} is not 1-65535")
+    return host, port
+
+
+def proxy_address(host: str, port: int) -> str:
+    """``host:port`` as a client writes it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def validate_proxy(cfg: ProxyConfig, *, orgs: set[str], projects: dict[str, str]) -> None:
     for name, port in (("port", cfg.port), ("admin_port", cfg.admin_port)):
         if not 0 <= port < 65536:
             raise ConfigError(f"proxy.{name}: must be 0-65535")
+    if cfg.advertise:
+        parse_proxy_address(cfg.advertise)
     bp = cfg.block_page
     if not 0 < bp.justification_ttl_s <= 8 * 3600:
         raise ConfigError("proxy.block_page.justification_ttl_s: more than 0 and at most 8 hours (28800)")

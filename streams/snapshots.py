@@ -328,6 +328,17 @@ class SnapshotCache:
 ReportStatus = Literal["applied", "failed"]
 
 
+class ProxyEndpoint(msgspec.Struct, kw_only=True, frozen=True):
+    """What a client needs to use a proxy node, as the node reports it (the
+    Hub's PAC file and CA bundle are made of these): the address clients
+    are told to use, and the certificates of the CAs its leaves chain to
+    (PEM; the signing one first, a second one during a rotation).  Public
+    certificates only: a CA's private key never leaves the node."""
+
+    address: str  # host:port ([v6]:port)
+    ca_certificates: tuple[str, ...] = ()
+
+
 class NodeReport(msgspec.Struct, kw_only=True):
     """What a node runs, as it says: the reported half of its shadow.  Part 2's
     registry adds desired state and status (online/offline/drift) on top;
@@ -357,6 +368,9 @@ class NodeReport(msgspec.Struct, kw_only=True):
     desired_version: int = 0
     outcomes: dict[str, KeyOutcome] = {}
     transport: str = "nats"  # nats | websocket | long-poll
+    # A proxy node's address and CA certificates (None: not a proxy, or one
+    # from before nodes said); a Hub that does not know the field ignores it.
+    proxy: ProxyEndpoint | None = None
 
 
 _KV_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -418,6 +432,7 @@ class SnapshotFollower:
         posture: Callable[[], Mapping[str, str | int | float | bool]] | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         keys: KeysApply | None = None,
+        proxy: ProxyEndpoint | None = None,
     ) -> None:
         self._url = nats_url
         self.topology = topology
@@ -443,6 +458,7 @@ class SnapshotFollower:
             host=socket.gethostname(),
             pid=os.getpid(),
             heartbeat_s=heartbeat_s,
+            proxy=proxy,
         )
         self._nc: NATS | None = None
         self._store: SnapshotStore | None = None
@@ -491,6 +507,13 @@ class SnapshotFollower:
             await self._changed.wait_for(lambda: self.revision >= revision)
         assert self.current is not None
         return self.current
+
+    async def set_proxy(self, proxy: ProxyEndpoint | None) -> None:
+        """What clients need to use this node as a proxy, in every report
+        from now on (a node started after its follower: ``nexus proxy
+        --hub``); reported at once."""
+        self._report = msgspec.structs.replace(self._report, proxy=proxy)
+        await self._send_report()
 
     async def refresh(self) -> None:
         """Check the head now (a node's SIGHUP, a test)."""

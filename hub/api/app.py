@@ -1,5 +1,7 @@
 """The admin API's aiohttp app (port 3060): the route table, the OpenAPI
-document, /healthz and /metrics.
+document, /healthz and /metrics; beside the admin API, the things' sync
+endpoints (hub.fleet.sync) and the proxy fleet's PAC file, CA bundle and
+onboarding text (hub.fleet.proxies, public).
 
     app = create_app(hub)     # hub: hub.api.http.Hub
 """
@@ -18,6 +20,7 @@ from hub.api.openapi import build_openapi
 from hub.api.routes import ROUTES
 from hub.api.scim import BASE as SCIM_BASE
 from hub.api.scim import add_scim_routes, error_answer
+from hub.fleet.proxies import add_routes as add_proxy_routes
 from hub.fleet.sync import add_routes as add_fleet_routes
 from streams.events import uuid7
 
@@ -67,6 +70,7 @@ def create_app(hub: Hub, *, health: HealthFn | None = None) -> web.Application:
 
     if hub.fleet is not None:
         add_fleet_routes(app, hub.fleet)
+    add_proxy_routes(app)  # without a registry they answer 503, not a bare 404
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -162,7 +162,7 @@ class Call:
         self.route = route
         self.hub = hub
         self.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid7()
-        self.source_ip, self.secure = _origin(request, hub.trusted_proxies)
+        self.source_ip, self.secure = request_origin(request, hub.trusted_proxies)
         self.started = time.perf_counter()
         self.state: HubState = hub.control.state
         self.principal: Principal | None = None
@@ -297,7 +297,7 @@ def _trusted(ip: str, proxies: Networks) -> bool:
     return any(addr in net for net in proxies)
 
 
-def _origin(request: web.Request, proxies: Networks) -> tuple[str, bool]:
+def request_origin(request: web.Request, proxies: Networks) -> tuple[str, bool]:
     """The caller's IP and whether it reached us over TLS.  A peer that is a
     configured trusted proxy speaks for the caller: the address is the last
     X-Forwarded-For entry that is not itself a trusted proxy, and TLS is its

@@ -1,6 +1,9 @@
 """The proxy's admin listener (aiohttp; the CONNECT side is not aiohttp):
-``/healthz``, ``/metrics``, the node's break-glass switch, and, until the
-Hub serves them, the PAC file, the CA certificate and onboarding text.
+``/healthz``, ``/metrics``, the node's break-glass switch, and this node's
+own PAC file, CA certificate and onboarding text.  With a Hub, clients take
+those from the Hub instead (``/proxy.pac``, ``/proxy/ca.pem``,
+``/proxy/onboarding`` on :3060: every online node of the fleet, from what
+each reports); these stay for a proxy run without one.
 
 Nothing here is tenant data; the break-glass endpoint wants the node's own
 admin token (``proxy.admin_token_env``), compared in constant time.
@@ -16,7 +19,10 @@ from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
 
 from ingress.proxy.node import ProxyNode
+from streams.config_base import ConfigError
 from streams.config_hooks import MAX_OVERRIDE
+from streams.config_proxy import parse_proxy_address, proxy_address
+from streams.proxy_onboarding import PAC_TYPE, onboarding_text, pac_file
 
 NODE = web.AppKey("nexus_proxy_node", ProxyNode)
 TOKEN = web.AppKey("nexus_proxy_admin_token", str)
@@ -59,26 +65,21 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
-def pac_file(proxy: str) -> str:
-    """Everything through the proxy (shadow-AI discovery needs every host),
-    except plain and private names, which stay direct."""
-    return (
-        "function FindProxyForURL(url, host) {\n"
-        '  if (isPlainHostName(host) || host === "localhost" || dnsDomainIs(host, ".localhost") ||\n'
-        '      shExpMatch(host, "127.*") || shExpMatch(host, "10.*") || shExpMatch(host, "192.168.*"))\n'
-        '    return "DIRECT";\n'
-        f'  return "PROXY {proxy}; DIRECT";\n'
-        "}\n"
-    )
+def _client_host(request: web.Request, node: ProxyNode) -> str:
+    """The name the client used to reach us: the one it can reach the proxy
+    by.  It goes into the PAC's JavaScript, so only a well-formed host
+    name or IP; anything else gets the listen address."""
+    try:
+        host, _ = parse_proxy_address(request.url.host or "", where="Host")
+    except (ConfigError, ValueError):
+        return str(node.host)
+    return host
 
 
 async def pac(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    # The name the client used to reach us is the one it can reach the proxy by.
-    host = request.url.host or node.host
-    return web.Response(
-        text=pac_file(f"{host}:{node.port}"), content_type="application/x-ns-proxy-autoconfig"
-    )
+    host = _client_host(request, node)
+    return web.Response(text=pac_file([proxy_address(host, node.port)]), content_type=PAC_TYPE)
 
 
 async def ca(request: web.Request) -> web.Response:
@@ -92,34 +93,17 @@ async def ca(request: web.Request) -> web.Response:
     )
 
 
-def onboarding_text(admin: str, proxy: str) -> str:
-    return f"""Nexus compliance proxy: onboarding
-(served by the proxy's admin listener until the Hub serves it)
-
-Proxy:          http://{proxy}
-PAC file:       http://{admin}/proxy.pac
-CA certificate: http://{admin}/ca.pem   (save it as nexus-ca.pem)
-
-Python (openai, anthropic, requests, httpx read certifi, not the OS store):
-  export HTTPS_PROXY=http://{proxy}
-  export SSL_CERT_FILE=$PWD/nexus-ca.pem REQUESTS_CA_BUNDLE=$PWD/nexus-ca.pem
-Node.js (adds to its built-in roots):
-  export HTTPS_PROXY=http://{proxy} NODE_EXTRA_CA_CERTS=$PWD/nexus-ca.pem
-curl:
-  curl --proxy http://{proxy} --cacert nexus-ca.pem https://api.openai.com/v1/models
-Browsers (Chromium and Firefox on Linux read an NSS database):
-  certutil -d sql:$HOME/.pki/nssdb -A -t "C,," -n nexus-proxy -i nexus-ca.pem
-  then set the PAC URL above as the automatic proxy configuration
-  (chromium --proxy-pac-url=http://{admin}/proxy.pac).
-macOS / Windows: import nexus-ca.pem into the system trust store (MDM profile),
-and set the PAC URL in the network settings.
-"""
-
-
 async def onboarding(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    host = request.url.host or node.host
-    return web.Response(text=onboarding_text(request.host, f"{host}:{node.port}"))
+    host = _client_host(request, node)
+    admin = f"http://{proxy_address(host, request.url.port or 80)}"
+    text = onboarding_text(
+        proxies=[proxy_address(host, node.port)],
+        pac_url=f"{admin}/proxy.pac",
+        ca_url=f"{admin}/ca.pem",
+        served_by="this proxy node's admin listener; with a Hub, its /proxy/onboarding covers the fleet",
+    )
+    return web.Response(text=text)
 
 
 def _authorized(request: web.Request) -> web.Response | None:

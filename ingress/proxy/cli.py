@@ -1,6 +1,6 @@
 """``nexus proxy``: the compliance proxy alone, against configured services.
 
-    nexus proxy --config FILE [--port 3128] [--admin-port 3129] [--hub]
+    nexus proxy --config FILE [--port 3128] [--admin-port 3129] [--hub] [--advertise HOST[:PORT]]
     nexus proxy --hub [--port 3128] [--admin-port 3129]   # the Hub's configuration alone
     nexus proxy ca --out DIR            # a new CA (key 0600) for proxy.tls.cas
     nexus proxy hash-password           # a scrypt hash for proxy.auth.users
@@ -27,6 +27,7 @@ from typing import Any
 from ingress.proxy.auth import hash_password
 from ingress.proxy.certs import CaError, generate_ca
 from streams.config_base import ConfigError
+from streams.config_proxy import parse_proxy_address
 from streams.config_snapshot import ConfigSnapshot, load_snapshot
 from streams.events import Node
 from streams.publisher import Publisher
@@ -45,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="listen port (default: proxy.port, 3128)")
     p.add_argument(
         "--admin-port", type=int, default=None, help="admin port (default: proxy.admin_port, 3129)"
+    )
+    p.add_argument(
+        "--advertise",
+        default=None,
+        help=(
+            "host[:port] clients use to reach this node, reported to the Hub for its PAC file "
+            "(default: proxy.advertise, else the listen address, or the hostname on a wildcard one)"
+        ),
     )
     p.add_argument("--node-id", default=None)
     p.add_argument(
@@ -101,6 +110,7 @@ async def serve(
             port=args.port,
             admin_port=args.admin_port,
             spill=spill,
+            advertise=args.advertise,
             # With the Hub: the agents it enrolled (and revoked) decide
             # attestation, not a keys file.
             agent_keys=hub_agent_keys(spill_nc, topology) if args.hub else None,
@@ -119,7 +129,8 @@ async def serve(
         await proxy.follow(settings.nats, topology, cache_path=data / f"snapshot-{node_id}.json")
     print(
         f"nexus proxy listening on {proxy.proxy_url} (node {node_id}); "
-        f"admin, PAC and CA on {proxy.admin_url}",
+        f"admin, PAC and CA on {proxy.admin_url}"
+        + (f"; reported to the Hub as {proxy.advertise} (its /proxy.pac)" if args.hub else ""),
         flush=True,
     )
     stop = asyncio.Event()
@@ -180,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         if args.config is not None:
             snapshot = load_snapshot(args.config)
+        if args.advertise is not None:
+            parse_proxy_address(args.advertise, where="--advertise")
     except ConfigError as exc:
         print(f"nexus proxy: {exc}", file=sys.stderr)
         return 2

@@ -5,8 +5,10 @@ start when the config names none."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,9 @@ from ingress.proxy.admin import create_admin_app
 from ingress.proxy.attestation import AgentKeyLookup, HubAgentKeys
 from ingress.proxy.certs import generate_ca
 from ingress.proxy.node import Emitter, ProxyNode
-from streams.config_proxy import CaSource
+from streams.config_proxy import CaSource, parse_proxy_address, proxy_address
 from streams.config_snapshot import ConfigSnapshot, resolve_secret
-from streams.snapshots import Snapshot, SnapshotFollower
+from streams.snapshots import ProxyEndpoint, Snapshot, SnapshotFollower
 from streams.spill import SpillStore
 from streams.topology import Topology
 from streams.vault.master import MasterKeys
@@ -77,6 +79,7 @@ class HubFeed:
         newest), then every later snapshot goes straight to it; its
         ``close`` stops the follower."""
         proxy.follower = self.follower
+        await self.follower.set_proxy(proxy.endpoint())
         while not self._queue.empty():
             latest = self._queue.get_nowait()
             while not self._queue.empty():
@@ -95,9 +98,12 @@ class RunningProxy:
         *,
         valkey: Any = None,
         valkey_prefix: str = "nexus:",
+        advertise: str = "",
     ) -> None:
         self.node = node
         self.runner = runner
+        # host:port clients are told to use (advertised_address).
+        self.advertise = advertise or advertised_address("", str(node.host), int(node.port))
         self.admin_host = admin_host
         self.admin_port = admin_port
         self.valkey = valkey
@@ -120,10 +126,23 @@ class RunningProxy:
                 engine = await build_engine(snapshot, self.valkey, self.valkey_prefix, node.node.id)
             node.reconfigure(snapshot, engine)
 
-    async def follow(self, nats_url: str, topology: Topology, *, cache_path: Path | None) -> None:
+    def endpoint(self) -> ProxyEndpoint:
+        """What this node reports for clients (the Hub's PAC file and CA
+        bundle): its advertised address and its CAs' certificates, never a
+        key.  Both are bound at start, like the listen address."""
+        return ProxyEndpoint(
+            address=self.advertise,
+            ca_certificates=tuple(a.pem.decode() for a in self.node.authorities),
+        )
+
+    async def follow(
+        self, nats_url: str, topology: Topology, *, cache_path: Path | None, heartbeat_s: float = 15.0
+    ) -> None:
         """Follow the Hub's snapshots (the fleet kill switch, interception
         domains, hooks, ... as admins change them); the last one applied is
-        kept at ``cache_path`` for a restart without the Hub."""
+        kept at ``cache_path`` for a restart without the Hub.  Its reports
+        carry ``endpoint``: three missed heartbeats and the Hub's PAC file
+        leaves this node out."""
 
         async def on_snapshot(snap: Snapshot) -> None:
             # The follower validated it; the HMAC secret is this node's own.
@@ -136,6 +155,8 @@ class RunningProxy:
             node_id=self.node.node.id,
             apply=on_snapshot,
             cache_path=cache_path,
+            heartbeat_s=heartbeat_s,
+            proxy=self.endpoint(),
         )
         await self.follower.start()
 
@@ -155,6 +176,21 @@ class RunningProxy:
         await self.node.close()
         if engine is not None:
             await engine.aclose()
+
+
+def advertised_address(advertise: str, host: str, port: int) -> str:
+    """The ``host:port`` clients are told to use: ``advertise`` (its port,
+    else the bound one); else the listen address, unless it is a wildcard,
+    where the machine's hostname is the best guess (``--advertise`` or
+    ``proxy.advertise`` when clients know the node by another name)."""
+    if advertise:
+        name, wanted = parse_proxy_address(advertise)
+        return proxy_address(name, wanted or port)
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        wildcard = not host
+    return proxy_address(socket.gethostname() if wildcard else host, port)
 
 
 async def build_engine(snapshot: ConfigSnapshot, valkey: Any, prefix: str, node_id: str) -> Any:
@@ -222,8 +258,14 @@ async def start_proxy(
     env: dict[str, str] | None = None,
     spill: SpillStore | None = None,
     agent_keys: AgentKeyLookup | None = None,
+    advertise: str | None = None,
 ) -> RunningProxy:
+    """Start a node and its admin listener.  ``advertise`` (``--advertise``)
+    overrides ``proxy.advertise``: the address the node tells the Hub
+    clients should use."""
     cfg = snapshot.config.proxy
+    if advertise:
+        parse_proxy_address(advertise, where="--advertise")  # a ConfigError before anything starts
     environ = dict(os.environ) if env is None else env
     engine = await build_engine(snapshot, valkey, valkey_prefix, node_id)
     masters = await _master_keys(environ) if snapshot.config.vault.credentials else None
@@ -258,4 +300,7 @@ async def start_proxy(
         await node.close()
         raise RuntimeError(f"proxy: cannot listen on {ahost}:{aport} (admin): {exc.strerror}") from None
     bound = runner.addresses[0][1] if runner.addresses else aport
-    return RunningProxy(node, runner, ahost, int(bound), valkey=valkey, valkey_prefix=valkey_prefix)
+    address = advertised_address(cfg.advertise if advertise is None else advertise, str(node.host), node.port)
+    return RunningProxy(
+        node, runner, ahost, int(bound), valkey=valkey, valkey_prefix=valkey_prefix, advertise=address
+    )

@@ -185,13 +185,24 @@ def test_nexus_up_serves_the_demo_key_and_keeps_its_data(tmp_path: Path) -> None
         assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["content"]
         assert answer["usage"]["total_tokens"] > 0
         # The compliance proxy is up on 3128 with a development CA made in the
-        # data directory, served (with the PAC file) by its admin listener.
+        # data directory, served (with the PAC file) by the Hub, from the
+        # node's report, and by the node's admin listener.
         ca = (data / "proxy-ca" / "ca.pem").read_bytes()
         assert (data / "proxy-ca" / "ca-key.pem").stat().st_mode & 0o077 == 0
+        assert "http://127.0.0.1:3060/proxy.pac" in banner
         with urllib.request.urlopen("http://127.0.0.1:3129/ca.pem", timeout=5) as r:
             assert r.read() == ca
         with urllib.request.urlopen("http://127.0.0.1:3129/proxy.pac", timeout=5) as r:
             assert b"PROXY 127.0.0.1:3128" in r.read()
+        deadline = time.monotonic() + 10
+        while True:  # the node's first report enrols it (a moment after the banner)
+            with urllib.request.urlopen("http://127.0.0.1:3060/proxy.pac", timeout=5) as r:
+                if b"PROXY 127.0.0.1:3128; DIRECT" in r.read():
+                    break
+            assert time.monotonic() < deadline, "the Hub's PAC never listed the proxy"
+            time.sleep(0.2)
+        with urllib.request.urlopen("http://127.0.0.1:3060/proxy/ca.pem", timeout=5) as r:
+            assert r.read() == ca
         deadline = time.monotonic() + 5
         while request_id not in _sql(data, "select request_id from traffic_event"):
             assert time.monotonic() < deadline, "the request never reached traffic_event"

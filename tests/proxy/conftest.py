@@ -190,3 +190,28 @@ async def publisher(nats_url: str, topology: Topology, tmp_path: Path) -> AsyncI
     await pub.close()
     await delete_streams(nc.jetstream(), topology)
     await nc.close()
+
+
+async def hub_bumps(
+    client: Any, proxy_ca: tuple[Path, Path], upstream_pki: Pki, resolve: dict[str, str]
+) -> None:
+    """The Hub's proxy settings (``client``: an admin of tests.hub.conftest)
+    bump api.openai.com and api.anthropic.com: a node that follows the
+    Hub's snapshots (as it must, to report to the Hub) takes its
+    interception from them, and the demo config bumps nothing."""
+    section = (await client.get("/api/admin/settings/proxy")).json
+    wanted = {
+        **section,
+        "tls": {
+            **section["tls"],
+            "cas": [{"cert_file": str(proxy_ca[0]), "key_file": str(proxy_ca[1])}],
+            "upstream_ca_files": [str(upstream_pki.ca_path)],
+        },
+        "resolve": resolve,
+        "interception": [
+            {"host": "api.openai.com", "adapter": "openai"},
+            {"host": "api.anthropic.com", "adapter": "anthropic"},
+        ],
+    }
+    put = await client.put("/api/admin/settings/proxy", wanted)
+    assert put.status == 200, put

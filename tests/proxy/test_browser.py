@@ -1,13 +1,18 @@
 """Headless Chromium (Debian's, driven by Playwright; no browser is
 downloaded) with the proxy from the served PAC file and the CA in a
 throw-away NSS database: an AI host is bumped, a non-AI host is spliced and
-the browser sees the real upstream certificate."""
+the browser sees the real upstream certificate.  The first test takes the
+PAC file and the CA from the Hub, as onboarding tells users (the node
+follows a real Hub and reports to it); the block page test from the node's
+own admin listener (a proxy run without a Hub)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +25,9 @@ from streams.config import NexusConfig
 from streams.config_snapshot import snapshot_from_config
 from streams.events_compliance import StageDecision
 from streams.events_proxy import ProxyConnection, ProxyJustification
-from tests.proxy.conftest import FAKE_HOSTS, SECRET, Events, proxy_config
+from streams.topology import Topology
+from tests.hub.conftest import Client, RunningHub, admin, hub, nc  # noqa: F401 - fixtures
+from tests.proxy.conftest import FAKE_HOSTS, SECRET, Events, hub_bumps, proxy_config
 from tests.proxy.pki import Pki
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,16 +52,37 @@ pytestmark = [
 
 @pytest.fixture
 async def served(
-    upstream: SimServer, upstream_pki: Pki, proxy_ca: tuple[Path, Path]
-) -> AsyncIterator[tuple[RunningProxy, Events]]:
+    hub: RunningHub,  # noqa: F811
+    admin: Client,  # noqa: F811
+    upstream: SimServer,
+    upstream_pki: Pki,
+    proxy_ca: tuple[Path, Path],
+    nats_url: str,
+    topology: Topology,
+    tmp_path: Path,
+) -> AsyncIterator[tuple[RunningProxy, Events, str]]:
+    """A node following the Hub, once the Hub's PAC file lists it; with
+    the Hub's URL."""
     events = Events()
     resolve = {f"{h}:443": f"127.0.0.1:{upstream.port}" for h in FAKE_HOSTS}
+    await hub_bumps(admin, proxy_ca, upstream_pki, resolve)
     cfg = proxy_config(proxy_ca, upstream_pki, resolve)
     proxy = await start_proxy(
         snapshot_from_config(cfg, SECRET), events, node_id="px-browser", port=0, admin_port=0
     )
-    yield proxy, events
-    await proxy.close()
+    try:
+        await proxy.follow(nats_url, topology, cache_path=tmp_path / "snapshot-px-browser.json")
+        anon = Client(hub.url)
+        try:
+            deadline = time.monotonic() + 10
+            while proxy.advertise not in (await anon.get("/proxy.pac")).raw.decode():
+                assert time.monotonic() < deadline, "the Hub's PAC never listed the node"
+                await asyncio.sleep(0.05)
+        finally:
+            await anon.close()
+        yield proxy, events, hub.url
+    finally:
+        await proxy.close()
 
 
 def _nss_home(home: Path, *cas: tuple[str, Path]) -> None:
@@ -67,22 +95,29 @@ def _nss_home(home: Path, *cas: tuple[str, Path]) -> None:
         )
 
 
+@pytest.mark.integration  # the Hub: NATS and Postgres
 async def test_chromium_through_the_pac_ai_host_bumped_other_host_spliced(
-    served: tuple[RunningProxy, Events], upstream_pki: Pki, tmp_path: Path
+    served: tuple[RunningProxy, Events, str], upstream_pki: Pki, tmp_path: Path
 ) -> None:
     from playwright.async_api import async_playwright
 
-    proxy, events = served
+    proxy, events, hub_url = served
     home = tmp_path / "home"
-    # The proxy's CA (onboarding) and, standing in for the public roots, the
-    # fake upstreams' CA.
+    # The CA the Hub serves (onboarding) and, standing in for the public
+    # roots, the fake upstreams' CA.
     ca = tmp_path / "nexus-ca.pem"
-    ca.write_bytes(proxy.node.ca_bundle)
+    anon = Client(hub_url)
+    try:
+        served_ca = (await anon.get("/proxy/ca.pem")).raw
+    finally:
+        await anon.close()
+    assert served_ca == proxy.node.ca_bundle
+    ca.write_bytes(served_ca)
     _nss_home(home, ("nexus-proxy", ca), ("public-roots-stand-in", upstream_pki.ca_path))
     async with async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path=CHROMIUM,
-            args=[*FLAGS, f"--proxy-pac-url={proxy.admin_url}/proxy.pac"],
+            args=[*FLAGS, f"--proxy-pac-url={hub_url}/proxy.pac"],
             env={"HOME": str(home)},
         )
         try:

@@ -183,6 +183,17 @@ async def test_nexus_proxy_runs_on_the_hubs_configuration_alone(
         m = re.search(r"listening on http://([\d.]+):(\d+) ", line)
         assert m, line
         node: Any = _Node(m.group(1), int(m.group(2)))
+        # Started after its follower, it reports its address all the same:
+        # the Hub's PAC file lists it.
+        assert f"reported to the Hub as {m.group(1)}:{m.group(2)}" in line
+        anon = Client(hub.url)
+        try:
+            deadline = time.monotonic() + 10
+            while f"PROXY {m.group(1)}:{m.group(2)};" not in (await anon.get("/proxy.pac")).raw.decode():
+                assert time.monotonic() < deadline, "the Hub's PAC never listed the node"
+                await asyncio.sleep(0.05)
+        finally:
+            await anon.close()
         ctx = client_context(proxy_ca[0], upstream_pki.ca_path)
         r, w = await tls_through(node, "api.openai.com", ctx)
         assert "Nexus proxy test CA" in issuer_cn(w)  # bumped: the Hub lists the host
