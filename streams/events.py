@@ -152,7 +152,9 @@ class RequestReceived(Event, tag="request.received"):
     ingress: str = "gateway"  # gateway | proxy | agent
     # chat | messages | count_tokens | responses | embeddings | generate_content
     # | stream_generate_content | gemini_count_tokens | embed_content
-    # | batch_embed_contents | cached_contents (a Gemini prompt stored through the proxy)
+    # | batch_embed_contents; the proxy's own: cached_contents (a Gemini prompt
+    # stored), vertex_predict, vertex_embed_content, vertex_batch_embed_contents
+    # (Vertex AI embeddings)
     endpoint: str = ""
     ingress_format: str = "openai"  # the caller's wire grammar
     method: str = "POST"

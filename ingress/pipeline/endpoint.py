@@ -53,7 +53,7 @@ class Endpoint:
 
 
 def _specs() -> dict[str, Endpoint]:
-    from ingress.pipeline.call import cached, count, embeddings, responses
+    from ingress.pipeline.call import count, embeddings, forwarded, responses
     from ingress.pipeline.call.chat import chat_call
     from ingress.pipeline.call.models import models_call
     from ingress.pipeline.errors import invalid_request
@@ -122,11 +122,11 @@ def _specs() -> dict[str, Endpoint]:
             routed=False,
         ),
         # A Gemini cached content stored through the proxy: its prompt passes
-        # the request hooks, then goes to Google as sent (call/cached.py).
+        # the request hooks, then goes to Google as sent (call/forwarded.py).
         "cached_contents": Endpoint(
             "cached_contents",
             gemini.GEMINI_GENERATE,
-            cached.cached_contents_call,
+            forwarded.cached_contents_call,
             gemini_cache.decode,
             key_header="x-goog-api-key",
             query_key=gemini.query_key,

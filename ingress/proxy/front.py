@@ -23,13 +23,14 @@ from ingress.http1 import Headers, Request, Responder
 from ingress.http1.message import HOP_BY_HOP
 from ingress.http1.server import BodyWriter
 from ingress.pipeline import errors
+from ingress.pipeline.call import forwarded
 from ingress.pipeline.endpoint import ENDPOINTS, Endpoint
 from ingress.pipeline.exchange import ClientGone, Exchange
 from ingress.pipeline.pipeline import run_pass_through
 from ingress.pipeline.runtime import Runtime
 from ingress.pipeline.stages.passthrough import PassThrough
 from ingress.proxy import google
-from ingress.translate import vertex_predict
+from ingress.translate import vertex_embed, vertex_predict
 from ingress.translate.gemini_generate import query_key
 from streams.events import Interception, Tenant, uuid7
 
@@ -86,6 +87,22 @@ _GOOGLE_METHODS["predict"] = "vertex_predict"
 _GOOGLE["vertex_predict"] = dataclasses.replace(
     ENDPOINTS["embed_content"], name="vertex_predict", decode=vertex_predict.decode, addressed=google.address
 )
+# Vertex AI's embedContent and batchEmbedContents (Gemini embedding models):
+# another body than the Gemini API's, screened and forwarded as sent
+# (ingress.translate.vertex_embed, call/forwarded.py).
+_VERTEX_EMBED = {
+    method: dataclasses.replace(
+        ENDPOINTS["embed_content"],
+        name=name,
+        decode=decode,
+        call=forwarded.embed_as_sent_call,
+        addressed=google.address,
+    )
+    for method, name, decode in (
+        ("embedContent", "vertex_embed_content", vertex_embed.decode_embed),
+        ("batchEmbedContents", "vertex_batch_embed_contents", vertex_embed.decode_batch),
+    )
+}
 _GOOGLE_KINDS = {"gemini": "gemini", **dict.fromkeys(google.VERTEX, "vertex")}
 
 
@@ -103,6 +120,9 @@ def _google(adapter: str, req: Request) -> LlmCall | None:
     call = google.model_call(adapter, path)
     if call is None:
         return None
+    if kind == "vertex" and call.method in _VERTEX_EMBED:
+        # Forwarded as sent, to the path the caller used.
+        return LlmCall(_VERTEX_EMBED[call.method], kind, "")
     return LlmCall(_GOOGLE[_GOOGLE_METHODS[call.method]], kind, call.base_path, call.options)
 
 

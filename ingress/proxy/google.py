@@ -10,7 +10,8 @@ One body grammar (Gemini's), several addresses:
   ``aiplatform.googleapis.com``):
   ``/{v1,v1beta1}/projects/{p}/locations/{l}/publishers/google/models/{m}:{method}``,
   and express mode (an API key, no project): ``/{v}/publishers/google/models/{m}:{method}``
-  (generate, stream, count; and ``:predict`` of a text embedding model);
+  (generate, stream, count, embedContent, batchEmbedContents; and ``:predict``
+  of a text embedding model);
 - the cached contents of either: ``POST /{v}/cachedContents`` (Vertex:
   ``/{v}/projects/{p}/locations/{l}/cachedContents``) and ``PATCH`` of one
   (``.../cachedContents/{id}``): a stored prompt, screened like a call's.
@@ -36,6 +37,13 @@ _GEMINI_CACHE = re.compile(r"/(?:v1|v1beta)/cachedContents(/[^/:]+)?")
 _VERTEX_CACHE = re.compile(r"/(?:v1|v1beta1)/projects/[^/]+/locations/[^/]+/cachedContents(/[^/:]+)?")
 # What a tuned model serves (it has no embeddings).
 _TUNED = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
+# What Vertex serves in the Gemini grammar, or one the proxy reads: a Gemini
+# embedding model's embedContent and batchEmbedContents (another body than
+# the Gemini API's: ingress.translate.vertex_embed); and :predict of a text
+# embedding model (ingress.translate.vertex_predict).
+_VERTEX_METHODS = frozenset(
+    {"generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"}
+)
 # The interception entry's adapter names for Vertex AI (the catalogue's
 # service name is vertex-ai; the codec's kind is vertex).
 VERTEX = frozenset({"vertex", "vertex-ai"})
@@ -71,7 +79,7 @@ def model_call(adapter: str, path: str) -> ModelCall | None:
         # :predict serves many models; a text embedding model's body is one
         # the proxy reads (ingress.translate.vertex_predict).
         embeds = method == "predict" and "embedding" in model
-        if method not in ("generateContent", "streamGenerateContent", "countTokens") and not embeds:
+        if method not in _VERTEX_METHODS and not embeds:
             return None
         options: dict[str, Any] = {"api_version": version, "publisher": "google"}
         if project:

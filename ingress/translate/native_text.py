@@ -192,6 +192,23 @@ def gemini_embed_text(body: dict[str, Any]) -> NativeText:
     return text
 
 
+def vertex_embed_text(body: dict[str, Any]) -> NativeText:
+    """Vertex AI's embedContent and batchEmbedContents: every part of the
+    content and the title (at the top or in ``embedContentConfig``), of the
+    body or of each of its ``requests``."""
+    text = NativeText()
+    batch = body.get("requests")
+    reqs = [r for r in batch if isinstance(r, dict)] if isinstance(batch, list) else [body]
+    for req in reqs:
+        text._read(req, ("content", "title"))
+        for key in ("embedContentConfig", "embed_content_config"):
+            config = req.get(key)
+            if isinstance(config, dict):
+                text._read(config, ("title",))
+    text.messages = len(reqs)
+    return text
+
+
 def vertex_predict_text(body: dict[str, Any]) -> NativeText:
     """Vertex AI's text embeddings (``:predict``): each instance's content
     and title."""
@@ -231,6 +248,8 @@ _BY_ENDPOINT = {
     "batch_embed_contents": gemini_embed_text,
     "cached_contents": gemini_cache_text,
     "vertex_predict": vertex_predict_text,
+    "vertex_embed_content": vertex_embed_text,
+    "vertex_batch_embed_contents": vertex_embed_text,
 }
 
 

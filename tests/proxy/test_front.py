@@ -102,6 +102,15 @@ _VERTEX = "/v1beta1/projects/p-1/locations/us-central1"
             "text-embedding-005",
             {"api_version": "v1beta1", "publisher": "google", "project": "p-1", "location": "us-central1"},
         ),
+        (
+            "vertex",  # forwarded as sent: to the path the caller used
+            "POST",
+            f"{_VERTEX}/publishers/google/models/gemini-embedding-001:batchEmbedContents",
+            "vertex_batch_embed_contents",
+            "vertex",
+            "gemini-embedding-001",
+            {},
+        ),
         ("gemini", "POST", "/v1beta/cachedContents", "cached_contents", "gemini", "", {}),
         ("gemini", "PATCH", "/v1beta/cachedContents/abc?updateMask=ttl", "cached_contents", "gemini", "", {}),
         ("vertex", "POST", f"{_VERTEX}/cachedContents", "cached_contents", "vertex", "", {}),

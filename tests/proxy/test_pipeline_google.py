@@ -54,6 +54,7 @@ VERTEX_HOST = f"{LOCATION}-aiplatform.googleapis.com"
 CALLER_TOKEN = "ya29.caller-own-access-token"
 TUNED = "tunedModels/mine-7"
 EMBED_MODEL = "text-embedding-005"
+GEMINI_EMBED = "gemini-embedding-001"
 PDF = gtypes.Part.from_uri(file_uri="gs://bucket/contract.pdf", mime_type="application/pdf")
 T = TypeVar("T")
 
@@ -253,6 +254,56 @@ async def test_vertex_text_embeddings_are_screened(
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert "text content only" in r.json()["error"]["message"]
     assert len(upstream_requests(upstream)) == 1
+    assert CALLER_TOKEN not in repr(events.items)
+
+
+async def test_vertex_gemini_embeddings_are_screened_and_forwarded_as_sent(
+    google_proxy: tuple[ProxyNode, Events], upstream: SimServer
+) -> None:
+    """A Gemini embedding model on Vertex (the SDK calls embedContent for
+    one text, batchEmbedContents for several): the texts through the hooks,
+    the body otherwise as sent, the answer Vertex's, its tokens billed."""
+    _, events = google_proxy
+    config = gtypes.EmbedContentConfig(task_type="RETRIEVAL_QUERY", output_dimensionality=8)
+    resp = await sdk(
+        _vertex,
+        lambda c: c.models.embed_content(
+            model=GEMINI_EMBED, contents=["hello", f"card {CARD}"], config=config
+        ),
+    )
+    assert resp.embeddings and [len(e.values or []) for e in resp.embeddings] == [8, 8]
+    one = await sdk(_vertex, lambda c: c.models.embed_content(model=GEMINI_EMBED, contents=f"my card {CARD}"))
+    assert one.embeddings and len(one.embeddings) == 1
+    batch, single = upstream_requests(upstream)
+    assert batch.path.endswith(f"/models/{GEMINI_EMBED}:batchEmbedContents")
+    assert single.path.endswith(f"/models/{GEMINI_EMBED}:embedContent")
+    assert all(r.credential == credential_fingerprint(CALLER_TOKEN) for r in (batch, single))
+    assert CARD not in _sent(batch) + _sent(single) and "[REDACTED_CREDIT_CARD]" in _sent(single)
+    # The config as the SDK sent it.
+    assert batch.body["requests"][0]["embedContentConfig"] == {
+        "taskType": "RETRIEVAL_QUERY",
+        "outputDimensionality": 8,
+    }
+    assert [r.endpoint for r in events.of(RequestReceived)] == [
+        "vertex_batch_embed_contents",
+        "vertex_embed_content",
+    ]
+    usages = events.of(UsageRecorded)
+    assert len(usages) == 2 and all(u.usage.prompt_tokens > 0 and not u.estimated for u in usages)
+
+    with pytest.raises(genai_errors.ClientError) as info:
+        await sdk(_vertex, lambda c: c.models.embed_content(model=GEMINI_EMBED, contents=f"on {FORBIDDEN}"))
+    assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
+    # A multimodal part (a PDF): the hooks cannot read it, so it never leaves.
+    with pytest.raises(genai_errors.ClientError) as info:
+        await sdk(
+            _vertex,
+            lambda c: c.models.embed_content(
+                model=GEMINI_EMBED, contents=gtypes.Content(role="user", parts=[PDF])
+            ),
+        )
+    assert info.value.code == 400 and "must be text" in (info.value.message or "")
+    assert len(upstream_requests(upstream)) == 2
     assert CALLER_TOKEN not in repr(events.items)
 
 

@@ -460,7 +460,63 @@ async def vertex_model_action(request: web.Request) -> web.StreamResponse:
         return await _generate_handler(request, model, True, True)
     if verb == "predict":
         return await _predict_handler(request, model)
+    if verb in ("embedContent", "batchEmbedContents"):
+        return await _vertex_embed_handler(request, model, verb == "batchEmbedContents")
     return error(404, f"unknown method {verb!r}")
+
+
+class _VertexEmbedConfig(_Strict):
+    task_type: str | None = None
+    title: str | None = None
+    output_dimensionality: int | None = None
+    auto_truncate: bool | None = None
+
+
+class _VertexEmbed(_Strict):
+    content: Content
+    embed_content_config: _VertexEmbedConfig | None = None
+
+
+class _VertexBatch(_Strict):
+    requests: list[_VertexEmbed]
+
+
+async def _vertex_embed_handler(request: web.Request, model: str, batch: bool) -> web.StreamResponse:
+    """Vertex's embedContent / batchEmbedContents (Gemini embedding models):
+    the config in ``embedContentConfig``, the prompt tokens in ``usageMetadata``."""
+    admitted = await common.admit(request, error, common.bearer)
+    if isinstance(admitted, web.Response):
+        return admitted
+    raw, b = admitted
+    dims = request.app[SIM_STATE].settings.embedding_dimensions
+    try:
+        reqs = (
+            msgspec.json.decode(raw, type=_VertexBatch).requests
+            if batch
+            else [msgspec.json.decode(raw, type=_VertexEmbed)]
+        )
+        texts = [_text_of(r.content) for r in reqs]
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return error(400, f"Invalid JSON payload received. {exc}")
+    except common.Rejected as exc:
+        return error(exc.status, exc.message)
+    b, failed = await common.act(b, texts, error)
+    if failed is not None:
+        return failed
+    vectors = [
+        {
+            "values": _vector(
+                model, t, (r.embed_content_config or _VertexEmbedConfig()).output_dimensionality, dims
+            )
+        }
+        for t, r in zip(texts, reqs, strict=True)
+    ]
+    tokens = sum(text.count_text_tokens(t) for t in texts)
+    usage = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+    body = {"embeddings": vectors} if batch else {"embedding": vectors[0], "truncated": False}
+    return web.Response(
+        body=_encoder.encode({**body, "usageMetadata": usage}), content_type="application/json"
+    )
 
 
 async def _predict_handler(request: web.Request, model: str) -> web.StreamResponse:
