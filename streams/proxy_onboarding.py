@@ -26,9 +26,13 @@ _DIRECT_RULES = (
 
 def pac_file(proxies: Sequence[str]) -> str:
     """Everything through the proxies (shadow-AI discovery needs every host),
-    in the order given (a browser tries the next when one does not answer),
-    then DIRECT; plain and private names direct.  With no proxy, a PAC that
-    sends everything direct and says why."""
+    then DIRECT; plain and private names direct.  With several, each host
+    goes to one node first, chosen by a hash of its name, and to the others
+    after it in turn (a browser tries the next when one does not answer):
+    hosts spread over the fleet, and one host's connections meet the node
+    that already holds its leaf certificate, pinning state and upstream
+    connections.  With no proxy, a PAC that sends everything direct and
+    says why."""
     if not proxies:
         return (
             "// No Nexus proxy node is online now: everything goes direct until one reports.\n"
@@ -36,8 +40,21 @@ def pac_file(proxies: Sequence[str]) -> str:
             '  return "DIRECT";\n'
             "}\n"
         )
-    route = "; ".join(f"PROXY {p}" for p in proxies)
-    return f'function FindProxyForURL(url, host) {{\n{_DIRECT_RULES}  return "{route}; DIRECT";\n}}\n'
+    if len(proxies) == 1:
+        route = f'  return "PROXY {proxies[0]}; DIRECT";\n'
+        return f"function FindProxyForURL(url, host) {{\n{_DIRECT_RULES}{route}}}\n"
+    nodes = ", ".join(f'"PROXY {p}"' for p in proxies)
+    return (
+        "function FindProxyForURL(url, host) {\n"
+        f"{_DIRECT_RULES}"
+        f"  var nodes = [{nodes}];\n"
+        "  var h = 0;\n"
+        "  for (var i = 0; i < host.length; i++) h = (h * 31 + host.charCodeAt(i)) % 1000003;\n"
+        "  var order = [];\n"
+        "  for (var j = 0; j < nodes.length; j++) order.push(nodes[(h + j) % nodes.length]);\n"
+        '  return order.join("; ") + "; DIRECT";\n'
+        "}\n"
+    )
 
 
 def onboarding_text(*, proxies: Sequence[str], pac_url: str, ca_url: str, served_by: str) -> str:

@@ -39,6 +39,7 @@ from tests.proxy.conftest import (
     proxy_config,
     tls_through,
 )
+from tests.proxy.pac import find_proxy, proxies_for
 from tests.proxy.pki import Pki
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,8 +88,8 @@ async def _until(anon: Client, path: str, check: Any, timeout: float = 10.0) -> 
 
 
 def _pac_proxies(pac: str) -> list[str]:
-    m = re.search(r'return "((?:PROXY [^;"]+; )+)DIRECT";', pac)
-    return re.findall(r"PROXY ([^;]+);", m.group(1)) if m else []
+    """The proxies the PAC gives an AI host, in the order a browser tries them."""
+    return proxies_for(pac, "api.openai.com")
 
 
 def _key_free(raw: bytes, *keys: Path) -> None:
@@ -229,7 +230,7 @@ async def test_a_rotation_serves_both_cas_once_and_every_node_in_a_stable_order(
     try:
         assert b.advertise == f"proxy-b.example.test:{b.node.port}"  # no port given: the bound one
         want = sorted([a.advertise, b.advertise])
-        pac = await _until(anon, PAC_PATH, lambda r: _pac_proxies(r.raw.decode()) == want)
+        pac = await _until(anon, PAC_PATH, lambda r: sorted(_pac_proxies(r.raw.decode())) == want)
         # The same list every time (sorted: nodes behind one balancer
         # advertising one name appear once).
         assert (await anon.get(PAC_PATH)).raw == pac.raw
@@ -298,10 +299,35 @@ def test_advertised_addresses_and_a_pac_that_cannot_be_written_into() -> None:
             parse_proxy_address(bad)
     with pytest.raises(ConfigError, match=r"proxy\.advertise"):
         parse_config(b"proxy: {advertise: 'two words'}\n", source="t.yaml")
-    assert _pac_proxies(pac_file(["a.example:3128", "[fd00::1]:3128"])) == [
-        "a.example:3128",
+    assert sorted(_pac_proxies(pac_file(["a.example:3128", "[fd00::1]:3128"]))) == [
         "[fd00::1]:3128",
+        "a.example:3128",
     ]
+
+
+def test_a_fleet_pac_spreads_hosts_and_keeps_each_host_on_one_node() -> None:
+    nodes = ["px-a.example:3128", "px-b.example:3128", "px-c.example:3128"]
+    pac = pac_file(nodes)
+    hosts = [f"svc{i}.example.com" for i in range(300)] + ["api.openai.com", "api.anthropic.com"]
+    answers = find_proxy(pac, hosts)
+    first: dict[str, int] = {}
+    for answer in answers.values():
+        tried = answer.split("; ")
+        # Every node once, then direct: a node that does not answer is
+        # passed over, and with none the browser still gets out.
+        assert tried[-1] == "DIRECT" and sorted(t.removeprefix("PROXY ") for t in tried[:-1]) == nodes
+        first[tried[0]] = first.get(tried[0], 0) + 1
+    # Spread: each node is first for a fair share of 302 hosts.
+    assert len(first) == 3 and min(first.values()) >= 60, first
+    # One host, one order, every time (its leaf and pinning state stay on one node).
+    assert find_proxy(pac, ["api.openai.com"]) == {"api.openai.com": answers["api.openai.com"]}
+    # Private and plain names stay direct, whatever the fleet.
+    private = find_proxy(pac, ["localhost", "intranet", "10.1.2.3", "192.168.0.7", "127.0.0.1"])
+    assert set(private.values()) == {"DIRECT"}
+    # One node: the plain form.
+    assert find_proxy(pac_file(nodes[:1]), ["api.openai.com"]) == {
+        "api.openai.com": "PROXY px-a.example:3128; DIRECT"
+    }
 
 
 def test_nexus_proxy_refuses_a_malformed_advertise(capsys: pytest.CaptureFixture[str]) -> None:
