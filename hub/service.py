@@ -55,6 +55,7 @@ from hub.signin.guard import LoginGuard
 from hub.signin.kv import Bucket
 from hub.signin.oidc import OidcClients
 from hub.signin.passwords import hash_password, random_password
+from hub.signin.proxy_verifier import ProxyVerifier
 from hub.signin.sessions import MAX_LIFETIME_S, KvSessionStore
 from hub.state import HubState
 from hub.store import ConfigStore
@@ -153,11 +154,14 @@ class HubServer:
         self.job_history: HistoryWriter | None = None
         self.vault: VaultService | None = None
         self.fleet: FleetRegistry | None = None
+        # Answers proxies asking whether a user's e-mail and password are right.
+        self.proxy_signin: ProxyVerifier | None = None
         self._beat: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.hub: Hub | None = None
         self.url = ""
         self.started_at = time.time()
+        self._stopped = False
 
     async def start(self) -> None:
         s = self.settings
@@ -236,10 +240,11 @@ class HubServer:
             return await snapshots.wait_reflects(seq, timeout=5.0)
 
         signin_bucket = Bucket(js, s.topology.signin_bucket, ttl_s=s.signin_bucket_ttl_s)
+        guard = LoginGuard(signin_bucket)
         hub = Hub(
             control=self.control,
             sessions=KvSessionStore(Bucket(js, s.topology.session_bucket, ttl_s=s.session_lifetime_s)),
-            guard=LoginGuard(signin_bucket),
+            guard=guard,
             flows=FlowStore(signin_bucket),
             oidc=OidcClients(min_refetch_s=s.oidc_jwks_min_refetch_s),
             env=s.env,
@@ -258,6 +263,11 @@ class HubServer:
             provider_env=s.env,
         )
         self.hub = hub
+        # The same guard as the admin API's sign-in: guesses through a proxy
+        # and through the API count against one lockout.
+        control = self.control
+        self.proxy_signin = ProxyVerifier(self.nc, s.topology, lambda: control.state, guard)
+        await self.proxy_signin.start()
         app = create_app(hub, health=self.health)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -277,11 +287,19 @@ class HubServer:
         log.info("hub: admin API on %s (CONFIG sequence %d)", self.url, self.control.state.seq)
 
     async def stop(self) -> None:
+        # Once: a test stops the Hub under a running proxy, then its fixture
+        # stops it again (the audit publisher cannot be closed twice).
+        if self._stopped:
+            return
+        self._stopped = True
         if self.vault is not None:
             await self.vault.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.proxy_signin is not None:
+            await self.proxy_signin.stop()
+            self.proxy_signin = None
         # The scheduler first: it releases the lease (a follower takes over
         # at once) and records the end of runs it cut short.
         for jobs_part in (self.scheduler, self.job_history):

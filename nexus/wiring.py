@@ -243,7 +243,7 @@ async def start_proxy(
 ) -> tuple[dict[str, str], Stopper]:
     """The compliance proxy, with a development CA made in the data
     directory on first start (when the config names none)."""
-    from ingress.proxy.service import ensure_dev_ca, hub_agent_keys, open_spill
+    from ingress.proxy.service import ensure_dev_ca, hub_agent_keys, hub_users, open_spill
     from ingress.proxy.service import start_proxy as serve_proxy
 
     snapshot = ensure_dev_ca(snapshot, data / "proxy-ca")
@@ -283,6 +283,7 @@ async def start_proxy(
             admin_port=admin_port,
             spill=spill,
             agent_keys=hub_agent_keys(spill_nc, topology),  # the agents the Hub enrolled
+            hub_users=hub_users(spill_nc, topology, node_id),  # the Hub's users sign in
         )
     except BaseException:
         await release()

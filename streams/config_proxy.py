@@ -12,8 +12,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
+
+import msgspec
 
 from streams.config_base import ConfigError, Strict
 from streams.config_checks import check_re2
@@ -94,6 +96,14 @@ class ProxyAuth(Strict, frozen=True):
     # Virtual keys (nvk_...) as the password authenticate too, as the
     # key's user/org/project.
     virtual_keys: bool = True
+    # A proxy following a Hub lets the Hub's users in with their own e-mail
+    # and password (the Hub checks them; docs/proxy.md).
+    hub_users: bool = True
+    # How long a Hub user's sign-in is trusted before the Hub is asked
+    # whether the user is still as they were (no password, no scrypt): a
+    # disabled user or a changed password stops working within this (and a
+    # trusted sign-in keeps working this long while the Hub is away).
+    hub_remember_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
 class ProxyLimits(Strict, frozen=True):

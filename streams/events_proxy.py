@@ -38,7 +38,7 @@ class ProxyConnection(Event, tag="proxy.connection"):
     ai_service: str = ""  # the catalogue's name for the host ("" = not an AI host)
     device_id: str = ""  # the attested agent id
     attestation: str = ""  # "" (none sent) | valid | the reason it was refused
-    auth: str = ""  # "" (anonymous) | user | virtual_key
+    auth: str = ""  # "" (anonymous) | user | virtual_key | hub_user (a Hub user's own password)
     status: int = 0  # what the proxy answered to the CONNECT / request line
     bytes_up: int = 0  # client -> upstream (application bytes, after TLS when bumped)
     bytes_down: int = 0

@@ -181,6 +181,13 @@ class Topology(msgspec.Struct, frozen=True):
         return f"{self.prefix}_HUB_SIGNIN"
 
     @property
+    def proxy_signin_subject(self) -> str:
+        """NATS request-reply subject on which the Hub checks a proxy user's
+        e-mail and password (``streams.signin_wire``).  No stream captures
+        it: a question is answered by one Hub replica or by nobody."""
+        return f"{self.subject_root}.hub.proxy-signin"
+
+    @property
     def jobs_bucket(self) -> str:
         """KV bucket of the Hub's scheduler, shared by its replicas: the
         leader lease (``leader``) and one slot per job (``job.<name>``: runs

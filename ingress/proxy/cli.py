@@ -76,7 +76,14 @@ async def serve(
 ) -> None:
     """Run the proxy on ``snapshot`` (the config file's), or, with None, on
     the Hub's snapshots from the first."""
-    from ingress.proxy.service import HubFeed, ensure_dev_ca, hub_agent_keys, open_spill, start_proxy
+    from ingress.proxy.service import (
+        HubFeed,
+        ensure_dev_ca,
+        hub_agent_keys,
+        hub_users,
+        open_spill,
+        start_proxy,
+    )
 
     data = settings.data_path
     topology = Topology(prefix=settings.stream_prefix)
@@ -114,6 +121,8 @@ async def serve(
             # With the Hub: the agents it enrolled (and revoked) decide
             # attestation, not a keys file.
             agent_keys=hub_agent_keys(spill_nc, topology) if args.hub else None,
+            # With the Hub: its users sign in with their own e-mail and password.
+            hub_users=hub_users(spill_nc, topology, node_id) if args.hub else None,
         )
     except (RuntimeError, CaError) as exc:
         if feed is not None:

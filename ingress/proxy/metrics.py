@@ -38,6 +38,18 @@ class ProxyMetrics:
             ["reason"],
             registry=r,
         )
+        self.auth = Counter(
+            "nexus_proxy_auth_total",
+            "Proxy-Authorization checks, by who was let in (user, virtual_key, hub_user) or failed",
+            ["result"],
+            registry=r,
+        )
+        self.hub_signin = Counter(
+            "nexus_proxy_hub_signin_total",
+            "Hub users' sign-ins, by outcome (ok, cached, denied, throttled, unavailable, malformed)",
+            ["outcome"],
+            registry=r,
+        )
         self.active = Gauge("nexus_proxy_active_tunnels", "Connections open now", registry=r)
         self.pinned = Gauge("nexus_proxy_pinned_hosts", "Hosts spliced after a pinning failure", registry=r)
         self.kill_switch = Gauge("nexus_proxy_kill_switch", "1 while bumping is off", registry=r)

@@ -51,7 +51,13 @@ from ingress.proxy.attestation import (
     NonceStore,
     ValkeyNonces,
 )
-from ingress.proxy.auth import ConfigCredentials, CredentialVerifier, parse_basic
+from ingress.proxy.auth import (
+    ConfigCredentials,
+    CredentialChain,
+    CredentialVerifier,
+    HubCredentials,
+    parse_basic,
+)
 from ingress.proxy.blockpage import BlockNotice, BlockPageHandler, FormTokens, Justifications, is_browser
 from ingress.proxy.bumped import BumpedHandler
 from ingress.proxy.catalog import AiCatalogue
@@ -125,6 +131,7 @@ class ProxyNode:
         valkey_prefix: str = "nexus:",
         agent_keys: AgentKeyLookup | None = None,
         users: CredentialVerifier | None = None,
+        hub_users: HubCredentials | None = None,
         engine: Any = None,
         env: dict[str, str] | None = None,
         masters: MasterKeys | None = None,
@@ -152,7 +159,13 @@ class ProxyNode:
         self.table = InterceptionTable(cfg.interception)
         self.catalogue = AiCatalogue(cfg.ai_hosts)
         self.kill = ProxyKillSwitch(snapshot.config.hooks, self.node, self)
-        self.users: CredentialVerifier = users or ConfigCredentials(snapshot)
+        # Who may use the proxy: ``users`` as given, else the config's users
+        # and virtual keys, then (following a Hub) the Hub's users.
+        self._own_users = users is None
+        self.hub_users = hub_users
+        if hub_users is not None:
+            hub_users.observe = lambda outcome: self.metrics.hub_signin.labels(outcome).inc()
+        self.users: CredentialVerifier = users or self._verifier(snapshot)
         self._env = env
         self._masters = masters
         self.credentials = ProviderKeys(
@@ -209,8 +222,8 @@ class ProxyNode:
         self.kill.update(snapshot.config.hooks)
         self.table = InterceptionTable(cfg.interception)
         self.catalogue = AiCatalogue(cfg.ai_hosts)
-        if isinstance(self.users, ConfigCredentials):
-            self.users = ConfigCredentials(snapshot)
+        if self._own_users:
+            self.users = self._verifier(snapshot)
         self.credentials = ProviderKeys(
             snapshot.hmac_secret,
             snapshot.config.providers,
@@ -224,6 +237,14 @@ class ProxyNode:
         if old_engine is not None and old_engine is not engine:
             old_rt.on_retire(old_engine.aclose)
         old_rt.retire()
+
+    def _verifier(self, snapshot: ConfigSnapshot) -> CredentialVerifier:
+        auth = snapshot.config.proxy.auth
+        local = ConfigCredentials(snapshot)
+        if self.hub_users is None or not auth.hub_users:
+            return local
+        self.hub_users.remember_s = auth.hub_remember_s
+        return CredentialChain(local, self.hub_users)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -404,7 +425,8 @@ class ProxyNode:
         flow.ai_service = self.catalogue.service(host)
         creds = parse_basic(req.headers.get("proxy-authorization"))
         if creds is not None:
-            ident = await self.users.verify(*creds)
+            ident = await self.users.verify(*creds, source_ip=flow.client_ip)
+            self.metrics.auth.labels(ident.method if ident is not None else "failed").inc()
             if ident is None:
                 flow.reason = "proxy authentication failed"
                 await self._answer(resp, flow, 407, "proxy authentication failed", self._challenge())

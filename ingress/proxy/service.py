@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ingress.proxy.admin import create_admin_app
 from ingress.proxy.attestation import AgentKeyLookup, HubAgentKeys
+from ingress.proxy.auth import HubCredentials, nats_ask
 from ingress.proxy.certs import generate_ca
 from ingress.proxy.node import Emitter, ProxyNode
 from streams.config_proxy import CaSource, parse_proxy_address, proxy_address
@@ -231,6 +232,15 @@ def hub_agent_keys(nc: Any, topology: Topology) -> AgentKeyLookup | None:
     return HubAgentKeys(AgentDirectory(nc.jetstream(), topology))
 
 
+def hub_users(nc: Any, topology: Topology, node_id: str) -> HubCredentials | None:
+    """The Hub's users, asked of the Hub through the node's NATS connection
+    (proxy.auth.hub_users); None without a connection (then only the
+    config's users and virtual keys get in)."""
+    if nc is None:
+        return None
+    return HubCredentials(nats_ask(nc, topology.proxy_signin_subject), node_id=node_id)
+
+
 async def _master_keys(env: dict[str, str]) -> MasterKeys | None:
     """The vault's master keys, to recognise sealed provider keys by their
     fingerprints; without them (none configured, or unreadable) keys are
@@ -259,6 +269,7 @@ async def start_proxy(
     spill: SpillStore | None = None,
     agent_keys: AgentKeyLookup | None = None,
     advertise: str | None = None,
+    hub_users: HubCredentials | None = None,
 ) -> RunningProxy:
     """Start a node and its admin listener.  ``advertise`` (``--advertise``)
     overrides ``proxy.advertise``: the address the node tells the Hub
@@ -280,6 +291,7 @@ async def start_proxy(
         masters=masters,
         spill=spill,
         agent_keys=agent_keys,
+        hub_users=hub_users,
     )
     try:
         await node.start(host or cfg.host, cfg.port if port is None else port)

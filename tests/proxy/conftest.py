@@ -6,6 +6,7 @@ through the proxy's resolve override; the proxy bumps with a CA of its own."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -137,6 +138,12 @@ def client_context(*cafiles: Path) -> ssl.SSLContext:
     for f in cafiles:
         ctx.load_verify_locations(cafile=str(f))
     return ctx
+
+
+def basic(login: str, password: str) -> dict[str, str]:
+    """A Proxy-Authorization header."""
+    token = base64.b64encode(f"{login}:{password}".encode()).decode()
+    return {"Proxy-Authorization": f"Basic {token}"}
 
 
 async def tunnel(

@@ -23,16 +23,18 @@ from nexus.sim.server import SimServer
 from streams.config_snapshot import snapshot_from_config
 from streams.events_proxy import ProxyConnection
 from streams.topology import Topology
-from tests.hub.conftest import Client, RunningHub, admin, hub, nc  # noqa: F401 - fixtures
+from tests.hub.conftest import ADMIN_EMAIL, Client, RunningHub, admin, hub, nc  # noqa: F401 - fixtures
 from tests.proxy.conftest import (
     FAKE_HOSTS,
     SECRET,
     Events,
+    basic,
     client_context,
     http_get,
     issuer_cn,
     proxy_config,
     tls_through,
+    tunnel,
 )
 from tests.proxy.pki import Pki
 
@@ -198,6 +200,12 @@ async def test_nexus_proxy_runs_on_the_hubs_configuration_alone(
         r, w = await tls_through(node, "api.openai.com", ctx)
         assert "Nexus proxy test CA" in issuer_cn(w)  # bumped: the Hub lists the host
         assert (await http_get(r, w, "api.openai.com", "/healthz")) == (200, b"ok")
+        # The Hub's users sign in with their own e-mail and password
+        # (tests/proxy/test_hub_users.py has the rest).
+        for password, wanted_status in ((hub.admin_password, 200), ("not-the-password", 407)):
+            _, w, status, head = await tunnel(node, "api.openai.com:443", basic(ADMIN_EMAIL, password))
+            w.close()
+            assert status == wanted_status, head
         assert (await admin.put(f"{A}/settings/proxy", {**wanted, "interception": []})).status == 200
         start = time.monotonic()
         while True:
