@@ -266,7 +266,14 @@ class HubServer:
         # The same guard as the admin API's sign-in: guesses through a proxy
         # and through the API count against one lockout.
         control = self.control
-        self.proxy_signin = ProxyVerifier(self.nc, s.topology, lambda: control.state, guard)
+        self.proxy_signin = ProxyVerifier(
+            self.nc,
+            s.topology,
+            lambda: control.state,
+            guard,
+            audit=self.audit.emit if self.audit is not None else None,
+            node=Node(kind="hub", id=s.node_id),
+        )
         await self.proxy_signin.start()
         app = create_app(hub, health=self.health)
         self._runner = web.AppRunner(app, access_log=None)

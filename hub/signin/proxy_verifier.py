@@ -22,6 +22,16 @@ question runs in a task of its own; scrypt (32 MiB, ~0.2 s of CPU) runs in
 threads, ``concurrency`` at a time, so a burst of sign-ins cannot take the
 Hub's memory; past ``max_waiting`` questions waiting, a question is
 answered "throttled" at once.
+
+Every refused sign-in (a wrong password, an unknown or disabled user, a
+throttled or locked-out login, password sign-in off) is an ``admin.action``
+record in the audit trail (action ``auth:proxy_login``, route
+``proxy/<node>``), as a refused ``POST /auth/login`` is: a security team
+sees guessing through the proxies beside guessing at the sign-in page.
+Successes are not: a proxy re-asks every few seconds while a user's
+tunnels are open, and who used a tunnel is in its ``proxy.connection``
+event.  A question answered "throttled" before it was read (the Hub past
+``max_waiting``) is counted, not recorded.
 """
 
 from __future__ import annotations
@@ -36,10 +46,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from hub.authz import nrn_of
 from hub.signin.guard import LoginGuard, login_name
 from hub.signin.passwords import dummy_hash, verify_password
 from hub.state import HubState, Resource
 from streams.config_hub import SigninSettings
+from streams.events import Node, uuid7
+from streams.events_admin import AdminAction
 from streams.signin_wire import (
     DENIED,
     QUEUE,
@@ -63,6 +76,8 @@ class ProxyVerifier:
         state: Callable[[], HubState],
         guard: LoginGuard | None,
         *,
+        audit: Callable[[AdminAction], None] | None = None,
+        node: Node | None = None,
         concurrency: int = 4,
         max_waiting: int = 256,
     ) -> None:
@@ -70,6 +85,8 @@ class ProxyVerifier:
         self._subject = topology.proxy_signin_subject
         self._state = state
         self._guard = guard
+        self._audit = audit
+        self._node = node or Node(kind="hub", id="")
         self._hashing = asyncio.Semaphore(concurrency)
         self._max_waiting = max_waiting
         self._sub: Subscription | None = None
@@ -125,8 +142,11 @@ class ProxyVerifier:
         if guard is not None:
             refusal = await guard.admit(settings, q.login, q.source_ip)
             if refusal is not None:
+                note = f"{refusal.scope} throttled" if refusal.code == "rate_limited" else "locked"
+                self._refused(q, refusal.code, 429, note)
                 return THROTTLED
         if not settings.password_login:
+            self._refused(q, "password_login_off", 407)
             return DENIED
         user = _by_login(state, q.login)
         stored = user.password_hash if user is not None and not user.spec.disabled else ""
@@ -135,19 +155,52 @@ class ProxyVerifier:
             # answer takes as long as for a wrong password.
             ok = await asyncio.to_thread(verify_password, q.password, stored or dummy_hash())
         if not ok or user is None or not stored:
+            note = ""
             if guard is not None:
                 lock = await guard.failed(settings, q.login)
                 if lock is not None:
+                    note = f"lockout: {lock.failures} wrong passwords in a row"
                     log.info(
                         "hub: proxy sign-in locked a login after %d wrong passwords (node %s, from %s)",
                         lock.failures,
                         q.node[:64],
                         q.source_ip[:64],
                     )
+            # The user's NRN when the e-mail is one (as the sign-in page's
+            # record names it): which account is being guessed at.
+            self._refused(q, "invalid_credentials", 407, note, user)
             return DENIED
         if guard is not None:
             await guard.succeeded(q.login)
         return SigninAnswer(ok=True, user=user.id, org=user.spec.org, stamp=user.version)
+
+    def _refused(
+        self, q: SigninQuestion, outcome: str, status: int, note: str = "", user: Resource | None = None
+    ) -> None:
+        """The audit record of a refused sign-in: who tried which login from
+        where, through which proxy node; never the password."""
+        if self._audit is None:
+            return
+        resource = ""
+        if user is not None:
+            with contextlib.suppress(Exception):
+                resource = nrn_of(self._state(), "user", user.id)
+        self._audit(
+            AdminAction(
+                request_id=uuid7(),
+                node=self._node,
+                actor_name=q.login[:256],
+                action="auth:proxy_login",
+                resource=resource,
+                decision="unauthenticated",
+                deciding_statement=note,
+                source_ip=q.source_ip,
+                method="PROXY",
+                route=f"proxy/{q.node[:200]}",
+                status=status,
+                outcome=outcome,
+            )
+        )
 
 
 def _recheck(state: HubState, settings: SigninSettings, q: SigninQuestion) -> SigninAnswer:

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
 from ingress.proxy.service import RunningProxy, hub_users, start_proxy
 from nexus.sim.server import SimServer
 from streams.config_snapshot import snapshot_from_config
+from streams.events_admin import AdminAction
 from streams.events_proxy import ProxyConnection
 from streams.topology import Topology
 from tests.hub.conftest import ADMIN_EMAIL, Client, RunningHub, admin, hub, nc  # noqa: F401 - fixtures
@@ -201,14 +203,33 @@ async def test_with_the_hub_away_only_a_remembered_sign_in_works_until_its_windo
     assert metric(proxy, "nexus_proxy_hub_signin_total", outcome="denied") == 2
 
 
+async def _proxy_logins(nc: NATS, topology: Topology, hub: RunningHub) -> list[AdminAction]:  # noqa: F811
+    """The audit trail's records of refused proxy sign-ins, once the Hub's
+    audit publisher has stored them."""
+    assert hub.server.audit is not None
+    assert await hub.server.audit.flush(10.0)
+    js = nc.jetstream()
+    info = await js.stream_info(topology.admin_stream)
+    raw = [
+        (await js.get_msg(topology.admin_stream, seq)).data or b""
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
+    records = [msgspec.json.decode(b, type=AdminAction) for b in raw if b'"type":"admin.action"' in b]
+    return [r for r in records if r.action == "auth:proxy_login"]
+
+
 async def test_guessing_a_hub_users_password_through_the_proxy_locks_them_out(
     hub: RunningHub,  # noqa: F811
     admin: Client,  # noqa: F811
     proxy: RunningProxy,
+    nc: NATS,  # noqa: F811
+    topology: Topology,
 ) -> None:
     """The Hub's login guard counts guesses through the proxy like guesses
     at its sign-in page: five wrong in a row lock the login (its default),
-    and then not even the right password gets through either door."""
+    and then not even the right password gets through either door.  Each
+    refusal is in the audit trail, naming the login, the proxy node and
+    the lockout; no password is."""
     eve = await add_user(admin, "eve")
     for i in range(5):
         assert (await status_of(proxy, eve, f"guess-number-{i}-long"))[0] == 407
@@ -220,6 +241,17 @@ async def test_guessing_a_hub_users_password_through_the_proxy_locks_them_out(
     finally:
         await anonymous.close()
     assert (login.status, login.error) == (429, "locked_out"), login
+    refused = [r for r in await _proxy_logins(nc, topology, hub) if r.actor_name == eve]
+    assert [r.outcome for r in refused] == ["invalid_credentials"] * 5 + ["locked_out"]
+    assert {(r.decision, r.route, r.method) for r in refused} == {
+        ("unauthenticated", "proxy/px-users", "PROXY")
+    }
+    assert refused[0].resource.endswith("user/eve") and refused[0].source_ip == "127.0.0.1"
+    assert refused[4].deciding_statement.startswith("lockout: 5 wrong passwords")
+    assert not any(
+        PASSWORD in msgspec.json.encode(r).decode() or "guess-number" in msgspec.json.encode(r).decode()
+        for r in refused
+    )
     # An admin lifts the lock: the proxy lets her in again.
     assert (await admin.post(f"{A}/users/eve/unlock", {})).status == 204
     assert (await status_of(proxy, eve, PASSWORD))[0] == 200
