@@ -89,6 +89,21 @@ def _sql(data: Path, query: str) -> str:
     return result.stdout
 
 
+def _proxy_answer(email: str, password: str) -> int:
+    """The status the proxy on 3128 answers a CONNECT with these Basic
+    credentials (past authentication, the target is refused as private)."""
+    import base64
+
+    token = base64.b64encode(f"{email}:{password}".encode()).decode()
+    with socket.create_connection(("127.0.0.1", 3128), timeout=10) as s:
+        s.sendall(
+            f"CONNECT 127.0.0.1:3050 HTTP/1.1\r\nHost: 127.0.0.1:3050\r\n"
+            f"Proxy-Authorization: Basic {token}\r\n\r\n".encode()
+        )
+        status = s.recv(4096).split(b"\r\n", 1)[0]
+    return int(status.split()[1])
+
+
 def _hub_login(email: str, password: str) -> dict[str, object]:
     req = urllib.request.Request(
         "http://127.0.0.1:3060/api/admin/auth/login",
@@ -203,6 +218,11 @@ def test_nexus_up_serves_the_demo_key_and_keeps_its_data(tmp_path: Path) -> None
             time.sleep(0.2)
         with urllib.request.urlopen("http://127.0.0.1:3060/proxy/ca.pem", timeout=5) as r:
             assert r.read() == ca
+        # The proxy knows the Hub's users: the admin's own password gets past
+        # its authentication (then the private target is refused); a wrong
+        # one is 407.
+        assert _proxy_answer(email, "not-the-password") == 407
+        assert _proxy_answer(email, password) == 403
         deadline = time.monotonic() + 5
         while request_id not in _sql(data, "select request_id from traffic_event"):
             assert time.monotonic() < deadline, "the request never reached traffic_event"
