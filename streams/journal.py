@@ -52,9 +52,9 @@ _TRAIL = struct.Struct("@Q")  # the sequence again
 _encode_rows = msgspec.msgpack.Encoder().encode
 _decode_rows = msgspec.msgpack.Decoder(list[tuple[str, str, bytes]]).decode
 _WRAP = 0xFFFFFFFF  # a record header with this length: continue at the ring's start
-# Give resolved parts of the ring back to the kernel (RSS) once this much
-# of it lies behind the done offset.
-_TRIM = 1024 * 1024
+# Unmap what was written once this much of the ring lies behind the write
+# offset (``_unmap``).
+_TRIM = 256 * 1024
 
 JOURNAL_FULL = Counter(
     "nexus_publish_journal_full_total",
@@ -96,7 +96,7 @@ class Journal:
         # write offset is this modulo the ring size), and that count at the
         # done offset: their difference is what is live.
         self._total = self._total_done = 0
-        self._trimmed_total = 0  # bytes used up to which pages were given back
+        self._trimmed_total = 0  # bytes used up to which the mapping's pages were dropped
         # Per record not yet resolved, oldest first from ``_first`` on: how
         # many events it holds, the bytes used before and through it, its
         # sequence number (events that did not fit form an empty record at
@@ -162,6 +162,8 @@ class Journal:
         self._seq = seq + 1
         self._total = total
         self._dirty = True
+        if total - self._trimmed_total >= _TRIM:
+            self._unmap()
 
     def _note(self, n: int, start: int, end: int, seq: int) -> None:
         self._rec_count.append(n)
@@ -200,20 +202,23 @@ class Journal:
         self._total_done = total
         assert self._mm is not None
         _HEAD.pack_into(self._mm, 0, _MAGIC, self._size, total % self._size, expect)
-        self._trim()
 
-    def _trim(self) -> None:
-        """Drop the resolved pages from this process's memory (they stay in
-        the file): the ring would otherwise add its whole size to the RSS.
+    def _unmap(self) -> None:
+        """Drop the pages written so far from this process's mapping.
 
-        Counted in bytes ever used, not ring offsets: a resolved stretch
-        that crosses the ring's end is two pieces, both dropped (by ring
-        offsets the piece after the wrap stayed resident until the next
-        release, which an idle gateway never makes: 66 MB of RSS after a
-        slow-NATS burst), and one that covers the whole ring is the ring."""
-        lo, hi = self._trimmed_total, self._total_done
-        if hi - lo < _TRIM:
-            return
+        A write here is a copy into the page cache, as ``write(2)`` is: the
+        pages belong to the kernel, which writes them back (``sync``) and
+        keeps them for a restart's recovery scan whether or not they are
+        mapped (dropping a dirty page of a shared file mapping leaves it
+        dirty in the page cache).  Left mapped, every page the ring had
+        touched counted in the process's RSS (as ``RssFile``): up to the
+        whole 64 MiB while NATS was slow, and after a slow-NATS burst, when
+        resolved pages were given back only on release (by ring offsets,
+        so the piece after a wrap stayed until a next release that an idle
+        gateway never makes: 66 MB).  Now nothing behind the write offset
+        stays mapped: counted in bytes ever used, split at the ring's end,
+        one ``madvise`` per ``_TRIM`` written."""
+        lo, hi = self._trimmed_total, self._total
         size = self._size
         lo = max(lo, hi - size)
         while lo < hi:
@@ -224,8 +229,8 @@ class Journal:
             if end > begin and self._mm is not None and hasattr(mmap, "MADV_DONTNEED"):
                 self._mm.madvise(mmap.MADV_DONTNEED, _PAGE + begin, end - begin)
             lo += piece
-        # The page the done offset falls in still holds unresolved bytes:
-        # the next trim starts at its beginning.
+        # The page the write offset falls in is still being filled: the
+        # next drop starts at its beginning.
         self._trimmed_total = hi - (hi % size) % _PAGE
 
     def sync(self) -> None:

@@ -44,9 +44,9 @@ at ~2,300 answered requests a second overflowed 16 MiB, and a kill -9 then
 lost the overflow.)  If the journal is full all the same (64 MiB of events
 not yet acknowledged or outboxed: the outbox's disk slower than the
 traffic), new events wait in memory only, counted in
-``nexus_publish_journal_full_total``.  The file is sparse and resolved parts
-are given back to the kernel, so the size costs memory only while events
-wait.
+``nexus_publish_journal_full_total``.  The file is sparse, and what is
+written is unmapped from the process as it goes (``Journal._unmap``): its
+pages are the kernel's page cache, not the gateway's RSS.
 """
 
 from __future__ import annotations
