@@ -26,6 +26,9 @@ PathAction = Literal["process", "passthrough", "block"]
 MAX_LEAF_DAYS = 397  # the CA/Browser Forum ceiling for server certificates
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class InterceptPath(Strict, frozen=True):
     """What to do with requests under ``prefix`` on a bumped host (the
     longest matching prefix wins; no match: the domain's ``action``)."""
@@ -174,6 +177,10 @@ class ProxyConfig(Strict, frozen=True):
     # http://host:port of a parent (corporate) proxy every upstream
     # connection goes through.
     parent_proxy: str = ""
+    # The environment variable holding ``user:password`` for the parent
+    # proxy (Basic, sent on every CONNECT to it); empty: none.  A variable
+    # name, never the secret: the config is shared with the Hub and nodes.
+    parent_proxy_auth_env: str = ""
     # Ports a CONNECT may reach; empty: any.
     allow_ports: tuple[int, ...] = (443, 80, 8443)
     auth: ProxyAuth = ProxyAuth()
@@ -294,6 +301,13 @@ def validate_proxy(cfg: ProxyConfig, *, orgs: set[str], projects: dict[str, str]
         parts = urlsplit(cfg.parent_proxy)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ConfigError("proxy.parent_proxy: must be http://host:port")
+        if parts.username is not None or parts.password is not None:
+            raise ConfigError(
+                "proxy.parent_proxy: no credentials in the URL (the config is shared and logged); "
+                "put user:password in an environment variable and name it in proxy.parent_proxy_auth_env"
+            )
+    if cfg.parent_proxy_auth_env and not _ENV_NAME.fullmatch(cfg.parent_proxy_auth_env):
+        raise ConfigError("proxy.parent_proxy_auth_env: must be an environment variable name")
     for j, port in enumerate(cfg.allow_ports):
         if not 0 < port < 65536:
             raise ConfigError(f"proxy.allow_ports[{j}]: must be 1-65535")

@@ -10,10 +10,13 @@ and a private address is refused, not raced.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
+import os
 import socket
 import ssl
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -42,7 +45,12 @@ def _internal_name(host: str) -> bool:
 
 
 class Upstreams:
-    def __init__(self, cfg: ProxyConfig, verify: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ProxyConfig,
+        verify: ssl.SSLContext | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.verify = verify or verify_context(cfg.tls.upstream_ca_files)
         self._override: dict[str, tuple[str, int | None]] = {}
@@ -54,6 +62,16 @@ class Upstreams:
         self._timeout = cfg.limits.connect_timeout_s
         parent = urlsplit(cfg.parent_proxy) if cfg.parent_proxy else None
         self._parent = (parent.hostname, parent.port) if parent and parent.hostname and parent.port else None
+        # Basic credentials for the parent, from the variable the config
+        # names (read once: a changed secret needs a restart, like the CA).
+        creds = (
+            (os.environ if environ is None else environ).get(cfg.parent_proxy_auth_env, "")
+            if cfg.parent_proxy_auth_env
+            else ""
+        )
+        self._parent_auth = (
+            f"Proxy-Authorization: Basic {base64.b64encode(creds.encode()).decode()}\r\n" if creds else ""
+        )
 
     @property
     def parent(self) -> tuple[str, int] | None:
@@ -142,7 +160,11 @@ class Upstreams:
             async with asyncio.timeout(self._timeout):
                 reader, writer = await asyncio.open_connection(phost, pport, limit=256 * 1024)
                 target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("latin-1"))
+                writer.write(
+                    f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{self._parent_auth}\r\n".encode(
+                        "latin-1"
+                    )
+                )
                 await writer.drain()
                 head = await reader.readuntil(b"\r\n\r\n")
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:

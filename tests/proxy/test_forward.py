@@ -7,8 +7,12 @@ import asyncio
 import base64
 from pathlib import Path
 
+import pytest
+
 from ingress.proxy.auth import hash_password
 from nexus.sim.server import SimServer, start_sim
+from streams.config_base import ConfigError
+from streams.config_validation import parse_config
 from streams.events import RequestReceived
 from streams.events_proxy import ProxyConnection
 from tests.proxy.conftest import Events, MakeProxy, client_context, http_get, issuer_cn, tls_through, tunnel
@@ -166,3 +170,49 @@ async def test_chaining_through_a_parent_proxy(
     # it (and ran through the parent's own pipeline).
     (seen,) = parent_events.of(RequestReceived)
     assert (seen.endpoint, seen.ingress, seen.node.id) == ("chat", "proxy", "parent")
+
+
+async def test_a_parent_proxy_that_wants_credentials_gets_them_from_the_environment(
+    make_proxy: MakeProxy,
+    upstream: SimServer,
+    proxy_ca: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The corporate parent requires Basic; the child sends the user:password
+    # its config names by variable (never in the config), on every CONNECT.
+    parent_events = Events()
+    parent = await make_proxy(
+        upstream,
+        events=parent_events,
+        node_id="parent",
+        auth={
+            "required": True,
+            "users": [{"name": "nexus-egress", "password_hash": hash_password("egress-pass-1")}],
+        },
+    )
+    chained = {
+        "parent_proxy": f"http://127.0.0.1:{parent.port}",
+        "resolve": {},
+        "tls": {"upstream_ca_files": [str(proxy_ca[0])]},
+    }
+    monkeypatch.setenv("PARENT_PROXY_CREDS", "nexus-egress:egress-pass-1")
+    child = await make_proxy(upstream, parent_proxy_auth_env="PARENT_PROXY_CREDS", node_id="child", **chained)
+    reader, writer = await tls_through(child, "api.openai.com", client_context(proxy_ca[0]))
+    assert (await http_get(reader, writer, "api.openai.com", "/healthz"))[0] == 200
+    writer.close()
+    await child.close()  # its pooled upstream connection (through the parent) ends
+    for _ in range(100):
+        if parent_events.of(ProxyConnection):
+            break
+        await asyncio.sleep(0.01)
+    seen = parent_events.of(ProxyConnection)[0]
+    assert (seen.auth, seen.tenant.user_id) == ("user", "nexus-egress")
+    # Without them, the parent's 407 is the child's 502, naming the parent.
+    bare = await make_proxy(upstream, node_id="child-no-creds", **chained)
+    reader, writer = await tls_through(bare, "api.openai.com", client_context(proxy_ca[0]))
+    status, body = await http_get(reader, writer, "api.openai.com", "/healthz")
+    writer.close()
+    assert status == 502 and b"parent proxy" in body and b"407" in body, body
+    # Credentials never go in the URL, where the config would show them.
+    with pytest.raises(ConfigError, match="parent_proxy_auth_env"):
+        parse_config(b"proxy: {parent_proxy: 'http://u:p@127.0.0.1:3128'}\n", source="t.yaml")
